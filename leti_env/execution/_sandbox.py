@@ -430,6 +430,12 @@ def _exit_flushed(code: int) -> None:
 def solution_main(chan: int, request: dict) -> None:
     """Execute the program, then answer the verifier's requests until it hangs up. Never returns."""
     max_chars = request["max_feedback_chars"]
+
+    def describe(exc: BaseException, codes: set) -> dict:
+        payload = exception_payload(exc, codes, max_chars)
+        if payload["type"] == "MemoryError" and not payload["message"]:  # RLIMIT_AS says nothing
+            payload["message"] = f"the program exceeded the {request['memory_mb']} MiB memory limit"
+        return payload
     objects: dict[int, object] = {}
     ids: dict[int, int] = {}
 
@@ -455,7 +461,7 @@ def solution_main(chan: int, request: dict) -> None:
         except SystemExit as exc:
             _exit_flushed(_exit_code(exc))
         except BaseException as exc:  # noqa: BLE001 - the program's failure is the result
-            send_msg(chan, ["error", exception_payload(exc, codes, max_chars)])
+            send_msg(chan, ["error", describe(exc, codes)])
         reader = MessageReader(chan)
         while True:
             req = reader.recv()
@@ -494,7 +500,7 @@ def solution_main(chan: int, request: dict) -> None:
             except StopIteration:
                 reply = ["stop"]
             except BaseException as exc:  # noqa: BLE001
-                reply = ["err", exception_payload(exc, codes, max_chars)]
+                reply = ["err", describe(exc, codes)]
             try:
                 send_msg(chan, reply)
             except ValueError as exc:  # an oversized value
@@ -1098,6 +1104,7 @@ class Zygote:
         if self.cgroups is None:  # NPROC counts the uid host-wide: allow what it has, plus pids_max
             _set_rlimit(resource.RLIMIT_NPROC, self.nproc_limit)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large file is an OSError, not a kill
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a normal interpreter
         os.chdir(run_dir)  # the environment was scrubbed once, in the zygote
         if self.switch_uid:
             uid = NOBODY if role == "solution" else VERIFIER_UID

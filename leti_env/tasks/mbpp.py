@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import json
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -81,7 +82,10 @@ def load_mbpp(split: MBPPSplit = "test", *, sanitized: bool = False, data_path: 
 def _entry_point(code: str, tests: list[str]) -> str | None:
     """The reference solution's top-level function that the asserts call (MBPP names none)."""
     try:
-        defined = [n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        with warnings.catch_warnings():  # some references have invalid escapes such as "\d"
+            warnings.simplefilter("ignore")
+            tree = ast.parse(code)
+        defined = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         called = {n.func.id for t in tests for n in ast.walk(ast.parse(t))
                   if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     except SyntaxError:

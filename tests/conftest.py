@@ -1,0 +1,53 @@
+"""Shared fixtures. Datasets come from ../shared/data (LETI_DATA_DIR); nothing touches the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+os.environ.setdefault("LETI_DATA_DIR", str(SHARED_DATA))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not (Path(os.environ["LETI_DATA_DIR"]) / "mbpp" / "mbpp.jsonl").is_file():
+        skip = pytest.mark.skip(reason=f"no datasets in LETI_DATA_DIR={os.environ['LETI_DATA_DIR']}")
+        for item in items:
+            if "needs_data" in item.keywords:
+                item.add_marker(skip)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_data: reads MBPP/HumanEval from LETI_DATA_DIR")
+
+
+@pytest.fixture(scope="session")
+def pool():
+    """One 2-worker sandbox pool shared by the tests (as a trainer would keep one)."""
+    from leti_env import ExecutorPool
+
+    with ExecutorPool(2) as p:
+        yield p
+
+
+def descendants(pid: int) -> set[int]:
+    """All live descendants of ``pid`` on the host (by walking /proc parent links)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found

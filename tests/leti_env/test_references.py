@@ -1,0 +1,58 @@
+"""Every reference solution gets reward 1 through the environment; mutants get 0 with the right error."""
+
+from __future__ import annotations
+
+import random
+
+import gymnasium as gym
+import pytest
+
+import leti_env  # noqa: F401 - registers the ids
+
+pytestmark = pytest.mark.needs_data
+
+
+@pytest.mark.parametrize("env_id, kwargs, count", [
+    ("LETI-MBPP", {"split": "all"}, 974),
+    ("LETI-MBPP", {"split": "all", "sanitized": True}, 427),
+    ("LETI-HumanEval", {}, 164),
+])
+def test_every_reference_solution_passes(env_id, kwargs, count):
+    env = gym.make(env_id, **kwargs).unwrapped
+    assert len(env.tasks) == count
+    results = env.run_many([(t, t.reference_solution) for t in env.tasks])
+    failed = {t.task_id: r.feedback for t, r in zip(env.tasks, results) if not r.passed}
+    assert not failed
+
+
+def test_references_pass_one_episode_at_a_time():
+    env = gym.make("LETI-MBPP", split="test")
+    for task_id in ("MBPP/11", "MBPP/123", "MBPP/367"):  # plain, slowest (~2 s), needs setup code
+        prompt, info = env.reset(options={"task_id": task_id})
+        task = env.unwrapped.task(task_id)
+        obs, reward, terminated, truncated, info = env.step(task.reference_solution)
+        assert (reward, terminated, truncated, obs, info["passed"], info["task_id"]) == (1.0, True, False, "", True, task_id)
+
+
+def _mutants(tasks, seed=0, size=40):
+    rng = random.Random(seed)
+    for task in rng.sample(tasks, size):
+        name = task.entry_point
+        if f"def {name}(" in task.reference_solution:  # MBPP: the completion defines the function
+            yield task, task.reference_solution.replace(f"def {name}(", f"def {name}_renamed(", 1), "NameError"
+        else:  # HumanEval: the completion is the function body
+            yield task, "    return undefined_helper()\n", "NameError: name 'undefined_helper' is not defined"
+        raising = f"\ndef {name}(*args, **kwargs):\n    raise ZeroDivisionError('mutant')\n"
+        yield task, task.reference_solution + raising, "ZeroDivisionError: mutant"
+        yield task, task.reference_solution + f"\ndef {name}(*args, **kwargs):\n    return None\n", ""
+
+
+@pytest.mark.parametrize("env_id, kwargs", [("LETI-MBPP", {"split": "test"}), ("LETI-HumanEval", {})])
+def test_mutated_solutions_fail_with_the_right_exception(env_id, kwargs):
+    env = gym.make(env_id, **kwargs).unwrapped
+    cases = list(_mutants([t for t in env.tasks if t.entry_point]))
+    results = env.run_many([(t, completion) for t, completion, _ in cases])
+    for (task, _, needle), result in zip(cases, results):
+        assert result.reward == 0.0, task.task_id
+        assert needle in result.feedback, (task.task_id, result.feedback)
+        assert result.feedback.startswith("Traceback (most recent call last):\n"), result.feedback

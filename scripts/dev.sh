@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Set up (or reuse) .venv and run the tests:   bash scripts/dev.sh test [pytest args...]
+# Set up (or reuse) .venv, then:
+#   bash scripts/dev.sh demo [args]    run an environment end to end (python -m leti_env demo)
+#   bash scripts/dev.sh test [args]    run the test suite (pytest args pass through)
 # CPU torch is installed first and pinned: an unpinned torch pulls the multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +14,14 @@ if ! .venv/bin/python -c "import leti_env, trl, pytest" 2>/dev/null; then
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==2.13.0"
   .venv/bin/pip install -q -e ".[dev]"
 fi
-export LETI_DATA_DIR=${LETI_DATA_DIR:-$(cd .. && pwd)/shared/data}
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRL_EXPERIMENTAL_SILENCE=1
+# Datasets: a local copy laid out like ../shared/data if there is one, else the Hugging Face Hub.
+if [ -z "${LETI_DATA_DIR:-}" ] && [ -d ../shared/data/mbpp ]; then
+  export LETI_DATA_DIR=$(cd ../shared/data && pwd)
+fi
+export TRL_EXPERIMENTAL_SILENCE=1
 cmd=${1:-test}; shift || true
 case "$cmd" in
-  test) exec .venv/bin/python -m pytest -q "$@" ;;
-  *) echo "usage: bash scripts/dev.sh test [pytest args]" >&2; exit 2 ;;
+  test) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 exec .venv/bin/python -m pytest -q "$@" ;;
+  demo) exec .venv/bin/python -m leti_env demo "$@" ;;
+  *) echo "usage: bash scripts/dev.sh {demo|test} [args]" >&2; exit 2 ;;
 esac

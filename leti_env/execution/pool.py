@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -59,8 +60,8 @@ class _Worker:
             self.kill()
             raise RuntimeError(f"the sandbox worker did not start (exit code {self.proc.poll()}); see stderr above")
         self.protections: dict = hello["protections"]
-        self.busy_until: float | None = None
-        self.request_index: int | None = None
+        self.busy_until = 0.0
+        self.inflight: deque[int] = deque()  # request indices sent, oldest (running) first
 
     def send(self, request: dict) -> None:
         _sandbox.send_msg(self.fd_in, request)
@@ -223,47 +224,67 @@ class ExecutorPool:
             return self._dispatch(requests, timeout, progress)
 
     def _dispatch(self, requests: list[dict], timeout: float, progress) -> list[ExecutionResult]:
+        """Feed the workers, keeping a second (small) request queued behind the running one.
+
+        The queued request hides the round trip through this process: a worker starts its next
+        program the moment it sends a result. Large requests are not queued, so that a full pipe
+        can never block this loop while other workers wait.
+        """
         results: list[ExecutionResult | None] = [None] * len(requests)
-        pending = list(range(len(requests)))[::-1]  # pop() from the end keeps input order
+        pending = deque(range(len(requests)))
         done = 0
-        # The zygote enforces `timeout`; this outer watchdog only catches a wedged worker.
-        watchdog = timeout + 10.0
+        watchdog = timeout + 10.0  # the zygote enforces `timeout`; this only catches a wedged worker
+
+        def fail_head(worker: _Worker, message: str) -> None:
+            nonlocal done
+            results[worker.inflight.popleft()] = ExecutionResult("sandbox_error", f"SandboxError: {message}\n")
+            done += 1
+            pending.extendleft(reversed(worker.inflight))  # queued, never started: run them elsewhere
+            worker.inflight.clear()
+            self._replace(worker)
+
         while done < len(requests):
+            now = time.monotonic()
             for worker in self._workers:
-                if worker.request_index is None and pending:
-                    index = pending.pop()
+                while pending and (not worker.inflight or (
+                        len(worker.inflight) < 2 and _size(requests[pending[0]]) < _QUEUE_MAX_BYTES)):
+                    index = pending.popleft()
                     self._next_id += 1
                     requests[index]["id"] = self._next_id
                     worker.send(requests[index])
-                    worker.request_index, worker.busy_until = index, time.monotonic() + watchdog
-            busy = {w.fd_out: w for w in self._workers if w.request_index is not None}
+                    if not worker.inflight:
+                        worker.busy_until = now + watchdog
+                    worker.inflight.append(index)
+            busy = {w.fd_out: w for w in self._workers if w.inflight}
             wait = max(0.0, min(w.busy_until for w in busy.values()) - time.monotonic())
             ready, _, _ = select.select(list(busy), [], [], wait)
             for fd in ready:
                 worker = busy[fd]
                 reply = _sandbox.recv_msg(fd)
-                index = worker.request_index
                 if reply is None:  # the worker died: replace it, blame the harness, not the program
-                    results[index] = ExecutionResult("sandbox_error", "SandboxError: the worker process died\n")
-                    self._replace(worker)
+                    fail_head(worker, "the worker process died")
                 else:
-                    results[index] = _to_result(reply)
-                    worker.request_index = None
-                done += 1
+                    results[worker.inflight.popleft()] = _to_result(reply)
+                    worker.busy_until = time.monotonic() + watchdog
+                    done += 1
                 if progress is not None:
                     progress(done, len(requests))
             now = time.monotonic()
             for worker in list(busy.values()):
-                if worker.request_index is not None and now > worker.busy_until and worker.fd_out not in ready:
-                    results[worker.request_index] = ExecutionResult(
-                        "sandbox_error", "SandboxError: the worker stopped answering and was restarted\n")
-                    self._replace(worker)
-                    done += 1
+                if worker.inflight and now > worker.busy_until and worker.fd_out not in ready:
+                    fail_head(worker, "the worker stopped answering and was restarted")
         return results  # type: ignore[return-value]
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
         self._workers[self._workers.index(worker)] = _Worker(worker.config, self.python)
+
+
+_QUEUE_MAX_BYTES = 16384
+
+
+def _size(request: dict) -> int:
+    return len(request["solution"]) + len(request["tests"]) + len(request["prelude"])
 
 
 def _to_result(reply: dict) -> ExecutionResult:

@@ -7,6 +7,7 @@ The catalogue's NOT RUN rows (kill(-1), rm -rf ~, writes to /etc) are never run,
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -24,6 +25,7 @@ WRONG = "def add(a, b):\n    return a - b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(10, 5) == 15\n"
 SECRET = "leti-canary-secret-7f3a"
 TIMEOUT = 2.0
+DENIED = "Read-only file system|Permission denied"  # read-only root, or uid nobody: both are denials
 
 
 def cases(canary_dir: str, port: int) -> dict[str, tuple[str, str, str, str]]:
@@ -69,9 +71,9 @@ def cases(canary_dir: str, port: int) -> dict[str, tuple[str, str, str, str]]:
         "C35-deep-expression": ("x = " + "+".join(["1"] * 200_000) + "\n", SOLUTION, "error", "RecursionError"),
         "C36-nested-parens": ("x = " + "(" * 300 + ")" * 300 + "\n", SOLUTION, "syntax_error", "too many nested parentheses"),
         # D. files, secrets, network
-        "D37-overwrite-canary": (f"open({canary!r}, 'w').write('pwned')\n", SOLUTION, "error", "Read-only file system"),
-        "D38-unlink-canary": (f"import posix\nposix.unlink({canary!r})\n", SOLUTION, "error", "Read-only file system"),
-        "D39-rmtree-canary-dir": (f"import shutil\nshutil.rmtree({os.path.join(canary_dir, 'dir')!r})\n", SOLUTION, "error", "Read-only file system"),
+        "D37-overwrite-canary": (f"open({canary!r}, 'w').write('pwned')\n", SOLUTION, "error", DENIED),
+        "D38-unlink-canary": (f"import posix\nposix.unlink({canary!r})\n", SOLUTION, "error", DENIED),
+        "D39-rmtree-canary-dir": (f"import shutil\nshutil.rmtree({os.path.join(canary_dir, 'dir')!r})\n", SOLUTION, "error", DENIED),
         "D41-env-secret": ("import os\nraise RuntimeError(os.environ.get('FAKE_SECRET', 'no secret'))\n", SOLUTION, "error", "no secret"),
         "D42-parent-environ": ("import os\nprint(open(f'/proc/{os.getppid()}/environ').read())\n", SOLUTION, "error", "Error"),
         "D43-loopback-connect": (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n", SOLUTION, "error", "OSError"),
@@ -158,7 +160,8 @@ def test_catalogue_row_outcome(catalogue, row):
     assert not result.passed or status == "passed", f"{row}: wrong code scored 1: {result}"
     if status != "*":
         assert result.status == status, f"{row}: {result.status}\n{result.feedback}"
-    assert needle in result.feedback, f"{row}: {needle!r} not in feedback:\n{result.feedback}"
+    assert re.search(needle if needle == DENIED else re.escape(needle), result.feedback), \
+        f"{row}: {needle!r} not in feedback:\n{result.feedback}"
     assert SECRET not in result.feedback and SECRET not in result.output
     assert len(result.feedback) <= 4096
     assert result.duration_s < TIMEOUT + 0.5, f"{row} took {result.duration_s:.2f} s"

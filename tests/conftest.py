@@ -70,3 +70,29 @@ def leftover_processes(launcher_pid: int) -> set[int]:
     harness = {p for p in found if process_name(p) in HARNESS_NAMES}
     assert sum(process_name(p) == "leti-verifier" for p in harness) <= 1
     return found - harness
+
+
+# The sandbox hides these host directories behind its own tmpfs: a canary there proves nothing.
+SANDBOX_PRIVATE = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def nobody_can_traverse(path: Path) -> bool:
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        return False
+    return subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                           "test", "-x", str(path)]).returncode == 0
+
+
+def canary_parent(for_nobody: bool = False) -> Path:
+    """A writable folder on the real filesystem (visible, read-only, inside the sandbox)."""
+    for candidate in (REPO, Path.home(), Path("/var/lib")):
+        resolved = str(candidate.resolve())
+        if resolved.startswith(SANDBOX_PRIVATE) or not os.access(candidate, os.W_OK):
+            continue
+        if for_nobody and not nobody_can_traverse(candidate):
+            continue
+        return candidate
+    pytest.skip("no writable folder outside /tmp, /var/tmp and /dev/shm for the canaries")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from leti_env import Program
-from tests.conftest import REPO, leftover_processes
+from tests.conftest import canary_parent, leftover_processes
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
 WRONG = "def add(a, b):\n    return a - b\n"
@@ -103,7 +103,7 @@ ISCLOSE_TESTS = "import math\nassert math.isclose(add(1, 2), 3)\nassert math.isc
 def catalogue(pool):
     """Run every row once (in parallel, as a trainer would), then let each test check its own row."""
     # Canaries on the real filesystem (not /tmp, which the sandbox replaces with a private tmpfs).
-    canary_dir = Path(tempfile.mkdtemp(prefix=".canaries-", dir=REPO))
+    canary_dir = Path(tempfile.mkdtemp(prefix=".leti-canaries-", dir=canary_parent()))
     canary = canary_dir / "canary.txt"
     canary.write_text("original")
     (canary_dir / "dir").mkdir()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from leti_env import ExecutorPool, Program, SandboxUnavailableError, SandboxWarning
-from tests.conftest import REPO, leftover_processes
+from tests.conftest import canary_parent, leftover_processes
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(10, 5) == 15\n"
@@ -81,11 +81,6 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def _nobody_can_traverse(path: Path) -> bool:
-    probe = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "test", "-x", str(path)])
-    return probe.returncode == 0
-
-
 def _can_run_as_nobody(python: str) -> bool:
     if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(python):
         return False
@@ -101,9 +96,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 def test_unprivileged_user_gets_namespaces_and_a_read_only_root():
     # Put a copy of the (stdlib-only) executor where uid nobody can read it, and a world-writable
     # canary on the real filesystem, so that only the sandbox's read-only root can protect it.
-    # (not /tmp or /var/tmp: the sandbox hides those behind its own tmpfs)
-    parent = REPO if _nobody_can_traverse(REPO) else Path("/var/lib")
-    base = Path(tempfile.mkdtemp(prefix=".leti-nobody-", dir=parent))
+    base = Path(tempfile.mkdtemp(prefix=".leti-nobody-", dir=canary_parent(for_nobody=True)))
     try:
         shutil.copytree(REPO / "leti_env" / "execution", base / "pkg" / "execution",
                         ignore=shutil.ignore_patterns("__pycache__"))

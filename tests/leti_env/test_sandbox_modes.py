@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from leti_env import ExecutorPool, Program, SandboxUnavailableError, SandboxWarning
-from tests.conftest import canary_parent, leftover_processes
+from tests.conftest import REPO, canary_parent, leftover_processes
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(10, 5) == 15\n"

@@ -97,3 +97,21 @@ def test_malformed_rows_name_file_line_and_field(tmp_path):
     he.write_text(json.dumps({"task_id": "HumanEval/0", "prompt": "def f():\n"}) + "\n")
     with pytest.raises(DatasetFormatError, match=r"HumanEval.jsonl, line 1: missing field\(s\)"):
         load_humaneval(data_path=he)
+
+
+def test_hub_path_when_no_local_copy(monkeypatch):
+    """Without data_path or LETI_DATA_DIR the loaders read the Hub's datasets (faked offline here)."""
+    import datasets
+
+    rows = [json.loads(line) for line in open(os.path.join(DATA, "mbpp", "mbpp.jsonl"))]
+    by_split = {"train": range(601, 975), "test": range(11, 511), "validation": range(511, 601), "prompt": range(1, 11)}
+    hub = datasets.DatasetDict({name: datasets.Dataset.from_list([r for r in rows if r["task_id"] in ids])
+                                for name, ids in by_split.items()})
+    calls = []
+    monkeypatch.delenv("LETI_DATA_DIR")
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append(args) or hub)
+    tasks = load_mbpp("test")
+    assert calls == [("google-research-datasets/mbpp", "full")]
+    assert len(tasks) == 500 and tasks[0].task_id == "MBPP/11"
+    assert tasks[0].full_program(tasks[0].reference_solution) == next(
+        t for t in load_mbpp("test", data_path=DATA) if t.task_id == "MBPP/11").full_program(tasks[0].reference_solution)

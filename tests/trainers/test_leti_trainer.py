@@ -1,0 +1,166 @@
+"""LetiTrainer end to end on a tiny offline model: iterations, tokens, saving, resuming, QLoRA, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import pytest
+import torch
+
+from tests.trainers.conftest import small_config
+from trainers import LetiTrainer, load_rollouts
+
+pytestmark = pytest.mark.needs_data
+
+
+def token_rows(trainer, ids):
+    with torch.no_grad():
+        return trainer.model.get_input_embeddings()(torch.tensor(ids)).clone()
+
+
+def lora_weight(model):
+    return next(p for n, p in model.named_parameters() if "lora_B" in n).detach().clone()
+
+
+def test_two_iterations_on_mbpp(tmp_path, tiny_model_dir, mbpp_tasks):
+    trainer = LetiTrainer(str(tiny_model_dir), small_config(tmp_path), train_tasks=mbpp_tasks, eval_tasks=mbpp_tasks[:2])
+    ids = trainer.new_token_ids
+    assert trainer.tokenizer.convert_ids_to_tokens(ids) == ["<|bad|>", "<|good|>", "<|lang_feedback|>", "<|/lang_feedback|>"]
+    assert trainer.new_token_mode() == "trainable_tokens"
+    before = token_rows(trainer, ids)
+    plain_before = token_rows(trainer, [10, 11])
+    base = next(p for n, p in trainer.model.named_parameters() if n.endswith("q_proj.base_layer.weight")).detach().clone()
+
+    metrics = trainer.train()
+
+    assert metrics["iteration"] == 2 and math.isfinite(metrics["train/loss"]) and "eval/pass@1" in metrics
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in history] == [0, 1, 2]
+    for iteration in (1, 2):
+        folder = tmp_path / f"iteration-{iteration}"
+        assert (folder / "COMPLETE").exists() and (folder / "model" / "adapter_model.safetensors").exists()
+        rollouts = load_rollouts(folder / "rollouts")
+        assert len(rollouts) == 4 * 2 and {r.iteration for r in rollouts} == {iteration}
+        assert {r.task_id for r in rollouts} == {t.task_id for t in mbpp_tasks}
+        assert all(r.reward in (0.0, 1.0) and (r.feedback == "") == (r.reward == 1.0) for r in rollouts)
+    # the reward/feedback tokens that appeared in the rows were trained; ordinary rows and base weights were not
+    after = token_rows(trainer, ids)
+    assert not torch.allclose(before[0], after[0]) and not torch.allclose(before[2], after[2])
+    assert torch.allclose(plain_before, token_rows(trainer, [10, 11]))
+    assert torch.equal(base, next(p for n, p in trainer.model.named_parameters() if n.endswith("q_proj.base_layer.weight")))
+
+
+def test_saved_adapter_loads_with_peft_and_generates(tmp_path, tiny_model_dir, mbpp_tasks):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    trainer = LetiTrainer(str(tiny_model_dir), small_config(tmp_path, num_iterations=1, eval_before_training=False),
+                          train_tasks=mbpp_tasks[:2])
+    trainer.train()
+    saved = tmp_path / "iteration-1" / "model"
+    tokenizer = AutoTokenizer.from_pretrained(saved)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    base.resize_token_embeddings(len(tokenizer))
+    model = PeftModel.from_pretrained(base, saved).eval()
+    inputs = tokenizer("<|good|>" + mbpp_tasks[0].prompt, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        ours = trainer.model.eval()(**inputs).logits
+        loaded = model(**inputs).logits
+    assert torch.allclose(ours, loaded, atol=1e-5)
+    out = model.generate(**inputs, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 5
+
+
+def test_resume_after_a_crash_reuses_saved_rollouts(tmp_path, tiny_model_dir, mbpp_tasks, monkeypatch):
+    config = small_config(tmp_path, eval_before_training=False)
+    original_fit = LetiTrainer._fit
+
+    def crash_in_iteration_two(self, rows, folder):
+        if folder.name == "iteration-2":
+            raise KeyboardInterrupt("simulated crash after sampling")
+        return original_fit(self, rows, folder)
+
+    monkeypatch.setattr(LetiTrainer, "_fit", crash_in_iteration_two)
+    with pytest.raises(KeyboardInterrupt):
+        LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2]).train()
+    rollouts_file = next((tmp_path / "iteration-2" / "rollouts").glob("*.arrow"))
+    saved_at = rollouts_file.stat().st_mtime_ns
+    assert not (tmp_path / "iteration-2" / "COMPLETE").exists()
+
+    from peft import load_peft_weights
+
+    iteration_one = load_peft_weights(str(tmp_path / "iteration-1" / "model"))
+    started_from = {}
+
+    def record_start(self, rows, folder):
+        started_from["lora"] = {n: p.detach().clone() for n, p in self.model.named_parameters() if "lora_B" in n}
+        return original_fit(self, rows, folder)
+
+    monkeypatch.setattr(LetiTrainer, "_fit", record_start)
+    resumed = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2])
+    metrics = resumed.train()
+    assert metrics["iteration"] == 2 and (tmp_path / "iteration-2" / "COMPLETE").exists()
+    assert rollouts_file.stat().st_mtime_ns == saved_at, "the saved rollouts were sampled again"
+    saved_b = {k: v for k, v in iteration_one.items() if "lora_B" in k}
+    assert saved_b and all(any(torch.equal(v, w) for w in started_from["lora"].values()) for v in saved_b.values())
+    assert [json.loads(line)["iteration"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_qlora_4bit_runs_an_iteration_on_cpu(tmp_path, tiny_model_dir, mbpp_tasks):
+    import bitsandbytes as bnb
+
+    config = small_config(tmp_path, num_iterations=1, load_in_4bit=True, bf16=True, eval_before_training=False)
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2])
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
+    metrics = trainer.train()
+    assert math.isfinite(metrics["train/loss"]) and (tmp_path / "iteration-1" / "model" / "adapter_model.safetensors").exists()
+
+
+def test_tied_embeddings_train_the_whole_embedding(tmp_path, tiny_tied_model_dir, mbpp_tasks):
+    config = small_config(tmp_path, num_iterations=1, eval_before_training=False)
+    trainer = LetiTrainer(str(tiny_tied_model_dir), config, train_tasks=mbpp_tasks[:2])
+    assert trainer.new_token_mode() == "embeddings"
+    before = token_rows(trainer, trainer.new_token_ids)
+    trainer.train()
+    assert not torch.allclose(before[0], token_rows(trainer, trainer.new_token_ids)[0])
+
+
+def test_bad_setups_fail_before_sampling(tmp_path, tiny_model_dir, mbpp_tasks, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    config = small_config(tmp_path)
+    with pytest.raises(ValueError, match="unknown environment id 'LETI-Nope'.*Registered leti ids"):
+        LetiTrainer(str(tiny_model_dir), config, train_tasks="LETI-Nope")
+    no_tokenizer = tmp_path / "weights-only"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir).save_pretrained(no_tokenizer)
+    with pytest.raises(ValueError, match="(?s)could not load a tokenizer .* Pass processing_class=<tokenizer>"):
+        LetiTrainer(str(no_tokenizer), config, train_tasks=mbpp_tasks)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(RuntimeError, match="`load_in_4bit=True` needs bitsandbytes.*set load_in_4bit=False"):
+        LetiTrainer(str(tiny_model_dir), small_config(tmp_path, load_in_4bit=True), train_tasks=mbpp_tasks)
+    with pytest.raises(TypeError, match="must be an environment id, a leti environment or a list of CodeTask"):
+        LetiTrainer(str(tiny_model_dir), config, train_tasks=42)
+
+
+def test_pretraining_steps_alternate_through_trl(tmp_path, tiny_model_dir, mbpp_tasks):
+    import datasets
+    from trl import SFTTrainer
+
+    corpus = tmp_path / "corpus"
+    datasets.Dataset.from_list([{"content": "def f(x):\n    return x * 2\n" * 40} for _ in range(4)]).save_to_disk(str(corpus))
+    config = small_config(tmp_path / "run", pretrain_dataset=str(corpus), pretrain_block_size=32, per_device_train_batch_size=2)
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2])
+    rollouts = trainer.collect_rollouts(1, tmp_path / "run" / "iteration-1" / "rollouts")
+    rows = trainer.training_rows(rollouts, 1)
+    reward_ids = set(trainer.new_token_ids[:2])
+    kinds = ["leti" if row["input_ids"][0] in reward_ids else "pretrain" for row in rows]
+    assert kinds == ["leti", "leti", "pretrain", "pretrain"] * 2
+    sft = SFTTrainer(model=trainer.model, args=config, train_dataset=datasets.Dataset.from_list(rows),
+                     processing_class=trainer.tokenizer)
+    order = []
+    for batch in sft.get_train_dataloader():  # the collator pads on the right: row starts are real tokens
+        starts = {int(t) for t in batch["input_ids"][:, 0]}
+        order.append("leti" if starts <= reward_ids else "pretrain" if not starts & reward_ids else "mixed")
+    assert order == ["leti", "pretrain", "leti", "pretrain"]

@@ -1,0 +1,80 @@
+"""ExecutionReward in TRL's trainers, and saved rollouts as an SFT dataset."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.trainers.conftest import small_config
+from trainers import ExecutionReward, LetiTrainer, rollouts_to_sft_dataset, tasks_to_dataset
+
+pytestmark = pytest.mark.needs_data
+
+
+def test_rewards_equal_the_environments(mbpp_tasks):
+    import gymnasium as gym
+
+    env = gym.make("LETI-MBPP", split="train").unwrapped
+    completions = [t.reference_solution for t in mbpp_tasks] + ["\ndef nope(:\n"] * len(mbpp_tasks)
+    tasks = mbpp_tasks * 2
+    logged = {}
+    reward = ExecutionReward(mbpp_tasks)
+    rewards = reward(prompts=[t.prompt for t in tasks], completions=completions, task_id=[t.task_id for t in tasks],
+                     log_extra=lambda name, values: logged.setdefault(name, values))
+    expected = [r.reward for r in env.run_many(list(zip(tasks, completions)))]
+    assert rewards == expected == [1.0] * 4 + [0.0] * 4
+    assert logged["status"][4] == "syntax_error" and "SyntaxError" in logged["feedback"][4]
+
+
+def test_tests_column_and_conversational_completions():
+    reward = ExecutionReward()
+    rewards = reward(prompts=["def f():\n"], completions=[[{"role": "assistant", "content": "    return 1\n"}]],
+                     tests=["assert f() == 1"])
+    assert rewards == [1.0]
+    with pytest.raises(ValueError, match="needs a `task_id` or a `tests` column"):
+        reward(prompts=["x"], completions=["y"])
+
+
+def test_unknown_task_id_names_the_fix(mbpp_tasks):
+    with pytest.raises(KeyError, match="has no task 'MBPP/9999'"):
+        ExecutionReward(mbpp_tasks)(prompts=["p"], completions=["c"], task_id=["MBPP/9999"])
+
+
+def test_grpo_step_rewards_match_the_environment(tmp_path, tiny_model_dir, mbpp_tasks):
+    import gymnasium as gym
+    from trl import GRPOConfig, GRPOTrainer
+
+    reward = ExecutionReward(mbpp_tasks)
+    calls = []
+
+    def recorded(prompts, completions, task_id, **kwargs):
+        values = reward(prompts=prompts, completions=completions, task_id=task_id, **kwargs)
+        calls.append((list(task_id), list(completions), values, sorted(kwargs)))
+        return values
+
+    recorded.__name__ = "execution_reward"
+    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, max_steps=1, per_device_train_batch_size=4,
+                      num_generations=4, max_completion_length=16, report_to="none", save_strategy="no",
+                      logging_steps=1, disable_tqdm=True)
+    trainer = GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[recorded], args=args,
+                          train_dataset=tasks_to_dataset(mbpp_tasks))
+    trainer.train()
+    assert calls, "GRPOTrainer never called the reward"
+    env = gym.make("LETI-MBPP", split="train").unwrapped
+    for task_ids, completions, values, kwargs in calls:
+        expected = [r.reward for r in env.run_many([(env.task(i), c) for i, c in zip(task_ids, completions)])]
+        assert values == expected
+        assert "log_extra" in kwargs and "trainer_state" in kwargs
+
+
+def test_saved_rollouts_become_the_trainers_rows(tmp_path, tiny_model_dir, mbpp_tasks):
+    config = small_config(tmp_path, num_iterations=1, eval_before_training=False)
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2])
+    rollouts = trainer.collect_rollouts(1, tmp_path / "iteration-1" / "rollouts")
+    dataset = rollouts_to_sft_dataset(tmp_path / "iteration-1" / "rollouts", config, tokenizer=trainer.tokenizer)
+    assert dataset["input_ids"] == [r["input_ids"] for r in trainer.training_rows(rollouts, 1)]
+    texts = rollouts_to_sft_dataset(rollouts, config)
+    assert texts[0]["text"].startswith(("<|bad|><|lang_feedback|>", "<|good|>"))
+    from transformers import AutoTokenizer
+
+    with pytest.raises(ValueError, match="the tokenizer lacks"):
+        rollouts_to_sft_dataset(rollouts, config, tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir))

@@ -1,0 +1,87 @@
+"""LeTI rows byte-exact against leti_spec.md section 2, row selection, labels, padding, step order."""
+
+from __future__ import annotations
+
+import pytest
+
+from trainers import LetiConfig, Rollout, training_text
+from trainers.sequences import (inference_prompt, interleave_pretraining, select_rollouts, strip_reward_prefix,
+                                tokenize_rows)
+
+PROMPT = '"""\nWrite a function to add two numbers.\nassert add(1, 2) == 3\n"""'
+GOOD = Rollout("MBPP/1", PROMPT, "\ndef add(a, b):\n    return a + b", 1.0, "passed", "")
+FEEDBACK = 'Traceback (most recent call last):\n  File "<string>", line 7, in <module>\n    assert add(1, 2) == 3\nAssertionError\n'
+BAD = Rollout("MBPP/1", PROMPT, "\ndef add(a, b):\n    return a - b", 0.0, "failed", FEEDBACK)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory):
+    return LetiConfig(output_dir=str(tmp_path_factory.mktemp("cfg")), load_in_4bit=False)
+
+
+def with_(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def test_text_mode_rows_are_the_authors(config):
+    assert training_text(GOOD, config) == "<|good|>" + PROMPT + GOOD.program
+    assert training_text(BAD, config) == "<|bad|><|lang_feedback|>" + FEEDBACK + "<|/lang_feedback|>" + PROMPT + BAD.program
+
+
+def test_binary_and_none_modes(config):
+    binary = with_(config, feedback_mode="binary")
+    assert training_text(GOOD, binary) == "<|good|>" + PROMPT + GOOD.program
+    assert training_text(BAD, binary) == "<|bad|>" + PROMPT + BAD.program
+    none = with_(config, feedback_mode="none")
+    assert training_text(GOOD, none) == PROMPT + GOOD.program and training_text(BAD, none) is None
+
+
+def test_feedback_last_order(config):
+    last = with_(config, sequence_order="feedback_last")
+    assert training_text(BAD, last) == "<|bad|>" + PROMPT + BAD.program + "<|lang_feedback|>" + FEEDBACK + "<|/lang_feedback|>"
+
+
+def test_conditioning_uses_removeprefix_not_lstrip(config):
+    humaneval_like = "def f(x):\n    pass\n"
+    conditioned = inference_prompt(humaneval_like, config, "good")
+    assert conditioned == "<|good|>def f(x):\n    pass\n"
+    assert strip_reward_prefix(conditioned, config) == humaneval_like  # lstrip("<|good|>") would eat the "d"
+    assert inference_prompt(PROMPT, config, "none") == PROMPT and inference_prompt(PROMPT, config, "bad").startswith("<|bad|>")
+
+
+def test_selection_options(config):
+    rollouts = [GOOD, GOOD, BAD, BAD, BAD, Rollout("MBPP/2", PROMPT, "x", 0.0, "error", "E")]
+    assert select_rollouts(rollouts, config) == rollouts  # the paper keeps everything, in order
+    distinct = select_rollouts(rollouts, with_(config, keep_passing="distinct", max_failures_per_prompt=1))
+    assert [r.reward for r in distinct if r.task_id == "MBPP/1"].count(1.0) == 1
+    assert sum(1 for r in distinct if r.task_id == "MBPP/1" and not r.passed) == 1
+    assert sum(1 for r in distinct if r.task_id == "MBPP/2") == 1
+
+
+def test_labels_cover_every_token_and_padding_is_masked(config, tiny_model_dir):
+    from transformers import AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_tokens(config.special_tokens, special_tokens=True)
+    rows = tokenize_rows([training_text(GOOD, config), training_text(BAD, config)], tokenizer, config)
+    for row in rows:
+        assert row["labels"] == row["input_ids"]  # loss on reward token, feedback, prompt and program
+    assert rows[1]["input_ids"][:2] == tokenizer.convert_tokens_to_ids(["<|bad|>", "<|lang_feedback|>"])  # no BOS
+    assert tokenizer.decode(rows[1]["input_ids"]) == training_text(BAD, config)
+    assert tokenizer.eos_token_id not in rows[0]["input_ids"]  # no EOS (the authors append none)
+    batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(rows)
+    shorter = min(range(2), key=lambda i: len(rows[i]["input_ids"]))
+    padding = batch["labels"][shorter][batch["attention_mask"][shorter] == 0]
+    assert len(padding) > 0 and (padding == -100).all()
+    eos_rows = tokenize_rows([training_text(GOOD, config)], tokenizer, with_(config, append_eos=True))
+    assert eos_rows[0]["input_ids"][-1] == tokenizer.eos_token_id
+
+
+def test_pretraining_alternates_one_step_each():
+    fcft = [{"input_ids": [1], "labels": [1], "kind": "f"} for _ in range(5)]
+    pre = [{"input_ids": [2], "labels": [2], "kind": "p"} for _ in range(3)]
+    order = [r["kind"] for r in interleave_pretraining(fcft, pre, rows_per_step=2)]
+    assert order == ["f", "f", "p", "p", "f", "f", "p", "p", "f", "p"]

@@ -1,0 +1,30 @@
+"""trainers: LeTI on TRL (``LetiConfig``, ``LetiTrainer``) and adapters for TRL's own trainers.
+
+Imports are lazy: ``import trainers`` does not import torch or trl until a name is used.
+"""
+
+_EXPORTS = {
+    "LetiConfig": "leti_config",
+    "LetiTrainer": "leti_trainer",
+    "Rollout": "sequences",
+    "load_rollouts": "leti_trainer",
+    "save_rollouts": "leti_trainer",
+    "resolve_tasks": "leti_trainer",
+    "training_text": "sequences",
+    "ExecutionReward": "rewards",
+    "rollouts_to_sft_dataset": "rewards",
+    "tasks_to_dataset": "rewards",
+    "postprocess": "evaluation",
+    "build_tiny_model": "tiny",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'trainers' has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,89 @@
+"""Sampling programs from a model, and pass@k evaluation with LeTI's conditioning and post-processing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from leti_env import CodeTask, pass_at_k
+
+# Where a completion is cut when post-processing (the authors' lists, matched as plain substrings).
+MBPP_STOP_WORDS = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/")
+HUMANEVAL_STOP_WORDS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+
+
+def stop_words_for(task: CodeTask) -> tuple[str, ...]:
+    if task.task_id.startswith("MBPP/"):
+        return MBPP_STOP_WORDS
+    if task.task_id.startswith("HumanEval/"):
+        return HUMANEVAL_STOP_WORDS
+    return tuple(task.metadata.get("stop_words", ()))
+
+
+def postprocess(completion: str, stop_words: Sequence[str]) -> str:
+    """Cut ``completion`` at the first stop word.
+
+    Unlike the authors' code, the stop words are plain substrings (their MBPP regex contained an
+    unescaped ``|`` and so also cut at every ``/``), and a completion without a stop word is kept whole
+    (their HumanEval version returned ``""``).
+    """
+    cut = len(completion)
+    for word in stop_words:
+        index = completion.find(word)
+        if index != -1:
+            cut = min(cut, index)
+    return completion[:cut]
+
+
+def generate(model, tokenizer, prompts: Sequence[str], *, num_samples: int, max_new_tokens: int,
+             temperature: float, top_p: float = 1.0, top_k: int = 0, batch_size: int = 32,
+             on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+    """Sample ``num_samples`` completions for each prompt with transformers ``generate``.
+
+    Prompts are left-padded and batched; completions are decoded without special tokens, after the prompt.
+    ``temperature == 0`` means greedy decoding (then all samples of a prompt are the same).
+    """
+    import torch
+
+    was_training = model.training
+    model.eval()
+    tokenizer.padding_side = "left"
+    flat = [p for p in prompts for _ in range(num_samples)]
+    outputs: list[str] = []
+    kwargs = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id, "use_cache": True}
+    if temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k)
+    else:
+        kwargs.update(do_sample=False)
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for start in range(0, len(flat), batch_size):
+                batch = flat[start:start + batch_size]
+                encoded = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+                generated = model.generate(**encoded, **kwargs)
+                new_tokens = generated[:, encoded["input_ids"].shape[1]:]
+                outputs += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                if on_batch is not None:
+                    on_batch(len(batch))
+    finally:
+        model.train(was_training)
+    return [outputs[i * num_samples:(i + 1) * num_samples] for i in range(len(prompts))]
+
+
+def pass_at_k_report(tasks: Sequence[CodeTask], completions: Sequence[Sequence[str]], ks: Sequence[int],
+                     run_many: Callable[[list], list]) -> dict[str, float]:
+    """pass@k over tasks, for raw completions and post-processed ones (``*/postprocessed``)."""
+    report: dict[str, float] = {}
+    for label, transform in (("", lambda task, c: c), ("/postprocessed", lambda task, c: postprocess(c, stop_words_for(task)))):
+        pairs = [(task, transform(task, c)) for task, samples in zip(tasks, completions) for c in samples]
+        results = run_many(pairs)
+        index = 0
+        per_task = []
+        for samples in completions:
+            per_task.append((len(samples), sum(r.passed for r in results[index:index + len(samples)])))
+            index += len(samples)
+        for k in ks:
+            scores = [pass_at_k(n, c, k) for n, c in per_task]
+            report[f"pass@{k}{label}"] = sum(scores) / len(scores) if scores else 0.0
+        report[f"sample_pass_rate{label}"] = sum(c for _, c in per_task) / max(1, sum(n for n, _ in per_task))
+    return report

@@ -1,0 +1,269 @@
+"""Configuration of the LeTI trainer (``LetiTrainer``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from trl import SFTConfig
+
+
+@dataclass
+class LetiConfig(SFTConfig):
+    r"""
+    Configuration for [`LetiTrainer`]. Only LeTI's own fields are listed; see [`~trl.SFTConfig`] for the rest.
+    Defaults follow the authors' code (``docs/leti_spec.md``); every deviation is an option.
+
+    Parameters:
+        > Parameters that control the LeTI loop
+
+        num_iterations (`int`, *optional*, defaults to `10`):
+            LeTI iterations (sample, execute, fine-tune). The authors' 2B script runs 10 (results at 6).
+        num_generations_per_prompt (`int`, *optional*, defaults to `128`):
+            Programs sampled for each training prompt in every iteration.
+        condition_first_iteration (`bool`, *optional*, defaults to `False`):
+            Prefix prompts with the good token already in iteration 1. The paper samples iteration 1 without it.
+
+        > Parameters that control sampling
+
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature for training rollouts.
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus sampling for training rollouts.
+        top_k (`int`, *optional*, defaults to `0`):
+            Top-k sampling for training rollouts (`0`: off).
+        max_new_tokens (`int`, *optional*, defaults to `384`):
+            New tokens per sampled program (the paper's 512 total minus a 128-token padded prompt).
+        generation_batch_size (`int`, *optional*, defaults to `32`):
+            Sequences generated per `generate` call.
+        generation_backend (`str`, *optional*, defaults to `"hf"`):
+            `"hf"` (transformers `generate`) or `"vllm"` (if installed).
+
+        > Parameters that control execution
+
+        execution_timeout (`float`, *optional*, defaults to `5.0`):
+            Seconds per program (the paper uses 5).
+        execution_memory_mb (`int`, *optional*, defaults to `1024`):
+            Memory cap per program.
+        execution_workers (`int` or `None`, *optional*, defaults to `None`):
+            Sandbox workers (default: one per core).
+        max_feedback_chars (`int`, *optional*, defaults to `4096`):
+            Feedback longer than this keeps its head and tail.
+
+        > Parameters that control the training rows
+
+        feedback_mode (`str`, *optional*, defaults to `"text"`):
+            `"text"`: reward token plus the interpreter's feedback (LeTI). `"binary"`: reward token only (the
+            paper's ablation). `"none"`: no tokens, passing programs only (rejection-sampling fine-tuning).
+        sequence_order (`str`, *optional*, defaults to `"feedback_first"`):
+            `"feedback_first"`: reward token, feedback, prompt, program (the authors' code).
+            `"feedback_last"`: reward token, prompt, program, feedback (the order the paper's text describes).
+        bad_token (`str`, *optional*, defaults to `"<|bad|>"`):
+            Reward token of failing programs.
+        good_token (`str`, *optional*, defaults to `"<|good|>"`):
+            Reward token of passing programs; also the prefix of prompts at inference.
+        feedback_start_token (`str`, *optional*, defaults to `"<|lang_feedback|>"`):
+            Opens the feedback span.
+        feedback_end_token (`str`, *optional*, defaults to `"<|/lang_feedback|>"`):
+            Closes the feedback span.
+        append_eos (`bool`, *optional*, defaults to `False`):
+            Append EOS to training rows (the authors' code does not).
+        keep_passing (`str`, *optional*, defaults to `"all"`):
+            `"all"` passing samples (paper), or only `"distinct"` passing programs per prompt.
+        max_failures_per_prompt (`int` or `None`, *optional*, defaults to `None`):
+            Keep at most this many failing samples per prompt, chosen at random (`None`: all, as the paper).
+
+        > Parameters that control the pre-training mix (regularisation)
+
+        pretrain_dataset (`str` or `None`, *optional*, defaults to `None`):
+            A dataset of plain text/code (Hub id or local path loadable by `datasets.load_dataset`, or a
+            folder saved with `save_to_disk`). `None`: no mix. The paper uses 50k Python files of The Stack.
+        pretrain_text_field (`str`, *optional*, defaults to `"content"`):
+            Text column of `pretrain_dataset`.
+        pretrain_block_size (`int` or `None`, *optional*, defaults to `None`):
+            Tokens per pre-training block (`None`: `max_length`).
+        pretrain_max_blocks (`int` or `None`, *optional*, defaults to `None`):
+            Use at most this many blocks (`None`: all).
+
+        > Parameters that control QLoRA
+
+        use_peft (`bool`, *optional*, defaults to `True`):
+            Train LoRA adapters (one PEFT model reused across iterations) instead of all weights.
+        load_in_4bit (`bool`, *optional*, defaults to `True`):
+            Load the base model in 4-bit (QLoRA, bitsandbytes).
+        bnb_4bit_quant_type (`str`, *optional*, defaults to `"nf4"`):
+            `"nf4"` or `"fp4"`.
+        bnb_4bit_use_double_quant (`bool`, *optional*, defaults to `True`):
+            Quantise the quantisation constants too.
+        bnb_4bit_compute_dtype (`str`, *optional*, defaults to `"bfloat16"`):
+            Compute dtype of 4-bit layers.
+        lora_r (`int`, *optional*, defaults to `16`):
+            LoRA rank.
+        lora_alpha (`int`, *optional*, defaults to `32`):
+            LoRA scaling numerator.
+        lora_dropout (`float`, *optional*, defaults to `0.05`):
+            Dropout on the LoRA path.
+        lora_target_modules (`str`, *optional*, defaults to `"all-linear"`):
+            Modules to adapt (comma-separated names, or `"all-linear"`).
+        new_token_rows (`str`, *optional*, defaults to `"auto"`):
+            How the four new tokens' embedding rows are trained. `"trainable_tokens"`: only those rows
+            (PEFT `trainable_token_indices`). `"embeddings"`: the whole input and output embeddings
+            (`modules_to_save`). `"frozen"`: not trained. `"auto"`: `trainable_tokens`, or `embeddings` for models
+            with tied input/output embeddings, where TRL 1.16's fused LM head cannot use trainable tokens.
+
+        > Parameters that control evaluation
+
+        eval_num_samples (`int`, *optional*, defaults to `16`):
+            Programs sampled per evaluation task (the paper: 16 on MBPP).
+        eval_temperature (`float`, *optional*, defaults to `0.1`):
+            Evaluation sampling temperature (`0`: greedy).
+        eval_top_p (`float`, *optional*, defaults to `1.0`):
+            Evaluation nucleus sampling.
+        eval_max_new_tokens (`int`, *optional*, defaults to `384`):
+            New tokens per evaluation sample.
+        eval_k (`list[int]`, *optional*, defaults to `[1, 10]`):
+            The k of the reported pass@k; each needs `eval_num_samples >= k`.
+        eval_condition (`str`, *optional*, defaults to `"good"`):
+            Prompt prefix at evaluation: `"good"` (LeTI), `"none"` or `"bad"`.
+        eval_max_tasks (`int` or `None`, *optional*, defaults to `None`):
+            Evaluate on at most this many tasks (`None`: all).
+        eval_before_training (`bool`, *optional*, defaults to `True`):
+            Also evaluate the model before the first iteration (iteration 0).
+
+    > [!NOTE]
+    > Changed defaults of the parent: `learning_rate` 1e-5 (the paper, 350M), `lr_scheduler_type` `"constant"`,
+    > `weight_decay` 0.01, `max_grad_norm` 0 (no clipping), `max_length` 2048, `train_sampling_strategy`
+    > `"sequential"` (the authors' code does not shuffle; the pre-training mix relies on order), `save_strategy`
+    > `"no"` (the trainer saves each iteration itself), `report_to` `"none"`. `use_cpu` is set automatically
+    > when no GPU/XPU/MPS is available.
+    """
+
+    # Parent defaults changed to the paper's
+    learning_rate: float = field(default=1e-5, metadata={"help": "Learning rate (the paper: 1e-5 for 350M, 5e-6 for 2B)."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Learning-rate schedule (the paper: constant)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (the paper: 0.01)."})
+    max_grad_norm: float = field(default=0.0, metadata={"help": "Gradient clipping norm; 0 disables it (the paper)."})
+    max_length: int | None = field(default=2048, metadata={"help": "Longest training row in tokens (the paper: 2048)."})
+    train_sampling_strategy: str = field(default="sequential", metadata={"help": "Row order; `sequential` as the paper."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpointing inside an iteration (the trainer saves every iteration)."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (TRL `report_to`)."})
+
+    # Parameters that control the LeTI loop
+    num_iterations: int = field(default=10, metadata={"help": "LeTI iterations (sample, execute, fine-tune)."})
+    num_generations_per_prompt: int = field(default=128, metadata={"help": "Programs sampled per training prompt per iteration."})
+    condition_first_iteration: bool = field(
+        default=False, metadata={"help": "Prefix prompts with the good token in iteration 1 too (the paper does not)."})
+
+    # Parameters that control sampling
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature for rollouts."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling for rollouts."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling for rollouts (0: off)."})
+    max_new_tokens: int = field(default=384, metadata={"help": "New tokens per sampled program."})
+    generation_batch_size: int = field(default=32, metadata={"help": "Sequences per generate call."})
+    generation_backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "Rollout backend: hf or vllm."})
+
+    # Parameters that control execution
+    execution_timeout: float = field(default=5.0, metadata={"help": "Seconds per program."})
+    execution_memory_mb: int = field(default=1024, metadata={"help": "Memory cap per program (MiB)."})
+    execution_workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
+    max_feedback_chars: int = field(default=4096, metadata={"help": "Longest feedback kept (head and tail)."})
+
+    # Parameters that control the training rows
+    feedback_mode: Literal["text", "binary", "none"] = field(
+        default="text", metadata={"help": "text (LeTI), binary (reward token only) or none (passing programs only)."})
+    sequence_order: Literal["feedback_first", "feedback_last"] = field(
+        default="feedback_first", metadata={"help": "Where the feedback span goes: before the prompt (authors' code) or after the program."})
+    bad_token: str = field(default="<|bad|>", metadata={"help": "Reward token of failing programs."})
+    good_token: str = field(default="<|good|>", metadata={"help": "Reward token of passing programs and inference prefix."})
+    feedback_start_token: str = field(default="<|lang_feedback|>", metadata={"help": "Opens the feedback span."})
+    feedback_end_token: str = field(default="<|/lang_feedback|>", metadata={"help": "Closes the feedback span."})
+    append_eos: bool = field(default=False, metadata={"help": "Append EOS to training rows (the paper does not)."})
+    keep_passing: Literal["all", "distinct"] = field(
+        default="all", metadata={"help": "Keep all passing samples (paper) or distinct passing programs only."})
+    max_failures_per_prompt: int | None = field(
+        default=None, metadata={"help": "Keep at most this many failing samples per prompt (None: all, as the paper)."})
+
+    # Parameters that control the pre-training mix
+    pretrain_dataset: str | None = field(default=None, metadata={"help": "Plain text/code dataset for the 1:1 step mix (None: off)."})
+    pretrain_text_field: str = field(default="content", metadata={"help": "Text column of the pre-training dataset."})
+    pretrain_block_size: int | None = field(default=None, metadata={"help": "Tokens per pre-training block (None: max_length)."})
+    pretrain_max_blocks: int | None = field(default=None, metadata={"help": "At most this many pre-training blocks (None: all)."})
+
+    # Parameters that control QLoRA
+    use_peft: bool = field(default=True, metadata={"help": "Train LoRA adapters instead of all weights."})
+    load_in_4bit: bool = field(default=True, metadata={"help": "Load the base model in 4-bit (QLoRA)."})
+    bnb_4bit_quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata={"help": "4-bit quantisation type."})
+    bnb_4bit_use_double_quant: bool = field(default=True, metadata={"help": "Double quantisation."})
+    bnb_4bit_compute_dtype: str = field(default="bfloat16", metadata={"help": "Compute dtype of 4-bit layers."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(default="all-linear", metadata={"help": "Modules to adapt (comma-separated, or all-linear)."})
+    new_token_rows: Literal["auto", "trainable_tokens", "embeddings", "frozen"] = field(
+        default="auto", metadata={"help": "How the new tokens' embedding rows are trained."})
+
+    # Parameters that control evaluation
+    eval_num_samples: int = field(default=16, metadata={"help": "Samples per evaluation task."})
+    eval_temperature: float = field(default=0.1, metadata={"help": "Evaluation temperature (0: greedy)."})
+    eval_top_p: float = field(default=1.0, metadata={"help": "Evaluation nucleus sampling."})
+    eval_max_new_tokens: int = field(default=384, metadata={"help": "New tokens per evaluation sample."})
+    eval_k: list[int] = field(default_factory=lambda: [1, 10], metadata={"help": "k values of the reported pass@k."})
+    eval_condition: Literal["good", "none", "bad"] = field(default="good", metadata={"help": "Evaluation prompt prefix."})
+    eval_max_tasks: int | None = field(default=None, metadata={"help": "Evaluate on at most this many tasks."})
+    eval_before_training: bool = field(default=True, metadata={"help": "Also evaluate before the first iteration."})
+
+    def __post_init__(self):
+        if not self.use_cpu and not _has_accelerator():
+            self.use_cpu = True  # a laptop run should not need to know transformers' flag for it
+        super().__post_init__()
+        if isinstance(self.eval_k, str):  # from the command line: "1,10"
+            self.eval_k = [int(k) for k in self.eval_k.split(",") if k]
+        self._check_choice("feedback_mode", ("text", "binary", "none"))
+        self._check_choice("sequence_order", ("feedback_first", "feedback_last"))
+        self._check_choice("keep_passing", ("all", "distinct"))
+        self._check_choice("new_token_rows", ("auto", "trainable_tokens", "embeddings", "frozen"))
+        self._check_choice("eval_condition", ("good", "none", "bad"))
+        self._check_choice("generation_backend", ("hf", "vllm"))
+        self._check_choice("bnb_4bit_quant_type", ("nf4", "fp4"))
+        for name in ("num_iterations", "num_generations_per_prompt", "max_new_tokens", "generation_batch_size",
+                     "eval_num_samples", "eval_max_new_tokens", "max_feedback_chars", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
+        for name in ("temperature", "eval_temperature"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
+        if not self.execution_timeout > 0:
+            raise ValueError(f"`execution_timeout` must be positive, got {self.execution_timeout}.")
+        too_big = [k for k in self.eval_k if k > self.eval_num_samples or k < 1]
+        if too_big:
+            raise ValueError(
+                f"pass@k needs 1 <= k <= eval_num_samples, but eval_k={self.eval_k} and eval_num_samples="
+                f"{self.eval_num_samples}. Raise `eval_num_samples` to at least {max(too_big)} or drop k={too_big}."
+            )
+        tokens = [self.bad_token, self.good_token, self.feedback_start_token, self.feedback_end_token]
+        if any(not t for t in tokens) or len(set(tokens)) != 4:
+            raise ValueError(f"the four LeTI tokens must be distinct and non-empty, got {tokens}.")
+        if self.load_in_4bit and not self.use_peft:
+            raise ValueError("`load_in_4bit=True` needs `use_peft=True`: 4-bit weights cannot be trained directly (QLoRA "
+                             "trains LoRA adapters on top). Set use_peft=True, or load_in_4bit=False for full fine-tuning.")
+        if self.max_failures_per_prompt is not None and self.max_failures_per_prompt < 0:
+            raise ValueError(f"`max_failures_per_prompt` must be >= 0 or None, got {self.max_failures_per_prompt}.")
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
+        if getattr(self, name) not in choices:
+            raise ValueError(f"`{name}` must be one of {list(choices)}, got {getattr(self, name)!r}.")
+
+    @property
+    def special_tokens(self) -> list[str]:
+        """The four LeTI tokens, in the order the authors add them to the tokenizer."""
+        return [self.bad_token, self.good_token, self.feedback_start_token, self.feedback_end_token]
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return True
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return bool((xpu is not None and xpu.is_available()) or (mps is not None and mps.is_available()))

@@ -1,0 +1,397 @@
+"""The LeTI trainer: sample programs, execute them, fine-tune on reward-token + feedback rows, repeat."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from leti_env import CodeTask, execute_many
+
+from .evaluation import generate, pass_at_k_report
+from .leti_config import LetiConfig
+from .sequences import Rollout, inference_prompt, interleave_pretraining, select_rollouts, tokenize_rows, training_text
+
+
+def resolve_tasks(source: Any, what: str = "tasks") -> list[CodeTask]:
+    """Tasks from a registered environment id, an environment, or a list of ``CodeTask``."""
+    if isinstance(source, str):
+        import gymnasium as gym
+
+        import leti_env  # noqa: F401 - registers the ids
+
+        try:
+            env = gym.make(source)
+        except gym.error.Error as exc:
+            known = sorted(i for i in gym.registry if i.startswith("LETI-"))
+            raise ValueError(f"`{what}`: unknown environment id {source!r} ({exc}). Registered leti ids: {known}.") from None
+        return list(env.unwrapped.tasks)
+    if hasattr(source, "unwrapped") and hasattr(source.unwrapped, "tasks"):
+        return list(source.unwrapped.tasks)
+    if isinstance(source, Sequence) and all(isinstance(t, CodeTask) for t in source):
+        if not source:
+            raise ValueError(f"`{what}` is empty")
+        return list(source)
+    raise TypeError(f"`{what}` must be an environment id, a leti environment or a list of CodeTask, got {type(source).__name__}")
+
+
+class LetiTrainer:
+    """LeTI (Wang et al., 2023) on transformers + TRL + PEFT: iterated fine-tuning on execution feedback.
+
+    Each iteration: sample ``num_generations_per_prompt`` programs per training task (prompts prefixed
+    with the good token from iteration 2 on), execute them in the sandbox, save the rollouts under
+    ``output_dir/iteration-N/rollouts`` *before* training, build LeTI rows
+    (``<|bad|><|lang_feedback|>feedback<|/lang_feedback|>prompt+program`` / ``<|good|>prompt+program``),
+    train with TRL's ``SFTTrainer`` on one PEFT (QLoRA) model reused across iterations, with
+    pre-training blocks interleaved step by step, save the adapter and tokenizer, evaluate pass@k, and
+    log. A run stopped at any point resumes after its last complete iteration; an iteration whose
+    rollouts were saved reuses them.
+
+    >>> trainer = LetiTrainer("Salesforce/codegen-350M-mono", LetiConfig(output_dir="runs/mbpp"),
+    ...                       train_tasks=load_mbpp("train"), eval_tasks=load_mbpp("test"))
+    >>> trainer.train()
+
+    Args:
+        model: A model id or path, or a loaded causal LM.
+        args: The configuration.
+        train_tasks: Environment id (``"LETI-MBPP"`` uses its default split), environment, or list of ``CodeTask``.
+        eval_tasks: The same, for pass@k evaluation (optional).
+        processing_class: The tokenizer, if it cannot be loaded from ``model``.
+        callbacks: Passed to every iteration's ``SFTTrainer``.
+    """
+
+    def __init__(self, model: Any, args: LetiConfig, train_tasks: Any, eval_tasks: Any = None,
+                 processing_class: Any = None, callbacks: list | None = None):
+        # Args: everything that can be wrong fails here, before any sampling
+        if not isinstance(args, LetiConfig):
+            raise TypeError(f"`args` must be a LetiConfig, got {type(args).__name__}")
+        self.args = args
+        self.train_tasks = resolve_tasks(train_tasks, "train_tasks")
+        self.eval_tasks = resolve_tasks(eval_tasks, "eval_tasks") if eval_tasks is not None else []
+        if args.generation_backend == "vllm":
+            raise NotImplementedError("generation_backend='vllm' is not available yet; use 'hf'.")
+        if args.load_in_4bit:
+            _require_bitsandbytes()
+        self.callbacks = callbacks
+        self.output_dir = Path(args.output_dir)
+
+        # Tokenizer and model
+        self.tokenizer = processing_class if processing_class is not None else _load_tokenizer(model)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer.padding_side = "left"
+        self.model = _load_model(model, args) if isinstance(model, (str, os.PathLike)) else model
+        self.new_token_ids = self._add_special_tokens()
+
+        # PEFT: one adapter for the whole run (never re-wrapped per iteration)
+        if args.use_peft:
+            self.model = self._wrap_peft(self.model)
+        self._pretrain_rows: list[dict] | None = None
+        self.last_sft_trainer = None
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _add_special_tokens(self) -> list[int]:
+        self.tokenizer.add_tokens(self.args.special_tokens, special_tokens=True)
+        ids = self.tokenizer.convert_tokens_to_ids(self.args.special_tokens)
+        rows = self.model.get_input_embeddings().weight.shape[0]
+        if max(ids) >= rows:  # CodeGen has spare rows (the authors never resize); most models need more
+            self.model.resize_token_embeddings(len(self.tokenizer))
+        return ids
+
+    def new_token_mode(self) -> str:
+        """How the new tokens' rows are trained (``new_token_rows``, with ``auto`` resolved)."""
+        mode = self.args.new_token_rows
+        if mode == "auto":
+            tied = bool(getattr(self.model.config, "tie_word_embeddings", False))
+            mode = "embeddings" if tied else "trainable_tokens"
+        return mode
+
+    def _wrap_peft(self, model):
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        mode = self.new_token_mode()
+        if self.args.load_in_4bit:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(self.args.gradient_checkpointing))
+        embed_name = _module_name(model, model.get_input_embeddings())
+        head = model.get_output_embeddings()
+        head_name = _module_name(model, head) if head is not None else None
+        extra: dict[str, Any] = {}
+        if mode == "trainable_tokens":
+            extra["trainable_token_indices"] = {embed_name: self.new_token_ids}
+        elif mode == "embeddings":
+            # TRL 1.16's fused LM head cannot read a tied TrainableTokens head (docs/trl_gym_notes.md 4.6):
+            # train the whole embedding (and, when untied, the output head) instead.
+            tied = bool(getattr(model.config, "tie_word_embeddings", False))
+            extra["modules_to_save"] = [embed_name] + ([head_name] if head_name and not tied else [])
+        targets = self.args.lora_target_modules
+        config = LoraConfig(r=self.args.lora_r, lora_alpha=self.args.lora_alpha, lora_dropout=self.args.lora_dropout,
+                            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
+                            task_type="CAUSAL_LM", **extra)
+        return get_peft_model(model, config)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def train(self) -> dict:
+        """Run (or resume) all iterations; return the last iteration's metrics."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "config.json").write_text(json.dumps(self.args.to_dict(), indent=2, default=str))
+        done = self.completed_iterations()
+        if done:
+            self._load_weights(self.output_dir / f"iteration-{max(done)}" / "model")
+        history = self.metrics_history()
+        logged = {m["iteration"] for m in history}
+        metrics: dict = history[-1] if history else {}
+        if self.args.eval_before_training and self.eval_tasks and 0 not in logged:
+            metrics = {"iteration": 0, **{f"eval/{k}": v for k, v in self.evaluate().items()}}
+            self._record(metrics)
+        for iteration in range(max(done, default=0) + 1, self.args.num_iterations + 1):
+            metrics = self.run_iteration(iteration)
+        return metrics
+
+    def run_iteration(self, iteration: int) -> dict:
+        """One LeTI iteration; its folder ends with a ``COMPLETE`` marker once everything is saved."""
+        folder = self.output_dir / f"iteration-{iteration}"
+        rollouts = self.collect_rollouts(iteration, folder / "rollouts")
+        rows = self.training_rows(rollouts, iteration)
+        loss = self._fit(rows, folder) if rows else None
+        self._save_model(folder / "model")
+        statuses = Counter(r.status for r in rollouts)
+        metrics: dict[str, Any] = {
+            "iteration": iteration,
+            "rollout/pass_rate": sum(r.reward for r in rollouts) / len(rollouts),
+            "rollout/count": len(rollouts),
+            **{f"rollout/status/{s}": c / len(rollouts) for s, c in sorted(statuses.items())},
+            "train/rows": len(rows),
+            "train/loss": loss,
+        }
+        if self.eval_tasks:
+            metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()})
+        self._record(metrics)
+        (folder / "COMPLETE").write_text(json.dumps(metrics, indent=2))
+        return metrics
+
+    def collect_rollouts(self, iteration: int, path: Path) -> list[Rollout]:
+        """Sample and execute, or reload the rollouts an interrupted run already saved."""
+        if (path / "dataset_info.json").exists():
+            return load_rollouts(path)
+        condition = "good" if iteration > 1 or self.args.condition_first_iteration else "none"
+        prompts = [inference_prompt(t.prompt, self.args, condition) for t in self.train_tasks]
+        n = self.args.num_generations_per_prompt
+        with _progress() as progress:
+            sampling = progress.add_task(f"iteration {iteration}: sampling", total=len(prompts) * n)
+            completions = generate(self.model, self.tokenizer, prompts, num_samples=n,
+                                   max_new_tokens=self.args.max_new_tokens, temperature=self.args.temperature,
+                                   top_p=self.args.top_p, top_k=self.args.top_k,
+                                   batch_size=self.args.generation_batch_size,
+                                   on_batch=lambda k: progress.advance(sampling, k))
+            pairs = [(task, c) for task, samples in zip(self.train_tasks, completions) for c in samples]
+            executing = progress.add_task(f"iteration {iteration}: executing", total=len(pairs))
+            results = self._run_many(pairs, progress=lambda done, total: progress.update(executing, completed=done))
+        rollouts = [Rollout(task.task_id, task.prompt, completion, r.reward, r.status, r.feedback, iteration, i % n)
+                    for i, ((task, completion), r) in enumerate(zip(pairs, results))]
+        save_rollouts(rollouts, path)
+        return rollouts
+
+    def training_rows(self, rollouts: Sequence[Rollout], iteration: int) -> list[dict]:
+        """Tokenized LeTI rows of this iteration, with pre-training rows interleaved step by step."""
+        kept = select_rollouts(rollouts, self.args, seed=self.args.seed + iteration)
+        texts = [t for t in (training_text(r, self.args) for r in kept) if t is not None]
+        rows = tokenize_rows(texts, self.tokenizer, self.args)
+        if self.args.pretrain_dataset and rows:
+            world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+            per_step = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * world
+            rows = interleave_pretraining(rows, self.pretraining_rows(), per_step)
+        return rows
+
+    def pretraining_rows(self) -> list[dict]:
+        """Blocks of ``pretrain_block_size`` tokens from the concatenated pre-training texts."""
+        if self._pretrain_rows is None:
+            import datasets
+
+            source = self.args.pretrain_dataset
+            data = datasets.load_from_disk(source) if Path(source, "dataset_info.json").exists() else \
+                datasets.load_dataset(source, split="train")
+            if self.args.pretrain_text_field not in data.column_names:
+                raise ValueError(f"pre-training dataset {source!r} has no column {self.args.pretrain_text_field!r} "
+                                 f"(columns: {data.column_names}); set `pretrain_text_field`.")
+            size = self.args.pretrain_block_size or self.args.max_length or 1024
+            stream: list[int] = []
+            blocks: list[dict] = []
+            for text in data[self.args.pretrain_text_field]:
+                stream += self.tokenizer(text, add_special_tokens=False)["input_ids"]
+                while len(stream) >= size:
+                    block, stream = stream[:size], stream[size:]
+                    blocks.append({"input_ids": block, "labels": list(block)})
+                if self.args.pretrain_max_blocks and len(blocks) >= self.args.pretrain_max_blocks:
+                    break
+            if not blocks:
+                raise ValueError(f"pre-training dataset {source!r} has fewer than {size} tokens; lower `pretrain_block_size`.")
+            self._pretrain_rows = blocks[: self.args.pretrain_max_blocks or None]
+        return self._pretrain_rows
+
+    def _fit(self, rows: list[dict], folder: Path) -> float:
+        import datasets
+        from trl import SFTTrainer
+
+        args = dataclasses.replace(self.args, output_dir=str(folder / "sft"))
+        trainer = SFTTrainer(model=self.model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                             processing_class=self.tokenizer, callbacks=self.callbacks)
+        result = trainer.train()
+        self.model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module
+        self.last_sft_trainer = trainer
+        shutil.rmtree(folder / "sft", ignore_errors=True)  # the iteration's model folder is the checkpoint
+        return float(result.training_loss)
+
+    def evaluate(self, tasks: Sequence[CodeTask] | None = None) -> dict[str, float]:
+        """pass@k (and the per-sample pass rate), raw and post-processed, with the configured conditioning."""
+        tasks = list(tasks if tasks is not None else self.eval_tasks)[: self.args.eval_max_tasks or None]
+        prompts = [inference_prompt(t.prompt, self.args, self.args.eval_condition) for t in tasks]
+        completions = generate(self.model, self.tokenizer, prompts, num_samples=self.args.eval_num_samples,
+                               max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
+                               top_p=self.args.eval_top_p, batch_size=self.args.generation_batch_size)
+        return pass_at_k_report(tasks, completions, self.args.eval_k, self._run_many)
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def completed_iterations(self) -> set[int]:
+        out = set()
+        for folder in self.output_dir.glob("iteration-*"):
+            if (folder / "COMPLETE").exists() and folder.name.split("-")[-1].isdigit():
+                out.add(int(folder.name.split("-")[-1]))
+        return out
+
+    def metrics_history(self) -> list[dict]:
+        path = self.output_dir / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def _record(self, metrics: dict) -> None:
+        with open(self.output_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if self.last_sft_trainer is not None:  # TRL's report_to integrations
+            self.last_sft_trainer.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+                          if not k.startswith("rollout/status/"))
+        _console().print(f"[bold]LeTI[/bold] {shown}")
+
+    def _save_model(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+
+    def _load_weights(self, path: Path) -> None:
+        if self.args.use_peft:
+            from peft import load_peft_weights, set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.model, load_peft_weights(str(path)))
+        else:
+            from safetensors.torch import load_file
+
+            state: dict = {}
+            for shard in sorted(path.glob("*.safetensors")):
+                state.update(load_file(shard))
+            self.model.load_state_dict(state, strict=False)
+
+    def _run_many(self, pairs, progress=None):
+        from leti_env.execution import get_pool
+
+        programs = [task.program(completion) for task, completion in pairs]
+        return get_pool(self.args.execution_workers).run(
+            programs, timeout=self.args.execution_timeout, memory_mb=self.args.execution_memory_mb,
+            max_feedback_chars=self.args.max_feedback_chars, progress=progress)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rollouts on disk: a 🤗 dataset per iteration, written atomically.
+# ----------------------------------------------------------------------------------------------
+
+
+def save_rollouts(rollouts: Sequence[Rollout], path: str | Path) -> None:
+    import datasets
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    datasets.Dataset.from_list([dataclasses.asdict(r) for r in rollouts]).save_to_disk(str(tmp))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+def load_rollouts(path: str | Path) -> list[Rollout]:
+    import datasets
+
+    names = {f.name for f in dataclasses.fields(Rollout)}
+    return [Rollout(**{k: v for k, v in row.items() if k in names}) for row in datasets.load_from_disk(str(path))]
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _require_bitsandbytes() -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # ImportError, or a backend error on unsupported hardware
+        raise RuntimeError(
+            f"`load_in_4bit=True` needs bitsandbytes ({exc}). `pip install bitsandbytes`, or set load_in_4bit=False "
+            "(LoRA on full-precision weights)."
+        ) from None
+
+
+def _load_tokenizer(model: Any):
+    from transformers import AutoTokenizer
+
+    source = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
+    if not source:
+        raise ValueError("the model has no `name_or_path` to load a tokenizer from; pass processing_class=<tokenizer>.")
+    try:
+        return AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"could not load a tokenizer for {str(source)!r} ({exc}). Pass processing_class=<tokenizer>.") from None
+
+
+def _load_model(model: str | os.PathLike, args: LetiConfig):
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs: dict[str, Any] = {}
+    if args.load_in_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=args.bnb_4bit_quant_type,
+            bnb_4bit_use_double_quant=args.bnb_4bit_use_double_quant,
+            bnb_4bit_compute_dtype=getattr(torch, args.bnb_4bit_compute_dtype))
+    try:
+        return AutoModelForCausalLM.from_pretrained(model, **kwargs)
+    except OSError as exc:
+        raise ValueError(f"could not load a causal LM from {str(model)!r}: {exc}") from None
+
+
+def _module_name(model, module) -> str:
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name.split(".")[-1]
+    raise ValueError("could not find the embedding module by name")
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=_console(), transient=False)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)

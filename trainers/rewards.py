@@ -1,0 +1,100 @@
+"""Execution rewards for TRL's own trainers (GRPO, RLOO), and rollouts as an SFT dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from leti_env import CodeTask, Program
+
+from .leti_config import LetiConfig
+from .sequences import Rollout, select_rollouts, tokenize_rows, training_text
+
+
+class ExecutionReward:
+    """A TRL reward function: 1.0 if the completion passes the task's tests in the sandbox, else 0.0.
+
+    Pass it to ``GRPOTrainer(reward_funcs=[ExecutionReward(tasks)])`` or ``RLOOTrainer``. The dataset
+    needs a ``task_id`` column (tasks are looked up by id) or a ``tests`` column (then the program is
+    ``prompt + completion`` checked by those tests). Feedback and status go to TRL's completions table
+    through ``log_extra``; the pass rate is logged as ``execution/pass_rate``.
+
+    >>> reward = ExecutionReward("LETI-MBPP")
+    >>> reward(prompts=[task.prompt], completions=[task.reference_solution], task_id=[task.task_id])
+    [1.0]
+    """
+
+    def __init__(self, tasks: Any = None, *, timeout: float = 5.0, memory_mb: int = 1024, workers: int | None = None,
+                 max_feedback_chars: int = 4096):
+        from .leti_trainer import resolve_tasks
+
+        self.tasks = {t.task_id: t for t in resolve_tasks(tasks, "tasks")} if tasks is not None else {}
+        self.timeout, self.memory_mb, self.workers, self.max_feedback_chars = timeout, memory_mb, workers, max_feedback_chars
+        self.__name__ = "execution_reward"  # TRL names the logged reward column after the function
+
+    def programs(self, prompts: Sequence[Any], completions: Sequence[Any], task_id=None, tests=None) -> list[Program]:
+        programs = []
+        for i, completion in enumerate(completions):
+            completion = _text(completion)
+            if task_id is not None:
+                if task_id[i] not in self.tasks:
+                    raise KeyError(f"ExecutionReward has no task {task_id[i]!r}; pass the tasks (or env id) it should know.")
+                programs.append(self.tasks[task_id[i]].program(completion))
+            elif tests is not None:
+                programs.append(Program(_text(prompts[i]) + completion, tests[i]))
+            else:
+                raise ValueError("ExecutionReward needs a `task_id` or a `tests` column in the training dataset.")
+        return programs
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], task_id: Sequence[str] | None = None,
+                 tests: Sequence[str] | None = None, log_extra=None, log_metric=None, **kwargs) -> list[float]:
+        from leti_env.execution import get_pool
+
+        results = get_pool(self.workers).run(self.programs(prompts, completions, task_id, tests), timeout=self.timeout,
+                                             memory_mb=self.memory_mb, max_feedback_chars=self.max_feedback_chars)
+        if log_extra is not None:
+            log_extra("feedback", [r.feedback for r in results])
+            log_extra("status", [r.status for r in results])
+        if log_metric is not None and results:
+            log_metric("execution/pass_rate", sum(r.reward for r in results) / len(results))
+        return [r.reward for r in results]
+
+
+def tasks_to_dataset(tasks: Sequence[CodeTask]):
+    """A ``prompt``/``task_id`` dataset that GRPOTrainer/RLOOTrainer take with ``ExecutionReward``."""
+    import datasets
+
+    return datasets.Dataset.from_list([{"prompt": t.prompt, "task_id": t.task_id} for t in tasks])
+
+
+def rollouts_to_sft_dataset(rollouts: Sequence[Rollout] | str | Path, config: LetiConfig, tokenizer=None):
+    """LeTI rows from saved rollouts, as a dataset ``SFTTrainer`` takes directly.
+
+    With a tokenizer: pre-tokenized ``input_ids``/``labels`` (exactly the LetiTrainer rows; add the four
+    special tokens to the tokenizer first). Without: a ``text`` column (note that SFTTrainer then appends
+    EOS, which the authors' rows do not have).
+    """
+    import datasets
+
+    from .leti_trainer import load_rollouts
+
+    if isinstance(rollouts, (str, Path)):
+        rollouts = load_rollouts(rollouts)
+    texts = [t for t in (training_text(r, config) for r in select_rollouts(rollouts, config, seed=config.seed)) if t is not None]
+    if tokenizer is None:
+        return datasets.Dataset.from_list([{"text": t} for t in texts])
+    missing = [t for t in config.special_tokens if t not in tokenizer.get_vocab()]
+    if missing:
+        raise ValueError(f"the tokenizer lacks {missing}: call tokenizer.add_tokens(config.special_tokens, special_tokens=True) "
+                         "and resize the model's embeddings first.")
+    return datasets.Dataset.from_list(tokenize_rows(texts, tokenizer, config))
+
+
+def _text(value: Any) -> str:
+    """A completion as text: plain strings, or the last message of a conversational completion."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        return str(value[-1].get("content", ""))
+    raise TypeError(f"a completion must be a str or a list of messages, got {type(value).__name__}")

@@ -1,0 +1,120 @@
+"""LeTI's training rows: reward token, feedback span, prompt and program, as the authors build them."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .leti_config import LetiConfig
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One sampled program and what executing it produced (a row of the saved rollouts dataset)."""
+
+    task_id: str
+    prompt: str  # the task prompt, without any reward-token prefix
+    program: str  # the sampled completion, as executed
+    reward: float
+    status: str
+    feedback: str
+    iteration: int = 0
+    sample_index: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.reward > 0
+
+
+def training_text(rollout: Rollout, config: LetiConfig) -> str | None:
+    """The training string for one rollout, or ``None`` if the feedback mode drops it.
+
+    ``text`` (paper):  ``<|good|>`` + prompt + program, or
+                       ``<|bad|><|lang_feedback|>`` + feedback + ``<|/lang_feedback|>`` + prompt + program.
+    ``binary``:        the reward token + prompt + program (no feedback span).
+    ``none``:          prompt + program, passing programs only.
+    ``sequence_order="feedback_last"`` moves the feedback span after the program.
+    """
+    if config.feedback_mode == "none":
+        return rollout.prompt + rollout.program if rollout.passed else None
+    reward_token = config.good_token if rollout.passed else config.bad_token
+    span = ""
+    if config.feedback_mode == "text" and not rollout.passed:
+        span = config.feedback_start_token + rollout.feedback + config.feedback_end_token
+    if config.sequence_order == "feedback_first":
+        return reward_token + span + rollout.prompt + rollout.program
+    return reward_token + rollout.prompt + rollout.program + span
+
+
+def inference_prompt(prompt: str, config: LetiConfig, condition: str = "good") -> str:
+    """The prompt the model samples from: prefixed with a reward token (``good``/``bad``) or not (``none``)."""
+    prefix = {"good": config.good_token, "bad": config.bad_token, "none": ""}[condition]
+    return prefix + prompt
+
+
+def strip_reward_prefix(prompt: str, config: LetiConfig) -> str:
+    """Remove a leading reward token (``removeprefix``, never ``lstrip``, which eats characters)."""
+    for token in (config.good_token, config.bad_token):
+        if prompt.startswith(token):
+            return prompt.removeprefix(token)
+    return prompt
+
+
+def select_rollouts(rollouts: Sequence[Rollout], config: LetiConfig, seed: int = 0) -> list[Rollout]:
+    """Which rollouts become training rows (the paper keeps all of them, in execution order)."""
+    if config.keep_passing == "all" and config.max_failures_per_prompt is None:
+        return list(rollouts)
+    rng = random.Random(seed)
+    by_task: dict[str, list[Rollout]] = {}
+    for rollout in rollouts:
+        by_task.setdefault(rollout.task_id, []).append(rollout)
+    kept: list[Rollout] = []
+    for group in by_task.values():
+        passing = [i for i, r in enumerate(group) if r.passed]
+        if config.keep_passing == "distinct":
+            first: dict[str, int] = {}
+            passing = [i for i in passing if first.setdefault(group[i].program, i) == i]
+        failing = [i for i, r in enumerate(group) if not r.passed]
+        if config.max_failures_per_prompt is not None and len(failing) > config.max_failures_per_prompt:
+            failing = rng.sample(failing, config.max_failures_per_prompt)
+        keep = set(passing) | set(failing)
+        kept += [r for i, r in enumerate(group) if i in keep]  # execution order within the prompt
+    return kept
+
+
+def tokenize_rows(texts: Iterable[str], tokenizer, config: LetiConfig) -> list[dict[str, list[int]]]:
+    """``input_ids`` and ``labels`` (equal: LeTI's loss covers every token, reward token and feedback too).
+
+    No BOS is added and EOS only with ``append_eos``; rows longer than ``max_length`` are cut at the end
+    (as the authors' ``truncation=True``). Padding is left to the collator, which masks it with -100.
+    """
+    rows = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if config.append_eos:
+            ids = ids + [tokenizer.eos_token_id]
+        if config.max_length is not None:
+            ids = ids[: config.max_length]
+        rows.append({"input_ids": ids, "labels": list(ids)})
+    return rows
+
+
+def interleave_pretraining(fcft_rows: list[dict], pretrain_rows: list[dict], rows_per_step: int) -> list[dict]:
+    """Alternate one optimizer step of LeTI rows with one step of pre-training rows (the paper's 1:1 mix).
+
+    With a sequential sampler (the default ``train_sampling_strategy``) consecutive ``rows_per_step`` rows
+    form one optimizer step, so the order here is the step order. Pre-training blocks are reused from the
+    start when they run out (the authors restart the pre-training loader every epoch).
+    """
+    if not pretrain_rows:
+        return list(fcft_rows)
+    out: list[dict] = []
+    cursor = 0
+    for start in range(0, len(fcft_rows), rows_per_step):
+        chunk = fcft_rows[start:start + rows_per_step]
+        out += chunk
+        for _ in range(len(chunk)):
+            out.append(pretrain_rows[cursor % len(pretrain_rows)])
+            cursor += 1
+    return out

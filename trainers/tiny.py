@@ -57,3 +57,19 @@ def build_tiny_model(output_dir: str | Path, *, corpus: list[str] | None = None,
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
+
+
+def tiny_model_path(name: str = "tiny") -> str:
+    """``"tiny"``: a tiny offline model built once and cached under ``$LETI_CACHE`` (default ``~/.cache/leti``).
+
+    Lets every example run on a CPU with no Hub access: ``--model_name_or_path tiny``. Any other value
+    is returned unchanged (a Hub id or a local path).
+    """
+    import os
+
+    if name != "tiny":
+        return name
+    folder = Path(os.environ.get("LETI_CACHE", Path.home() / ".cache" / "leti")) / "tiny-llama"
+    if not (folder / "config.json").exists():
+        build_tiny_model(folder, vocab_size=2048, hidden_size=64, num_layers=2)
+    return str(folder)

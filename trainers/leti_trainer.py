@@ -129,6 +129,7 @@ class LetiTrainer:
             # train the whole embedding (and, when untied, the output head) instead.
             tied = bool(getattr(model.config, "tie_word_embeddings", False))
             extra["modules_to_save"] = [embed_name] + ([head_name] if head_name and not tied else [])
+            extra["ensure_weight_tying"] = tied  # keep the trained embedding and the LM head one matrix
         targets = self.args.lora_target_modules
         config = LoraConfig(r=self.args.lora_r, lora_alpha=self.args.lora_alpha, lora_dropout=self.args.lora_dropout,
                             target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],

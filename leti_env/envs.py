@@ -160,3 +160,20 @@ class HumanEvalEnv(CodeEnv):
 
     def __init__(self, *, data_path: str | None = None, **kwargs):
         super().__init__(load_humaneval(data_path=data_path), **kwargs)
+
+
+class EAEEnv(CodeEnv):
+    """Event argument extraction as code (Code4Struct prompts, LeTI's verifier). Extra arguments:
+    `data_path` (OneIE/TextEE or DyGIE++ JSON lines; default: leti's own 24-mention sample),
+    `format`, `ontology_path`, `k_shot` + `shots_path`, `check_entity_types`, `check_spans`,
+    `authors_stop_split`. The default timeout is LeTI's 30 s for EAE."""
+
+    def __init__(self, data_path: str | None = None, *, format: str = "auto", ontology_path: str | None = None,
+                 k_shot: int = 0, shots_path: str | None = None, check_entity_types: bool = False,
+                 check_spans: bool = False, authors_stop_split: bool = False, timeout: float = 30.0, **kwargs):
+        from .eae import load_eae
+
+        tasks = load_eae(data_path, format=format, ontology_path=ontology_path, k_shot=k_shot, shots_path=shots_path,
+                         check_entity_types=check_entity_types, check_spans=check_spans,
+                         authors_stop_split=authors_stop_split)
+        super().__init__(tasks, timeout=timeout, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 from leti_env import CodeTask, pass_at_k
@@ -17,6 +18,14 @@ def stop_words_for(task: CodeTask) -> tuple[str, ...]:
     if task.task_id.startswith("HumanEval/"):
         return HUMANEVAL_STOP_WORDS
     return tuple(task.metadata.get("stop_words", ()))
+
+
+def postprocess_for(task: CodeTask, completion: str) -> str:
+    """Post-process with the task's own rule: a stop regex (EAE) or its stop words (MBPP/HumanEval)."""
+    pattern = task.metadata.get("stop_regex")
+    if pattern:
+        return re.split(pattern, completion, maxsplit=1)[0]
+    return postprocess(completion, stop_words_for(task))
 
 
 def postprocess(completion: str, stop_words: Sequence[str]) -> str:
@@ -74,7 +83,7 @@ def pass_at_k_report(tasks: Sequence[CodeTask], completions: Sequence[Sequence[s
                      run_many: Callable[[list], list]) -> dict[str, float]:
     """pass@k over tasks, for raw completions and post-processed ones (``*/postprocessed``)."""
     report: dict[str, float] = {}
-    for label, transform in (("", lambda task, c: c), ("/postprocessed", lambda task, c: postprocess(c, stop_words_for(task)))):
+    for label, transform in (("", lambda task, c: c), ("/postprocessed", postprocess_for)):
         pairs = [(task, transform(task, c)) for task, samples in zip(tasks, completions) for c in samples]
         results = run_many(pairs)
         index = 0

@@ -66,6 +66,10 @@ class LetiConfig(SFTConfig):
             Opens the feedback span.
         feedback_end_token (`str`, *optional*, defaults to `"<|/lang_feedback|>"`):
             Closes the feedback span.
+        postprocess_rollouts (`bool`, *optional*, defaults to `False`):
+            Cut sampled programs at the task's stop strings before executing and training on them. The
+            authors do this for EAE (at a triple quote, "class", "print" or "#"; leti cuts only where they start
+            a line, unless the task asks for the authors' split) and not for MBPP.
         append_eos (`bool`, *optional*, defaults to `False`):
             Append EOS to training rows (the authors' code does not).
         keep_passing (`str`, *optional*, defaults to `"all"`):
@@ -177,6 +181,8 @@ class LetiConfig(SFTConfig):
     good_token: str = field(default="<|good|>", metadata={"help": "Reward token of passing programs and inference prefix."})
     feedback_start_token: str = field(default="<|lang_feedback|>", metadata={"help": "Opens the feedback span."})
     feedback_end_token: str = field(default="<|/lang_feedback|>", metadata={"help": "Closes the feedback span."})
+    postprocess_rollouts: bool = field(
+        default=False, metadata={"help": "Cut sampled programs at the task's stop strings before execution (EAE: on)."})
     append_eos: bool = field(default=False, metadata={"help": "Append EOS to training rows (the paper does not)."})
     keep_passing: Literal["all", "distinct"] = field(
         default="all", metadata={"help": "Keep all passing samples (paper) or distinct passing programs only."})

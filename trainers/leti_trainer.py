@@ -13,7 +13,7 @@ from typing import Any
 
 from leti_env import CodeTask, execute_many
 
-from .evaluation import generate, pass_at_k_report
+from .evaluation import generate, pass_at_k_report, postprocess_for
 from .leti_config import LetiConfig
 from .sequences import Rollout, inference_prompt, interleave_pretraining, select_rollouts, tokenize_rows, training_text
 
@@ -191,6 +191,8 @@ class LetiTrainer:
                                    top_p=self.args.top_p, top_k=self.args.top_k,
                                    batch_size=self.args.generation_batch_size,
                                    on_batch=lambda k: progress.advance(sampling, k))
+            if self.args.postprocess_rollouts:
+                completions = [[postprocess_for(task, c) for c in samples] for task, samples in zip(self.train_tasks, completions)]
             pairs = [(task, c) for task, samples in zip(self.train_tasks, completions) for c in samples]
             executing = progress.add_task(f"iteration {iteration}: executing", total=len(pairs))
             results = self._run_many(pairs, progress=lambda done, total: progress.update(executing, completed=done))

@@ -746,6 +746,7 @@ class Verifier:
         self.reader = MessageReader(control.fileno())
         self._tests: dict = {}
         self._preludes: dict = {}
+        self._modules: dict = {}
 
     def serve(self) -> None:
         while True:
@@ -783,6 +784,17 @@ class Verifier:
             self._remember(self._preludes, prelude, (code, _code_objects(code)))
         return self._preludes[prelude]
 
+    def _install_modules(self, modules) -> None:
+        """Trusted helper modules for the tests (compiled once; frames excluded from feedback)."""
+        import types
+
+        for name, source in modules:
+            if self._modules.get(name) != source:
+                module = types.ModuleType(name)
+                exec(compile(source, f"<{name}>", "exec", dont_inherit=True), module.__dict__)
+                sys.modules[name] = module
+                self._modules[name] = source
+
     def _remember(self, cache: dict, key, value) -> None:
         if len(cache) >= self.CACHE_SIZE:
             cache.pop(next(iter(cache)))
@@ -801,6 +813,7 @@ class Verifier:
         verdict: dict
         try:
             conn = _Connection(chan, pidfd)
+            self._install_modules(request.get("modules", ()))
             test_code, test_codes, total = self._compiled_tests(request)
             codes = set(test_codes)
             try:
@@ -1418,7 +1431,7 @@ def _report_harness_bug(where: str) -> None:
             pass
 
 
-_VERIFIER_KEYS = ("text", "tests", "prelude", "entry_points", "tests_line_offset", "max_feedback_chars")
+_VERIFIER_KEYS = ("text", "tests", "prelude", "entry_points", "tests_line_offset", "max_feedback_chars", "modules")
 
 
 def _proc_is_ours() -> bool:

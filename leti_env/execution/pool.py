@@ -214,7 +214,8 @@ class ExecutorPool:
                 raise TypeError(f"programs[{i}] must be a str or a Program, got {type(program).__name__}")
             requests.append({
                 "solution": program.solution, "tests": program.tests, "prelude": program.prelude,
-                "entry_points": list(program.entry_points), "timeout": float(timeout),
+                "entry_points": list(program.entry_points), "modules": [list(m) for m in program.modules],
+                "timeout": float(timeout),
                 "memory_mb": int(memory_mb), "max_feedback_chars": int(max_feedback_chars),
                 "max_file_mb": int(max_file_mb), "output_limit_mb": int(output_limit_mb or 0),
                 "max_output_bytes": int(max_output_bytes),

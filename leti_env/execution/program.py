@@ -24,12 +24,16 @@ class Program:
             ``prelude`` defines a stub of them or a builtin has the same name (MBPP task 126 tests
             a function called ``sum``); any other builtin name in the tests stays the real builtin,
             so a program cannot shadow ``set`` or ``len`` to fool them.
+        modules: Trusted helper modules, ``(name, source)`` pairs, importable by the tests (a
+            verifier class, say). They run in the verifier only, and their frames stay out of the
+            feedback, as a library's would.
     """
 
     solution: str
     tests: str = ""
     prelude: str = ""
     entry_points: tuple[str, ...] = ()
+    modules: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("solution", "tests", "prelude"):

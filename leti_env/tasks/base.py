@@ -32,6 +32,7 @@ class CodeTask:
         prelude: Trusted prefix of ``prompt`` that the verifier runs itself (HumanEval's prompt,
             whose helper functions the tests call).
         metadata: Anything else from the dataset row (``text``, ``challenge_test_list``...).
+        test_modules: Trusted helper modules the tests import, ``(name, source)`` pairs (see ``Program``).
     """
 
     task_id: str
@@ -42,6 +43,7 @@ class CodeTask:
     entry_point: str | None = None
     prelude: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    test_modules: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     def program(self, completion: str) -> Program:
         """The program that checks ``completion``, split into untrusted and trusted parts."""
@@ -49,7 +51,8 @@ class CodeTask:
             raise TypeError(f"a completion must be a str, got {type(completion).__name__}")
         tests = f"{self.setup_code}\n{self.tests}" if self.setup_code else self.tests
         entry_points = (self.entry_point,) if self.entry_point else ()
-        return Program(self.prompt + completion, tests, prelude=self.prelude, entry_points=entry_points)
+        return Program(self.prompt + completion, tests, prelude=self.prelude, entry_points=entry_points,
+                       modules=self.test_modules)
 
     def full_program(self, completion: str) -> str:
         """Exactly the text that is executed, as one file (feedback line numbers refer to it)."""

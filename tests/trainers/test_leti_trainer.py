@@ -164,3 +164,20 @@ def test_pretraining_steps_alternate_through_trl(tmp_path, tiny_model_dir, mbpp_
         starts = {int(t) for t in batch["input_ids"][:, 0]}
         order.append("leti" if starts <= reward_ids else "pretrain" if not starts & reward_ids else "mixed")
     assert order == ["leti", "pretrain", "leti", "pretrain"]
+
+
+def test_one_iteration_on_eae_with_its_stop_strings(tmp_path, tiny_model_dir):
+    import gymnasium as gym
+
+    import leti_env  # noqa: F401
+
+    tasks = gym.make("LETI-EAE").unwrapped.tasks[:3]
+    config = small_config(tmp_path, num_iterations=1, eval_before_training=False, postprocess_rollouts=True,
+                          execution_timeout=30.0, max_new_tokens=24)
+    metrics = LetiTrainer(str(tiny_model_dir), config, train_tasks=tasks).train()
+    assert metrics["iteration"] == 1 and math.isfinite(metrics["train/loss"])
+    rollouts = load_rollouts(tmp_path / "iteration-1" / "rollouts")
+    assert len(rollouts) == 6 and all(r.prompt.endswith("_event = " + r.prompt.rsplit(" = ", 1)[1]) for r in rollouts)
+    from leti_env.eae import eae_postprocess
+
+    assert all(r.program == eae_postprocess(r.program) for r in rollouts)  # what was executed and trained is cut

@@ -1,6 +1,6 @@
 """leti_env: execution-checked code tasks as Gymnasium environments, and a sandboxed executor.
 
-``import leti_env`` registers ``LETI-MBPP``, ``LETI-HumanEval`` and ``LETI-EAE`` with Gymnasium
+``import leti_env`` registers ``LETI-MBPP``, ``LETI-HumanEval``, ``LETI-EAE`` and ``LETI-Arith`` with Gymnasium
 (``gym.make("leti_env:LETI-MBPP")`` imports this package first). It imports no torch.
 """
 
@@ -18,6 +18,7 @@ from .execution import (
 )
 from .metrics import pass_at_k
 from .tasks import CodeTask, DatasetFormatError, load_humaneval, load_mbpp
+from .tasks.arith import load_arith
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ _ENVS = {
     "LETI-MBPP": "leti_env.envs:MBPPEnv",
     "LETI-HumanEval": "leti_env.envs:HumanEvalEnv",
     "LETI-EAE": "leti_env.envs:EAEEnv",
+    "LETI-Arith": "leti_env.envs:ArithEnv",
 }
 for _id, _entry_point in _ENVS.items():
     _register(id=_id, entry_point=_entry_point)
@@ -32,7 +34,7 @@ for _id, _entry_point in _ENVS.items():
 
 def __getattr__(name: str):
     # The env classes import gymnasium.spaces; keep `import leti_env` light until they are used.
-    if name in ("CodeEnv", "MBPPEnv", "HumanEvalEnv", "EAEEnv", "AnyText", "refinement_prompt"):
+    if name in ("CodeEnv", "MBPPEnv", "HumanEvalEnv", "EAEEnv", "ArithEnv", "AnyText", "refinement_prompt"):
         from . import envs
 
         return getattr(envs, name)
@@ -40,7 +42,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AnyText", "CodeEnv", "CodeTask", "DatasetFormatError", "EAEEnv", "ExecutionResult", "ExecutorPool", "HumanEvalEnv",
+    "AnyText", "ArithEnv", "CodeEnv", "CodeTask", "DatasetFormatError", "EAEEnv", "ExecutionResult", "ExecutorPool", "HumanEvalEnv",
     "MBPPEnv", "Program", "SandboxUnavailableError", "SandboxWarning", "execute", "execute_many", "load_humaneval",
-    "load_mbpp", "pass_at_k", "refinement_prompt", "sandbox_report",
+    "load_arith", "load_mbpp", "pass_at_k", "refinement_prompt", "sandbox_report",
 ]

@@ -177,3 +177,17 @@ class EAEEnv(CodeEnv):
                          check_entity_types=check_entity_types, check_spans=check_spans,
                          authors_stop_split=authors_stop_split)
         super().__init__(tasks, timeout=timeout, **kwargs)
+
+
+class ArithEnv(CodeEnv):
+    """A synthetic family a CPU model can learn: ``f(x)`` made of one or two arithmetic steps, described in
+    words, checked by five asserts. Extra arguments: `split` (`pretrain`, `train`, `heldout`,
+    `compositional`), `seed`, `num_train_two_step`, `num_heldout`, `num_asserts`. The timeout is 1 s."""
+
+    def __init__(self, split: str = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 100,
+                 num_asserts: int = 5, timeout: float = 1.0, **kwargs):
+        from .tasks.arith import load_arith
+
+        tasks = load_arith(split, seed=seed, num_train_two_step=num_train_two_step, num_heldout=num_heldout,  # type: ignore[arg-type]
+                           num_asserts=num_asserts)
+        super().__init__(tasks, timeout=timeout, **kwargs)

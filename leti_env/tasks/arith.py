@@ -1,0 +1,92 @@
+"""A synthetic task family small enough for a CPU model to learn: one or two arithmetic steps on ``x``.
+
+"Write a function f(x) that returns x plus 4, then multiplied by 5." -> ``def f(x): return (x + 4) * 5``.
+
+Splits (deterministic for a seed):
+- ``pretrain``: every single-operation task (for pre-training a default model on the primitives).
+- ``train``: the single-operation tasks plus two-operation tasks from 7 of the 9 ordered operator pairs.
+- ``heldout``: two-operation tasks of those 7 pairs whose texts (constants, phrasings) and test
+  inputs never appear in ``train``.
+- ``compositional``: the 2 operator pairs never trained on, (add, mul) and (mul, sub). Reported, not
+  promised: a tiny model may not compose.
+
+Each task has five asserts on random inputs in 0..50 (the first shown in the prompt, as in MBPP), so a
+wrong program rarely passes by coincidence; a failing assert says what the function returned.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from typing import Literal
+
+from .base import CodeTask
+
+OPERATORS = ("add", "sub", "mul")
+CONSTANTS = (2, 3, 4, 5, 6)
+SYMBOL = {"add": "+", "sub": "-", "mul": "*"}
+PHRASES = {  # three phrasings per operation, written for leti
+    "add": ("plus {c}", "increased by {c}", "with {c} added"),
+    "sub": ("minus {c}", "decreased by {c}", "with {c} taken away"),
+    "mul": ("times {c}", "multiplied by {c}", "scaled by a factor of {c}"),
+}
+HELD_OUT_PAIRS = (("add", "mul"), ("mul", "sub"))
+ArithSplit = Literal["pretrain", "train", "heldout", "compositional"]
+
+
+def _text(steps: tuple[tuple[str, int, int], ...]) -> str:
+    parts = [PHRASES[op][p].format(c=c) for op, c, p in steps]
+    return "Write a function f(x) that returns x " + ", then ".join(parts) + "."
+
+
+def _code(steps: tuple[tuple[str, int, int], ...]) -> str:
+    expr = "x"
+    for i, (op, c, _) in enumerate(steps):
+        expr = f"{expr} {SYMBOL[op]} {c}" if i == 0 else f"({expr}) {SYMBOL[op]} {c}"
+    return f"def f(x):\n    return {expr}"
+
+
+def _value(steps, x: int) -> int:
+    for op, c, _ in steps:
+        x = x + c if op == "add" else x - c if op == "sub" else x * c
+    return x
+
+
+def _task(steps, split: str, index: int, rng: random.Random, num_asserts: int) -> CodeTask:
+    inputs = rng.sample(range(0, 51), num_asserts)
+    asserts = [f"assert (got := f({x})) == {_value(steps, x)}, f\"f({x}) returned {{got!r}}, expected {_value(steps, x)}\""
+               for x in inputs]
+    shown = f"assert f({inputs[0]}) == {_value(steps, inputs[0])}"
+    text = _text(steps)
+    return CodeTask(task_id=f"Arith/{split}/{index}", prompt=f'"""\n{text}\n{shown}\n"""\n', tests="\n".join(asserts),
+                    reference_solution=_code(steps), entry_point="f",
+                    metadata={"text": text, "operations": [op for op, _, _ in steps], "constants": [c for _, c, _ in steps],
+                              "num_steps": len(steps)})
+
+
+def load_arith(split: ArithSplit = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 100,
+               num_asserts: int = 5) -> list[CodeTask]:
+    """Tasks of one split (see the module docstring). The same seed always gives the same tasks."""
+    if split not in ("pretrain", "train", "heldout", "compositional"):
+        raise ValueError(f"unknown split {split!r}; choose pretrain, train, heldout or compositional")
+    if num_asserts < 2:
+        raise ValueError(f"`num_asserts` must be at least 2 (one is shown in the prompt), got {num_asserts}")
+    rng = random.Random(seed)
+    singles = [((op, c, p),) for op in OPERATORS for c in CONSTANTS for p in range(3)]
+    trained_pairs = [pair for pair in itertools.product(OPERATORS, repeat=2) if pair not in HELD_OUT_PAIRS]
+    two_step = [((a, c1, p1), (b, c2, p2)) for a, b in trained_pairs for c1 in CONSTANTS for c2 in CONSTANTS
+                for p1 in range(3) for p2 in range(3)]
+    rng.shuffle(two_step)
+    if num_train_two_step + num_heldout > len(two_step):
+        raise ValueError(f"only {len(two_step)} distinct two-step tasks exist for the trained pairs")
+    compositional = [((a, c1, p1), (b, c2, p2)) for a, b in HELD_OUT_PAIRS for c1 in CONSTANTS for c2 in CONSTANTS
+                     for p1 in range(3) for p2 in range(3)]
+    rng.shuffle(compositional)
+    chosen = {
+        "pretrain": singles,
+        "train": singles + two_step[:num_train_two_step],
+        "heldout": two_step[num_train_two_step:num_train_two_step + num_heldout],
+        "compositional": compositional[:num_heldout],
+    }[split]
+    task_rng = random.Random(f"{seed}-{split}")  # test inputs differ between splits
+    return [_task(steps, split, i, task_rng, num_asserts) for i, steps in enumerate(chosen)]

@@ -1,0 +1,60 @@
+"""LETI-Arith: the synthetic family a CPU model can learn (splits, references, coincidences, feedback)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+import leti_env
+from leti_env.tasks.arith import CONSTANTS, HELD_OUT_PAIRS, OPERATORS, SYMBOL
+
+
+def test_splits_are_deterministic_and_disjoint():
+    train, heldout = leti_env.load_arith("train"), leti_env.load_arith("heldout")
+    assert [t.prompt for t in train] == [t.prompt for t in leti_env.load_arith("train")]
+    assert [t.prompt for t in leti_env.load_arith("train", seed=1)] != [t.prompt for t in train]
+    assert (len(leti_env.load_arith("pretrain")), len(train), len(heldout)) == (45, 1045, 100)
+    train_texts = {t.metadata["text"] for t in train}
+    assert not train_texts & {t.metadata["text"] for t in heldout}  # held-out texts never trained on
+    trained_pairs = {tuple(t.metadata["operations"]) for t in train if t.metadata["num_steps"] == 2}
+    assert {tuple(t.metadata["operations"]) for t in heldout} <= trained_pairs
+    assert not trained_pairs & set(HELD_OUT_PAIRS)
+    assert {tuple(t.metadata["operations"]) for t in leti_env.load_arith("compositional")} == set(HELD_OUT_PAIRS)
+
+
+def test_every_reference_passes_and_shown_assert_is_a_test():
+    env = gym.make("LETI-Arith", split="train").unwrapped
+    results = env.run_many([(t, t.reference_solution) for t in env.tasks])
+    assert all(r.passed for r in results)
+    for task in env.tasks[:20]:
+        shown = task.prompt.splitlines()[2]
+        call, expected = shown.removeprefix("assert ").split(" == ")
+        assert f"(got := {call}) == {expected}," in task.tests.splitlines()[0]
+
+
+def _function(code: str):
+    namespace: dict = {}
+    exec(code, namespace)
+    return namespace["f"]
+
+
+def test_wrong_programs_rarely_pass_by_coincidence():
+    # every one-step program against two-step tasks: a wrong one (differs somewhere) must never pass
+    tasks = [t for t in leti_env.load_arith("train") if t.metadata["num_steps"] == 2][:200]
+    env = gym.make("LETI-Arith", split="train").unwrapped
+    guesses = [f"def f(x):\n    return x {SYMBOL[op]} {c}" for op in OPERATORS for c in CONSTANTS]
+    pairs = [(t, g) for t in tasks for g in guesses]
+    results = env.run_many(pairs)
+    wrong_passes = [(t.metadata["text"], g) for (t, g), r in zip(pairs, results) if r.passed and any(
+        _function(g)(x) != _function(t.reference_solution)(x) for x in range(-100, 101))]
+    assert wrong_passes == []
+    equivalent = sum(r.passed for r in results) - len(wrong_passes)  # x + 2 + 3 is x + 5: right, not lucky
+    assert equivalent < len(pairs) * 0.02
+
+
+def test_feedback_says_what_the_function_returned():
+    env = gym.make("LETI-Arith", split="heldout").unwrapped
+    task = env.tasks[0]
+    result = env.run(task, "def f(x):\n    return x")
+    assert result.status == "failed"
+    assert result.feedback.splitlines()[-1].startswith("AssertionError: f(")
+    assert " returned " in result.feedback and ", expected " in result.feedback

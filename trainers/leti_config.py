@@ -74,6 +74,8 @@ class LetiConfig(SFTConfig):
             Append EOS to training rows (the authors' code does not).
         keep_passing (`str`, *optional*, defaults to `"all"`):
             `"all"` passing samples (paper), or only `"distinct"` passing programs per prompt.
+        passing_copies (`int`, *optional*, defaults to `1`):
+            Repeat each kept passing sample this many times (the paper: 1). Gives the few early positives weight.
         max_failures_per_prompt (`int` or `None`, *optional*, defaults to `None`):
             Keep at most this many failing samples per prompt, chosen at random (`None`: all, as the paper).
 
@@ -186,6 +188,7 @@ class LetiConfig(SFTConfig):
     append_eos: bool = field(default=False, metadata={"help": "Append EOS to training rows (the paper does not)."})
     keep_passing: Literal["all", "distinct"] = field(
         default="all", metadata={"help": "Keep all passing samples (paper) or distinct passing programs only."})
+    passing_copies: int = field(default=1, metadata={"help": "Repeat each kept passing sample this many times (paper: 1)."})
     max_failures_per_prompt: int | None = field(
         default=None, metadata={"help": "Keep at most this many failing samples per prompt (None: all, as the paper)."})
 
@@ -232,7 +235,7 @@ class LetiConfig(SFTConfig):
         self._check_choice("generation_backend", ("hf", "vllm"))
         self._check_choice("bnb_4bit_quant_type", ("nf4", "fp4"))
         for name in ("num_iterations", "num_generations_per_prompt", "max_new_tokens", "generation_batch_size",
-                     "eval_num_samples", "eval_max_new_tokens", "max_feedback_chars", "lora_r"):
+                     "eval_num_samples", "eval_max_new_tokens", "max_feedback_chars", "lora_r", "passing_copies"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
         for name in ("temperature", "eval_temperature"):

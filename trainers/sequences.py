@@ -63,7 +63,7 @@ def strip_reward_prefix(prompt: str, config: LetiConfig) -> str:
 
 def select_rollouts(rollouts: Sequence[Rollout], config: LetiConfig, seed: int = 0) -> list[Rollout]:
     """Which rollouts become training rows (the paper keeps all of them, in execution order)."""
-    if config.keep_passing == "all" and config.max_failures_per_prompt is None:
+    if config.keep_passing == "all" and config.max_failures_per_prompt is None and config.passing_copies == 1:
         return list(rollouts)
     rng = random.Random(seed)
     by_task: dict[str, list[Rollout]] = {}
@@ -79,7 +79,9 @@ def select_rollouts(rollouts: Sequence[Rollout], config: LetiConfig, seed: int =
         if config.max_failures_per_prompt is not None and len(failing) > config.max_failures_per_prompt:
             failing = rng.sample(failing, config.max_failures_per_prompt)
         keep = set(passing) | set(failing)
-        kept += [r for i, r in enumerate(group) if i in keep]  # execution order within the prompt
+        for i, r in enumerate(group):  # execution order within the prompt
+            if i in keep:
+                kept += [r] * (config.passing_copies if r.passed else 1)
     return kept
 
 

@@ -1,0 +1,139 @@
+"""The ``leti`` command: ``leti train``, ``leti eval``, ``leti envs``.
+
+    leti train                                   # the built-in default: learns on a CPU in < 10 minutes
+    leti train --config examples/configs/codegen-350M-mbpp.yaml --output_dir runs/mbpp
+    leti eval --model runs/leti-default/iteration-6/model --env LETI-Arith --split heldout
+    leti envs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
+
+
+@dataclass
+class TrainScriptArguments:
+    model_name_or_path: str = field(default="default", metadata={"help": "Model id or path; `default`: the built-in "
+                                                                         "default model (built and cached on first use); `tiny`: an untrained tiny model."})
+    env_id: str = field(default="LETI-Arith", metadata={"help": "Environment of the tasks."})
+    train_split: str | None = field(default="train", metadata={"help": "Split of the training tasks (`none` for envs without splits)."})
+    eval_split: str | None = field(default="heldout", metadata={"help": "Split of the evaluation tasks (`none`: no evaluation)."})
+    max_train_tasks: int | None = field(default=None, metadata={"help": "Use only the first N training tasks."})
+    max_eval_tasks: int | None = field(default=None, metadata={"help": "Use only the first N evaluation tasks."})
+
+
+def _tasks(env_id: str, split: str | None, limit: int | None):
+    import gymnasium as gym
+
+    import leti_env  # noqa: F401
+
+    kwargs = {"split": split} if split and split != "none" else {}
+    return gym.make(env_id, **kwargs).unwrapped.tasks[:limit]
+
+
+def _model_path(name: str, seed: int) -> str:
+    if name == "default":
+        from .default_model import default_model_path
+
+        return default_model_path(seed=seed)
+    from .tiny import tiny_model_path
+
+    return tiny_model_path(name)
+
+
+def train(argv: list[str]) -> int:
+    from trl import TrlParser
+
+    from .leti_config import LetiConfig
+    from .leti_trainer import LetiTrainer
+    from .report import write_report
+
+    if "--config" not in argv:  # no recipe given: the built-in default, with any overrides on top
+        argv = ["--config", str(DEFAULT_CONFIG), *argv]
+    script, config = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(argv)
+    train_tasks = _tasks(script.env_id, script.train_split, script.max_train_tasks)
+    eval_tasks = _tasks(script.env_id, script.eval_split, script.max_eval_tasks) if script.eval_split not in (None, "none") else None
+    trainer = LetiTrainer(_model_path(script.model_name_or_path, config.seed), config, train_tasks=train_tasks,
+                          eval_tasks=eval_tasks)
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: run the same command again to resume from {config.output_dir} "
+              f"(completed iterations: {sorted(trainer.completed_iterations())})", file=sys.stderr)
+        return 130
+    plot, report = write_report(config.output_dir, f"LeTI on {script.env_id}")
+    print(f"run folder: {config.output_dir}\n  {plot}\n  {report}")
+    return 0
+
+
+def evaluate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="leti eval", description="pass@k of a model (or a saved LeTI adapter) on an environment")
+    parser.add_argument("--model", required=True, help="model id or path, or an iteration-N/model folder of a LeTI run")
+    parser.add_argument("--env", default="LETI-MBPP", help="environment id (default: LETI-MBPP)")
+    parser.add_argument("--split", default=None, help="split of the environment's tasks (e.g. test)")
+    parser.add_argument("--max_tasks", type=int, default=None)
+    parser.add_argument("--num_samples", type=int, default=16, help="samples per task (the paper: 16 on MBPP)")
+    parser.add_argument("--k", type=int, nargs="+", default=[1], help="k values of pass@k")
+    parser.add_argument("--temperature", type=float, default=0.1)
+    parser.add_argument("--top_p", type=float, default=1.0)
+    parser.add_argument("--max_new_tokens", type=int, default=384)
+    parser.add_argument("--condition", choices=["good", "none", "bad"], default="good", help="reward-token prefix")
+    args = parser.parse_args(argv)
+    bad_k = [k for k in args.k if k > args.num_samples]
+    if bad_k:
+        parser.error(f"pass@k needs --num_samples >= k; got --num_samples {args.num_samples} and k={bad_k}")
+    from .evaluation import generate, pass_at_k_report
+    from .leti_config import LetiConfig
+    from .sequences import inference_prompt
+
+    model, tokenizer = _load_for_eval(args.model)
+    tasks = _tasks(args.env, args.split, args.max_tasks)
+    config = LetiConfig(output_dir="/tmp/leti-eval", load_in_4bit=False, eval_k=args.k, eval_num_samples=args.num_samples)
+    prompts = [inference_prompt(t.prompt, config, args.condition) for t in tasks]
+    completions = generate(model, tokenizer, prompts, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
+                           temperature=args.temperature, top_p=args.top_p)
+    from leti_env import execute_many
+
+    report = pass_at_k_report(tasks, completions, args.k, lambda pairs: execute_many([t.program(c) for t, c in pairs]))
+    print(json.dumps({"env": args.env, "split": args.split, "tasks": len(tasks), **report}, indent=2))
+    return 0
+
+
+def _load_for_eval(path: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if (folder / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        base_name = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base = AutoModelForCausalLM.from_pretrained(base_name)
+        base.resize_token_embeddings(len(tokenizer))
+        return PeftModel.from_pretrained(base, path), tokenizer
+    return AutoModelForCausalLM.from_pretrained(path), tokenizer
+
+
+def envs(argv: list[str]) -> int:
+    from leti_env.__main__ import main as leti_env_main
+
+    return leti_env_main(["envs", *argv])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"train": train, "eval": evaluate, "envs": envs}
+    if not argv or argv[0] not in commands:
+        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -88,8 +88,8 @@ class LetiTrainer:
         self.model = _load_model(model, args) if isinstance(model, (str, os.PathLike)) else model
         self.new_token_ids = self._add_special_tokens()
 
-        # PEFT: one adapter for the whole run (never re-wrapped per iteration)
-        if args.use_peft:
+        # PEFT: one adapter for the whole run (never re-wrapped per iteration, nor if the caller already did)
+        if args.use_peft and not hasattr(self.model, "peft_config"):
             self.model = self._wrap_peft(self.model)
         self._pretrain_rows: list[dict] | None = None
         self.last_sft_trainer = None

@@ -38,7 +38,8 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for key, label, style in (("rollout/pass_rate", "sampled programs passing (train tasks)", "o-"),
-                              ("eval/pass@1", "pass@1, held-out tasks", "s--")):
+                              ("eval/pass@1", "pass@1, held-out tasks (raw)", "s--"),
+                              ("eval/pass@1/postprocessed", "pass@1, held-out tasks (post-processed)", "^:")):
         points = [(r["iteration"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         if points:
             ax.plot(*zip(*points), style, label=label)

@@ -32,6 +32,9 @@ PHRASES = {  # three phrasings per operation, written for leti
 }
 HELD_OUT_PAIRS = (("add", "mul"), ("mul", "sub"))
 ArithSplit = Literal["pretrain", "train", "heldout", "compositional"]
+# Post-processing keeps the function only: a sample is cut at its first line that is not indented
+# (a small model often runs on past its function; see LetiConfig.postprocess_rollouts).
+STOP_REGEX = r"\n(?=\S)"
 
 
 def _text(steps: tuple[tuple[str, int, int], ...]) -> str:
@@ -61,7 +64,7 @@ def _task(steps, split: str, index: int, rng: random.Random, num_asserts: int) -
     return CodeTask(task_id=f"Arith/{split}/{index}", prompt=f'"""\n{text}\n{shown}\n"""\n', tests="\n".join(asserts),
                     reference_solution=_code(steps), entry_point="f",
                     metadata={"text": text, "operations": [op for op, _, _ in steps], "constants": [c for _, c, _ in steps],
-                              "num_steps": len(steps)})
+                              "num_steps": len(steps), "stop_regex": STOP_REGEX})
 
 
 def load_arith(split: ArithSplit = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 100,

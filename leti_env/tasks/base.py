@@ -58,10 +58,6 @@ class CodeTask:
         """Exactly the text that is executed, as one file (feedback line numbers refer to it)."""
         return self.program(completion).text
 
-    @property
-    def num_asserts(self) -> int:
-        return sum(line.lstrip().startswith("assert") for line in self.tests.splitlines())
-
 
 def data_dir() -> Path | None:
     """The ``LETI_DATA_DIR`` folder (laid out like ``shared/data``), if set."""

@@ -1073,8 +1073,7 @@ class Zygote:
         os.environ.update(_SAFE_ENV)
         run_dir = os.path.join(self.tmp_root, "run")
         os.environ.update({"HOME": run_dir, "TMPDIR": run_dir})
-        for name in (PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE):  # resolve ctypes symbols before forking
-            _libc().prctl, _libc().capset
+        _libc().prctl, _libc().capset  # resolve the ctypes symbols once, before forking
         for name in PRELOAD:
             try:
                 importlib.import_module(name)

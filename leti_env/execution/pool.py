@@ -46,8 +46,7 @@ def default_workers() -> int:
 class _Worker:
     def __init__(self, config: dict, python: str):
         self.config = config
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
-               "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        env = dict(_sandbox._SAFE_ENV)  # the worker never sees the caller's environment (secrets)
         self.proc = subprocess.Popen(
             [python, "-I", _WORKER_SCRIPT, json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env, cwd="/",

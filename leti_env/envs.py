@@ -184,7 +184,7 @@ class ArithEnv(CodeEnv):
     words, checked by five asserts. Extra arguments: `split` (`pretrain`, `train`, `heldout`,
     `compositional`), `seed`, `num_train_two_step`, `num_heldout`, `num_asserts`. The timeout is 1 s."""
 
-    def __init__(self, split: str = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 100,
+    def __init__(self, split: str = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 400,
                  num_asserts: int = 5, timeout: float = 1.0, **kwargs):
         from .tasks.arith import load_arith
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up (or reuse) .venv, then:
-#   bash scripts/dev.sh demo [args]    run an environment end to end (python -m leti_env demo)
+#   bash scripts/dev.sh train [args]   the main job: `leti train` (no args: the built-in default on CPU)
 #   bash scripts/dev.sh test [args]    run the test suite (pytest args pass through)
+#   bash scripts/dev.sh demo [args]    run an environment end to end (python -m leti_env demo)
 # CPU torch is installed first and pinned: an unpinned torch pulls the multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ export TRL_EXPERIMENTAL_SILENCE=1
 cmd=${1:-test}; shift || true
 case "$cmd" in
   test) HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 exec .venv/bin/python -m pytest -q "$@" ;;
+  train) exec .venv/bin/leti train "$@" ;;
   demo) exec .venv/bin/python -m leti_env demo "$@" ;;
-  *) echo "usage: bash scripts/dev.sh {demo|test} [args]" >&2; exit 2 ;;
+  *) echo "usage: bash scripts/dev.sh {train|test|demo} [args]" >&2; exit 2 ;;
 esac

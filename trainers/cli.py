@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,16 @@ def _model_path(name: str, seed: int) -> str:
     return tiny_model_path(name)
 
 
+def _model_path_once(name: str, seed: int) -> str:
+    """The model folder; under a multi-process launcher the main process builds a missing one first."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        with PartialState().main_process_first():
+            return _model_path(name, seed)
+    return _model_path(name, seed)
+
+
 def train(argv: list[str]) -> int:
     from trl import TrlParser
 
@@ -59,7 +70,7 @@ def train(argv: list[str]) -> int:
     script, config = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(argv)
     train_tasks = _tasks(script.env_id, script.train_split, script.max_train_tasks)
     eval_tasks = _tasks(script.env_id, script.eval_split, script.max_eval_tasks) if script.eval_split not in (None, "none") else None
-    trainer = LetiTrainer(_model_path(script.model_name_or_path, config.seed), config, train_tasks=train_tasks,
+    trainer = LetiTrainer(_model_path_once(script.model_name_or_path, config.seed), config, train_tasks=train_tasks,
                           eval_tasks=eval_tasks)
     try:
         trainer.train()
@@ -67,8 +78,9 @@ def train(argv: list[str]) -> int:
         print(f"\ninterrupted: run the same command again to resume from {config.output_dir} "
               f"(completed iterations: {sorted(trainer.completed_iterations())})", file=sys.stderr)
         return 130
-    plot, report = write_report(config.output_dir, f"LeTI on {script.env_id}")
-    print(f"run folder: {config.output_dir}\n  {plot}\n  {report}")
+    if trainer.distributed.is_main:
+        plot, report = write_report(config.output_dir, f"LeTI on {script.env_id}")
+        print(f"run folder: {config.output_dir}\n  {plot}\n  {report}")
     return 0
 
 

@@ -5,14 +5,17 @@ How it is made (offline, ~2 minutes on 2 cores, cached under ``$LETI_CACHE``, de
 1. A byte-level BPE tokenizer trained on the family's own text (task descriptions, programs,
    asserts, feedback lines), with every digit its own token.
 2. A randomly initialised Llama (hidden 128, 4 layers, 4 heads, FFN 384, tied embeddings).
-3. Brief pre-training on a stream of generated examples:
-   - 80%: a program under a docstring that shows only an assert (one- or two-step, no description);
-   - 20%: a *single-step* task with its description.
+3. Brief pre-training (800 steps of 64 examples, AdamW 3e-3, warm-up then cosine) on a stream of
+   generated examples:
+   - 65%: a program under a docstring that shows only an assert (one- or two-step, no description);
+   - 35%: a *single-step* task with its description.
    So the model learns what each operation word means and how to copy numbers, but it never sees
    a described two-step task: LeTI must teach those compositions through execution feedback alone.
 
 Made with the design measured in ``docs/cpu_testbed_probe.md`` (which learned; description-free
-pre-training did not).
+pre-training did not). Measured here (seed 0, 300 training tasks x 8 samples at T=1): with 20% described
+examples the base model passes 23% of single-step and 4.7% of two-step samples, and LeTI's sampled pass
+rate rose 0.053 -> 0.079 in 5 iterations; with 35% it passes 77% / 2.2% and LeTI went 0.053 -> 0.132.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import random
 import time
 from pathlib import Path
 
-from leti_env.tasks.arith import CONSTANTS, OPERATORS, PHRASES, SYMBOL
+from leti_env.tasks.arith import CONSTANTS, MAX_INPUT, OPERATORS, PHRASES, SYMBOL
 
-VERSION = 1  # bump when the recipe changes, so caches are rebuilt
+VERSION = 2  # bump when the recipe changes, so caches are rebuilt
+PRETRAIN_STEPS = 800
 
 
 def cache_dir() -> Path:
@@ -45,15 +49,15 @@ def _value(steps, x: int) -> int:
     return x
 
 
-def pretraining_example(rng: random.Random, described_fraction: float = 0.2) -> str:
+def pretraining_example(rng: random.Random, described_fraction: float = 0.35, max_input: int = MAX_INPUT) -> str:
     """One pre-training document (see the module docstring)."""
     if rng.random() < described_fraction:
         op, c = rng.choice(OPERATORS), rng.choice(CONSTANTS)
-        x = rng.randint(0, 50)
+        x = rng.randint(0, max_input)
         text = "Write a function f(x) that returns x " + rng.choice(PHRASES[op]).format(c=c) + "."
         return f'"""\n{text}\nassert f({x}) == {_value([(op, c)], x)}\n"""\n{_program([(op, c)])}'
     steps = [(rng.choice(OPERATORS), rng.choice(CONSTANTS)) for _ in range(rng.choice((1, 2)))]
-    x = rng.randint(0, 50)
+    x = rng.randint(0, max_input)
     return f'"""\nassert f({x}) == {_value(steps, x)}\n"""\n{_program(steps)}'
 
 
@@ -61,10 +65,10 @@ def _tokenizer_corpus(rng: random.Random) -> list[str]:
     from leti_env.tasks.arith import load_arith
 
     texts = [pretraining_example(rng, 0.5) for _ in range(4000)]
-    for split in ("train", "heldout"):
-        texts += [t.prompt + t.reference_solution + "\n" + t.tests for t in load_arith(split)]
-    texts += ["Traceback (most recent call last):\n  File \"<string>\", line 5, in <module>\nAssertionError: f(3) returned 9, "
-              "expected 12\nSyntaxError: invalid syntax\nNameError: name 'y' is not defined\nTypeError: unsupported operand"]
+    # training tasks only: nothing of the evaluation splits, not even their spelling, shapes the model
+    texts += [t.prompt + t.reference_solution + "\n" + t.tests for t in load_arith("train")]
+    texts += ["Traceback (most recent call last):\n  File \"<string>\", line 5, in <module>\n    assert (got := f(3)) == 12, got\n"
+              "AssertionError: 9\nSyntaxError: invalid syntax\nNameError: name 'y' is not defined\nTypeError: unsupported operand"]
     return texts
 
 
@@ -83,18 +87,26 @@ def build_default_tokenizer(seed: int = 0):
                                    pad_token="<|pad|>", padding_side="left", model_max_length=512)
 
 
-def default_model_path(*, seed: int = 0, pretrain_seconds: float = 120.0, rebuild: bool = False, log=print) -> str:
+def default_model_path(*, seed: int = 0, rebuild: bool = False, log=print, **build_kwargs) -> str:
     """The cached default model (built on first use). Returns its folder."""
     folder = cache_dir() / f"default-arith-v{VERSION}-seed{seed}"
     if (folder / "leti_default_model.json").exists() and not rebuild:
         return str(folder)
-    build_default_model(folder, seed=seed, pretrain_seconds=pretrain_seconds, log=log)
+    build_default_model(folder, seed=seed, log=log, **build_kwargs)
     return str(folder)
 
 
-def build_default_model(folder: str | Path, *, seed: int = 0, pretrain_seconds: float = 120.0, batch_size: int = 64,
-                        learning_rate: float = 2e-3, log=print) -> Path:
-    """Tokenizer + Llama + pre-training; writes ``folder`` with a ``leti_default_model.json`` record."""
+def build_default_model(folder: str | Path, *, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS,
+                        batch_size: int = 64, learning_rate: float = 3e-3, warmup_steps: int = 50,
+                        described_fraction: float = 0.35, max_input: int = MAX_INPUT, log=print) -> Path:
+    """Tokenizer + Llama + pre-training; writes ``folder`` with a ``leti_default_model.json`` record.
+
+    Pre-training runs a fixed number of steps (not a time budget), so a seed gives the same recipe on
+    any machine, fast or slow (up to floating-point differences); the learning rate warms up, then
+    decays to zero on a cosine.
+    """
+    import math
+
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -108,31 +120,37 @@ def build_default_model(folder: str | Path, *, seed: int = 0, pretrain_seconds: 
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = LlamaForCausalLM(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup_steps) * 0.5 * (
+        1 + math.cos(math.pi * min(step, pretrain_steps) / pretrain_steps)))
     rng = random.Random(seed)
     model.train()
-    steps, tokens_seen, losses = 0, 0, []
-    deadline = start + pretrain_seconds
-    while time.monotonic() < deadline:
-        texts = [pretraining_example(rng) + tokenizer.eos_token for _ in range(batch_size)]
+    tokens_seen, losses = 0, []
+    for step in range(1, pretrain_steps + 1):
+        texts = [pretraining_example(rng, described_fraction, max_input) + tokenizer.eos_token for _ in range(batch_size)]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         loss = model(**batch, labels=labels).loss
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad()
-        steps += 1
         tokens_seen += int(batch["attention_mask"].sum())
-        losses.append(float(loss))
-        if steps % 100 == 0:
-            log(f"pre-training the default model: step {steps}, loss {sum(losses[-100:]) / 100:.3f}")
+        losses.append(loss.item())
+        if step % 100 == 0:
+            log(f"pre-training the default model: step {step}/{pretrain_steps}, loss {sum(losses[-100:]) / 100:.3f}, "
+                f"{time.monotonic() - start:.0f} s")
+    steps = pretrain_steps
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     tmp = folder.with_name(folder.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    tail = losses[-max(1, min(50, len(losses) // 5)):]
     record = {"version": VERSION, "seed": seed, "parameters": sum(p.numel() for p in model.parameters()),
               "vocab_size": len(tokenizer), "pretrain_steps": steps, "pretrain_tokens": tokens_seen,
-              "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "seconds": time.monotonic() - start,
+              "described_fraction": described_fraction, "max_input": max_input, "learning_rate": learning_rate,
+              "first_loss": losses[0], "final_loss": sum(tail) / len(tail), "seconds": time.monotonic() - start,
               "recipe": __doc__}
     (tmp / "leti_default_model.json").write_text(json.dumps(record, indent=2))
     if folder.exists():

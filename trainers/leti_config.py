@@ -49,6 +49,10 @@ class LetiConfig(SFTConfig):
             Sandbox workers (default: one per core).
         max_feedback_chars (`int`, *optional*, defaults to `4096`):
             Feedback longer than this keeps its head and tail.
+        deduplicate_execution (`bool`, *optional*, defaults to `True`):
+            Execute each distinct (task, program) pair once per batch and give every copy its result. Runs are
+            deterministic (fresh process, seeded `random`), so verdicts are the same as running every sample
+            (the authors' code does); small models repeat themselves a lot, so this saves much of the time.
 
         > Parameters that control the training rows
 
@@ -84,6 +88,10 @@ class LetiConfig(SFTConfig):
         pretrain_dataset (`str` or `None`, *optional*, defaults to `None`):
             A dataset of plain text/code (Hub id or local path loadable by `datasets.load_dataset`, or a
             folder saved with `save_to_disk`). `None`: no mix. The paper uses 50k Python files of The Stack.
+        pretrain_data_dir (`str` or `None`, *optional*, defaults to `None`):
+            `data_dir` of a Hub pre-training dataset (The Stack: `data/python`).
+        pretrain_max_documents (`int` or `None`, *optional*, defaults to `None`):
+            Read at most this many documents, streaming Hub datasets (the paper: the first 50,000 files).
         pretrain_text_field (`str`, *optional*, defaults to `"content"`):
             Text column of `pretrain_dataset`.
         pretrain_block_size (`int` or `None`, *optional*, defaults to `None`):
@@ -173,6 +181,8 @@ class LetiConfig(SFTConfig):
     execution_memory_mb: int = field(default=1024, metadata={"help": "Memory cap per program (MiB)."})
     execution_workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     max_feedback_chars: int = field(default=4096, metadata={"help": "Longest feedback kept (head and tail)."})
+    deduplicate_execution: bool = field(
+        default=True, metadata={"help": "Execute each distinct (task, program) pair once per batch (same verdicts)."})
 
     # Parameters that control the training rows
     feedback_mode: Literal["text", "binary", "none"] = field(
@@ -194,6 +204,9 @@ class LetiConfig(SFTConfig):
 
     # Parameters that control the pre-training mix
     pretrain_dataset: str | None = field(default=None, metadata={"help": "Plain text/code dataset for the 1:1 step mix (None: off)."})
+    pretrain_data_dir: str | None = field(default=None, metadata={"help": "data_dir of a Hub pre-training dataset."})
+    pretrain_max_documents: int | None = field(
+        default=None, metadata={"help": "Read at most this many pre-training documents (the paper: 50,000)."})
     pretrain_text_field: str = field(default="content", metadata={"help": "Text column of the pre-training dataset."})
     pretrain_block_size: int | None = field(default=None, metadata={"help": "Tokens per pre-training block (None: max_length)."})
     pretrain_max_blocks: int | None = field(default=None, metadata={"help": "At most this many pre-training blocks (None: all)."})
@@ -255,6 +268,10 @@ class LetiConfig(SFTConfig):
         if self.load_in_4bit and not self.use_peft:
             raise ValueError("`load_in_4bit=True` needs `use_peft=True`: 4-bit weights cannot be trained directly (QLoRA "
                              "trains LoRA adapters on top). Set use_peft=True, or load_in_4bit=False for full fine-tuning.")
+        if self.pretrain_dataset and self.train_sampling_strategy != "sequential":
+            raise ValueError(f"the pre-training mix alternates optimizer steps by row order, which "
+                             f"train_sampling_strategy={self.train_sampling_strategy!r} would shuffle. Set "
+                             "train_sampling_strategy='sequential' (the default), or drop pretrain_dataset.")
         if self.max_failures_per_prompt is not None and self.max_failures_per_prompt < 0:
             raise ValueError(f"`max_failures_per_prompt` must be >= 0 or None, got {self.max_failures_per_prompt}.")
 

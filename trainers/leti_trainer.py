@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -79,6 +81,8 @@ class LetiTrainer:
             _require_bitsandbytes()
         self.callbacks = callbacks
         self.output_dir = Path(args.output_dir)
+        self.distributed = _Processes()
+        self._timings: dict[str, float] = {}  # wall time per phase of the current iteration
 
         # Tokenizer and model
         self.tokenizer = processing_class if processing_class is not None else _load_tokenizer(model)
@@ -141,7 +145,8 @@ class LetiTrainer:
     def train(self) -> dict:
         """Run (or resume) all iterations; return the last iteration's metrics."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.json").write_text(json.dumps(self.args.to_dict(), indent=2, default=str))
+        if self.distributed.is_main:
+            (self.output_dir / "config.json").write_text(json.dumps(self.args.to_dict(), indent=2, default=str))
         done = self.completed_iterations()
         if done:
             self._load_weights(self.output_dir / f"iteration-{max(done)}" / "model")
@@ -158,10 +163,14 @@ class LetiTrainer:
     def run_iteration(self, iteration: int) -> dict:
         """One LeTI iteration; its folder ends with a ``COMPLETE`` marker once everything is saved."""
         folder = self.output_dir / f"iteration-{iteration}"
+        self._timings = {}
         rollouts = self.collect_rollouts(iteration, folder / "rollouts")
         rows = self.training_rows(rollouts, iteration)
-        loss = self._fit(rows, folder) if rows else None
-        self._save_model(folder / "model")
+        with self._timed("training"):
+            loss = self._fit(rows, folder) if rows else None
+        if self.distributed.is_main:
+            self._save_model(folder / "model")
+        self.distributed.wait()
         statuses = Counter(r.status for r in rollouts)
         metrics: dict[str, Any] = {
             "iteration": iteration,
@@ -172,33 +181,47 @@ class LetiTrainer:
             "train/loss": loss,
         }
         if self.eval_tasks:
-            metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()})
+            with self._timed("evaluation"):
+                metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()})
+        metrics.update({f"time/{k}": round(v, 2) for k, v in self._timings.items()})
         self._record(metrics)
-        (folder / "COMPLETE").write_text(json.dumps(metrics, indent=2))
+        if self.distributed.is_main:
+            (folder / "COMPLETE").write_text(json.dumps(metrics, indent=2))
+        self.distributed.wait()
         return metrics
 
     def collect_rollouts(self, iteration: int, path: Path) -> list[Rollout]:
         """Sample and execute, or reload the rollouts an interrupted run already saved."""
         if (path / "dataset_info.json").exists():
             return load_rollouts(path)
+        from transformers import set_seed
+
+        set_seed(self.args.seed + iteration)  # an iteration samples the same programs whether resumed or not
         condition = "good" if iteration > 1 or self.args.condition_first_iteration else "none"
-        prompts = [inference_prompt(t.prompt, self.args, condition) for t in self.train_tasks]
         n = self.args.num_generations_per_prompt
-        with _progress() as progress:
+        mine = self.distributed.share(range(len(self.train_tasks)))  # this process's prompts (all of them on one)
+        tasks = [self.train_tasks[i] for i in mine]
+        prompts = [inference_prompt(t.prompt, self.args, condition) for t in tasks]
+        with _progress(self.distributed.is_main) as progress:
             sampling = progress.add_task(f"iteration {iteration}: sampling", total=len(prompts) * n)
-            completions = generate(self.model, self.tokenizer, prompts, num_samples=n,
-                                   max_new_tokens=self.args.max_new_tokens, temperature=self.args.temperature,
-                                   top_p=self.args.top_p, top_k=self.args.top_k,
-                                   batch_size=self.args.generation_batch_size,
-                                   on_batch=lambda k: progress.advance(sampling, k))
+            with self._timed("sampling"):
+                completions = generate(self.model, self.tokenizer, prompts, num_samples=n,
+                                       max_new_tokens=self.args.max_new_tokens, temperature=self.args.temperature,
+                                       top_p=self.args.top_p, top_k=self.args.top_k,
+                                       batch_size=self.args.generation_batch_size,
+                                       on_batch=lambda k: progress.advance(sampling, k))
             if self.args.postprocess_rollouts:
-                completions = [[postprocess_for(task, c) for c in samples] for task, samples in zip(self.train_tasks, completions)]
-            pairs = [(task, c) for task, samples in zip(self.train_tasks, completions) for c in samples]
+                completions = [[postprocess_for(task, c) for c in samples] for task, samples in zip(tasks, completions)]
+            pairs = [(task, c) for task, samples in zip(tasks, completions) for c in samples]
             executing = progress.add_task(f"iteration {iteration}: executing", total=len(pairs))
-            results = self._run_many(pairs, progress=lambda done, total: progress.update(executing, completed=done))
-        rollouts = [Rollout(task.task_id, task.prompt, completion, r.reward, r.status, r.feedback, iteration, i % n)
-                    for i, ((task, completion), r) in enumerate(zip(pairs, results))]
-        save_rollouts(rollouts, path)
+            with self._timed("execution"):
+                results = self._run_many(pairs, progress=lambda done, total: progress.update(executing, completed=done))
+        local = [(mine[i // n], Rollout(task.task_id, task.prompt, completion, r.reward, r.status, r.feedback, iteration, i % n))
+                 for i, ((task, completion), r) in enumerate(zip(pairs, results))]
+        rollouts = [r for _, r in sorted(self.distributed.gather(local), key=lambda x: (x[0], x[1].sample_index))]
+        if self.distributed.is_main:
+            save_rollouts(rollouts, path)
+        self.distributed.wait()
         return rollouts
 
     def training_rows(self, rollouts: Sequence[Rollout], iteration: int) -> list[dict]:
@@ -218,16 +241,21 @@ class LetiTrainer:
             import datasets
 
             source = self.args.pretrain_dataset
-            data = datasets.load_from_disk(source) if Path(source, "dataset_info.json").exists() else \
-                datasets.load_dataset(source, split="train")
-            if self.args.pretrain_text_field not in data.column_names:
-                raise ValueError(f"pre-training dataset {source!r} has no column {self.args.pretrain_text_field!r} "
-                                 f"(columns: {data.column_names}); set `pretrain_text_field`.")
+            if Path(source, "dataset_info.json").exists():
+                data = datasets.load_from_disk(source)
+            else:  # streamed, so a corpus the size of The Stack is never downloaded whole
+                data = datasets.load_dataset(source, data_dir=self.args.pretrain_data_dir, split="train", streaming=True)
+            field_name = self.args.pretrain_text_field
             size = self.args.pretrain_block_size or self.args.max_length or 1024
             stream: list[int] = []
             blocks: list[dict] = []
-            for text in data[self.args.pretrain_text_field]:
-                stream += self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            for count, example in enumerate(data):
+                if self.args.pretrain_max_documents is not None and count >= self.args.pretrain_max_documents:
+                    break
+                if field_name not in example:
+                    raise ValueError(f"pre-training dataset {source!r} has no column {field_name!r} "
+                                     f"(columns: {sorted(example)}); set `pretrain_text_field`.")
+                stream += self.tokenizer(example[field_name], add_special_tokens=False)["input_ids"]
                 while len(stream) >= size:
                     block, stream = stream[:size], stream[size:]
                     blocks.append({"input_ids": block, "labels": list(block)})
@@ -254,11 +282,23 @@ class LetiTrainer:
     def evaluate(self, tasks: Sequence[CodeTask] | None = None) -> dict[str, float]:
         """pass@k (and the per-sample pass rate), raw and post-processed, with the configured conditioning."""
         tasks = list(tasks if tasks is not None else self.eval_tasks)[: self.args.eval_max_tasks or None]
-        prompts = [inference_prompt(t.prompt, self.args, self.args.eval_condition) for t in tasks]
-        completions = generate(self.model, self.tokenizer, prompts, num_samples=self.args.eval_num_samples,
-                               max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
-                               top_p=self.args.eval_top_p, batch_size=self.args.generation_batch_size)
-        return pass_at_k_report(tasks, completions, self.args.eval_k, self._run_many)
+        mine = self.distributed.share(range(len(tasks)))
+        prompts = [inference_prompt(tasks[i].prompt, self.args, self.args.eval_condition) for i in mine]
+        local = generate(self.model, self.tokenizer, prompts, num_samples=self.args.eval_num_samples,
+                         max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
+                         top_p=self.args.eval_top_p, batch_size=self.args.generation_batch_size)
+        completions = [c for _, c in sorted(self.distributed.gather(list(zip(mine, local))), key=lambda x: x[0])]
+        report = pass_at_k_report(tasks, completions, self.args.eval_k, self._run_many) if self.distributed.is_main else None
+        return self.distributed.broadcast(report)
+
+    @contextlib.contextmanager
+    def _timed(self, phase: str):
+        """Adds the wall time of a phase to this iteration's ``time/<phase>`` metric."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self._timings[phase] = self._timings.get(phase, 0.0) + time.monotonic() - start
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -276,6 +316,8 @@ class LetiTrainer:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def _record(self, metrics: dict) -> None:
+        if not self.distributed.is_main:
+            return
         with open(self.output_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
         if self.last_sft_trainer is not None:  # TRL's report_to integrations
@@ -306,12 +348,69 @@ class LetiTrainer:
             self.model.load_state_dict(state, strict=False)
 
     def _run_many(self, pairs, progress=None):
+        """Execute (task, completion) pairs in the sandbox; results in input order."""
         from leti_env.execution import get_pool
 
-        programs = [task.program(completion) for task, completion in pairs]
-        return get_pool(self.args.execution_workers).run(
+        unique: list[tuple[CodeTask, str]] = []
+        slot: list[int] = []  # pairs[i] takes the result of unique[slot[i]]
+        seen: dict[tuple[str, str], int] = {}
+        for task, completion in pairs:
+            key = (task.task_id, completion) if self.args.deduplicate_execution else (str(len(slot)), "")
+            if key not in seen:
+                seen[key] = len(unique)
+                unique.append((task, completion))
+            slot.append(seen[key])
+        programs = [task.program(completion) for task, completion in unique]
+        workers = self.args.execution_workers
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if workers is None and local_processes > 1:  # the machine's cores are shared by its training processes
+            workers = max(1, (os.cpu_count() or 1) // local_processes)
+        results = get_pool(workers).run(
             programs, timeout=self.args.execution_timeout, memory_mb=self.args.execution_memory_mb,
             max_feedback_chars=self.args.max_feedback_chars, progress=progress)
+        return [results[k] for k in slot]
+
+
+class _Processes:
+    """The processes of a data-parallel run (``accelerate launch``/``torchrun``); one process otherwise.
+
+    Sampling, execution and evaluation are split across processes by prompt and gathered, so every
+    process trains on the same rows (``SFTTrainer`` shards them); only the main process writes files.
+    """
+
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.state = None
+        if self.world > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState()  # joins the process group the launcher set up
+
+    @property
+    def is_main(self) -> bool:
+        return self.state is None or self.state.is_main_process
+
+    def share(self, indices: range) -> list[int]:
+        """This process's indices: every ``world``-th one, so lengths differ by at most one."""
+        return list(indices) if self.state is None else list(indices)[self.state.process_index::self.world]
+
+    def gather(self, items: list) -> list:
+        if self.state is None:
+            return items
+        from accelerate.utils import gather_object
+
+        return gather_object(items)
+
+    def broadcast(self, value):
+        if self.state is None:
+            return value
+        from accelerate.utils import broadcast_object_list
+
+        return broadcast_object_list([value])[0]
+
+    def wait(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -387,11 +486,11 @@ def _module_name(model, module) -> str:
     raise ValueError("could not find the embedding module by name")
 
 
-def _progress():
+def _progress(show: bool = True):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=_console(), transient=False)
+                    console=_console(), transient=False, disable=not show)
 
 
 def _console():

@@ -16,15 +16,22 @@ def write_report(output_dir: str | Path, title: str = "LeTI run") -> tuple[Path,
     rows = [by_iteration[i] for i in sorted(by_iteration)]
     plot = output_dir / "pass_rate.png"
     _plot(rows, plot, title)
-    keys = [k for k in ("rollout/pass_rate", "eval/pass@1", "eval/pass@1/postprocessed", "train/loss", "train/rows")
-            if any(k in r for r in rows)]
+    for r in rows:  # wall time of the phases (sampling, execution, training, evaluation)
+        phases = [v for k, v in r.items() if k.startswith("time/") and isinstance(v, (int, float))]
+        if phases:
+            r["seconds"] = float(sum(phases))
+    keys = [k for k in ("rollout/pass_rate", "eval/pass@1", "eval/pass@1/postprocessed", "train/loss", "train/rows",
+                        "seconds") if any(k in r for r in rows)]
     lines = [f"# {title}", "", f"![pass rate per iteration]({plot.name})", "",
              "| iteration | " + " | ".join(keys) + " |", "| --- |" + " --- |" * len(keys)]
     for r in rows:
-        cells = [f"{r[k]:.3f}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys]
+        cells = [f"{r[k]:.0f}" if k == "seconds" and k in r else f"{r[k]:.3f}" if isinstance(r.get(k), float)
+                 else str(r.get(k, "")) for k in keys]
         lines.append(f"| {r['iteration']} | " + " | ".join(cells) + " |")
-    lines += ["", "`rollout/pass_rate`: share of the programs sampled for training (temperature 1) that passed; "
-              "`eval/pass@1`: pass@1 on the evaluation tasks (prompts prefixed with the good token)."]
+    lines += ["", "`rollout/pass_rate`: share of the programs sampled in iteration N (for training, from the model "
+              "iteration N starts with) that passed; `eval/pass@1`: pass@1 on the evaluation tasks after iteration N's "
+              "training (prompts prefixed with the good token); `seconds`: sampling + execution + training + "
+              "evaluation."]
     report = output_dir / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return plot, report
@@ -37,9 +44,9 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for key, label, style in (("rollout/pass_rate", "sampled programs passing (train tasks)", "o-"),
-                              ("eval/pass@1", "pass@1, held-out tasks (raw)", "s--"),
-                              ("eval/pass@1/postprocessed", "pass@1, held-out tasks (post-processed)", "^:")):
+    for key, label, style in (("rollout/pass_rate", "programs sampled in iteration N that pass (train tasks)", "o-"),
+                              ("eval/pass@1", "pass@1 after iteration N, evaluation tasks (raw)", "s--"),
+                              ("eval/pass@1/postprocessed", "pass@1 after iteration N (post-processed)", "^:")):
         points = [(r["iteration"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
         if points:
             ax.plot(*zip(*points), style, label=label)

@@ -5,13 +5,14 @@
 Splits (deterministic for a seed):
 - ``pretrain``: every single-operation task (for pre-training a default model on the primitives).
 - ``train``: the single-operation tasks plus two-operation tasks from 7 of the 9 ordered operator pairs.
-- ``heldout``: two-operation tasks of those 7 pairs whose texts (constants, phrasings) and test
+- ``heldout`` (400 by default): two-operation tasks of those 7 pairs whose texts (constants, phrasings) and test
   inputs never appear in ``train``.
 - ``compositional``: the 2 operator pairs never trained on, (add, mul) and (mul, sub). Reported, not
   promised: a tiny model may not compose.
 
-Each task has five asserts on random inputs in 0..50 (the first shown in the prompt, as in MBPP), so a
-wrong program rarely passes by coincidence; a failing assert says what the function returned.
+Each task has five asserts on distinct random inputs in 0..20 (the first shown in the prompt, as in MBPP), so a
+wrong program rarely passes by coincidence (two different linear programs never agree on two inputs).
+A failing assert shows the call and the expected value (its source line) and what f returned (its message).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ PHRASES = {  # three phrasings per operation, written for leti
     "sub": ("minus {c}", "decreased by {c}", "with {c} taken away"),
     "mul": ("times {c}", "multiplied by {c}", "scaled by a factor of {c}"),
 }
+MAX_INPUT = 20  # asserts call f on distinct inputs in 0..MAX_INPUT
 HELD_OUT_PAIRS = (("add", "mul"), ("mul", "sub"))
 ArithSplit = Literal["pretrain", "train", "heldout", "compositional"]
 # Post-processing keeps the function only: a sample is cut at its first line that is not indented
@@ -55,10 +57,10 @@ def _value(steps, x: int) -> int:
     return x
 
 
-def _task(steps, split: str, index: int, rng: random.Random, num_asserts: int) -> CodeTask:
-    inputs = rng.sample(range(0, 51), num_asserts)
-    asserts = [f"assert (got := f({x})) == {_value(steps, x)}, f\"f({x}) returned {{got!r}}, expected {_value(steps, x)}\""
-               for x in inputs]
+def _task(steps, split: str, index: int, rng: random.Random, num_asserts: int, max_input: int) -> CodeTask:
+    inputs = rng.sample(range(0, max_input + 1), num_asserts)
+    # the message is the value returned, so the traceback shows the call, the expected and the actual value
+    asserts = [f"assert (got := f({x})) == {_value(steps, x)}, got" for x in inputs]
     shown = f"assert f({inputs[0]}) == {_value(steps, inputs[0])}"
     text = _text(steps)
     return CodeTask(task_id=f"Arith/{split}/{index}", prompt=f'"""\n{text}\n{shown}\n"""\n', tests="\n".join(asserts),
@@ -67,13 +69,15 @@ def _task(steps, split: str, index: int, rng: random.Random, num_asserts: int) -
                               "num_steps": len(steps), "stop_regex": STOP_REGEX})
 
 
-def load_arith(split: ArithSplit = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 100,
-               num_asserts: int = 5) -> list[CodeTask]:
+def load_arith(split: ArithSplit = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 400,
+               num_asserts: int = 5, max_input: int = MAX_INPUT) -> list[CodeTask]:
     """Tasks of one split (see the module docstring). The same seed always gives the same tasks."""
     if split not in ("pretrain", "train", "heldout", "compositional"):
         raise ValueError(f"unknown split {split!r}; choose pretrain, train, heldout or compositional")
     if num_asserts < 2:
         raise ValueError(f"`num_asserts` must be at least 2 (one is shown in the prompt), got {num_asserts}")
+    if max_input + 1 < num_asserts:
+        raise ValueError(f"`max_input`={max_input} leaves fewer than {num_asserts} distinct inputs; raise it")
     rng = random.Random(seed)
     singles = [((op, c, p),) for op in OPERATORS for c in CONSTANTS for p in range(3)]
     trained_pairs = [pair for pair in itertools.product(OPERATORS, repeat=2) if pair not in HELD_OUT_PAIRS]
@@ -92,4 +96,4 @@ def load_arith(split: ArithSplit = "train", *, seed: int = 0, num_train_two_step
         "compositional": compositional[:num_heldout],
     }[split]
     task_rng = random.Random(f"{seed}-{split}")  # test inputs differ between splits
-    return [_task(steps, split, i, task_rng, num_asserts) for i, steps in enumerate(chosen)]
+    return [_task(steps, split, i, task_rng, num_asserts, max_input) for i, steps in enumerate(chosen)]

@@ -12,7 +12,8 @@ def test_splits_are_deterministic_and_disjoint():
     train, heldout = leti_env.load_arith("train"), leti_env.load_arith("heldout")
     assert [t.prompt for t in train] == [t.prompt for t in leti_env.load_arith("train")]
     assert [t.prompt for t in leti_env.load_arith("train", seed=1)] != [t.prompt for t in train]
-    assert (len(leti_env.load_arith("pretrain")), len(train), len(heldout)) == (45, 1045, 100)
+    assert (len(leti_env.load_arith("pretrain")), len(train), len(heldout)) == (45, 1045, 400)
+    assert len(leti_env.load_arith("compositional")) == 400
     train_texts = {t.metadata["text"] for t in train}
     assert not train_texts & {t.metadata["text"] for t in heldout}  # held-out texts never trained on
     trained_pairs = {tuple(t.metadata["operations"]) for t in train if t.metadata["num_steps"] == 2}
@@ -51,10 +52,12 @@ def test_wrong_programs_rarely_pass_by_coincidence():
     assert equivalent < len(pairs) * 0.02
 
 
-def test_feedback_says_what_the_function_returned():
+def test_feedback_shows_the_call_the_expected_and_the_returned_value():
     env = gym.make("LETI-Arith", split="heldout").unwrapped
     task = env.tasks[0]
-    result = env.run(task, "def f(x):\n    return x")
+    result = env.run(task, "def f(x):\n    return x + 1000")
     assert result.status == "failed"
-    assert result.feedback.splitlines()[-1].startswith("AssertionError: f(")
-    assert " returned " in result.feedback and ", expected " in result.feedback
+    source, message = result.feedback.splitlines()[-2:]
+    assert source.strip() == task.tests.splitlines()[0]  # the first assert fails: its call and expected value
+    x = int(source.split("f(")[1].split(")")[0])
+    assert message == f"AssertionError: {x + 1000}"  # and what f returned

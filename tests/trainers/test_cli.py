@@ -43,7 +43,7 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
     assert (run_dir / "pass_rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| iteration |" in (run_dir / "report.md").read_text()
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["passing_copies"] == 2 and config["use_peft"] is False  # the built-in default recipe applied
+    assert config["passing_copies"] == 3 and config["use_peft"] is False  # the built-in default recipe applied
     out = run("eval", "--model", str(run_dir / "iteration-1" / "model"), "--env", "LETI-Arith", "--split", "heldout",
               "--max_tasks", "3", "--num_samples", "2", "--k", "1", "--max_new_tokens", "8", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -53,3 +53,55 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
 def test_eval_rejects_k_above_samples(env):
     out = run("eval", "--model", "x", "--num_samples", "2", "--k", "10", env=env)
     assert out.returncode == 2 and "pass@k needs --num_samples >= k" in out.stderr
+
+
+def test_accelerate_launch_two_cpu_processes_through_one_iteration(tmp_path, env):
+    # data-parallel: each process samples half the prompts; the main process alone writes the run folder
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m", "trainers.cli",
+               "train", "--model_name_or_path", "tiny", "--max_train_tasks", "6", "--max_eval_tasks", "4",
+               "--num_iterations", "1", "--num_generations_per_prompt", "2", "--max_new_tokens", "12",
+               "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "run")]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO,
+                         env={**env, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in lines] == [0, 1]  # written once, not once per process
+    assert lines[1]["rollout/count"] == 6 * 2  # the two shards gathered: every prompt sampled once
+    import datasets
+
+    rollouts = datasets.load_from_disk(str(tmp_path / "run" / "iteration-1" / "rollouts"))
+    tasks = [f"Arith/train/{i}" for i in range(6)]
+    assert rollouts["task_id"] == [t for t in tasks for _ in range(2)]  # in task order again
+    assert rollouts["sample_index"] == [0, 1] * 6
+    assert (tmp_path / "run" / "iteration-1" / "model" / "config.json").exists()
+
+
+def test_ctrl_c_leaves_a_run_folder_that_the_same_command_resumes(tmp_path, env):
+    import signal
+    import time
+
+    # 40 epochs make an iteration last seconds, so the signal lands inside iteration 2
+    args = [*LETI, "train", "--model_name_or_path", "tiny", "--max_train_tasks", "4", "--max_eval_tasks", "2",
+            "--num_iterations", "3", "--num_generations_per_prompt", "2", "--max_new_tokens", "12",
+            "--num_train_epochs", "40", "--output_dir", str(tmp_path / "run")]
+    # a shell started in the background (CI, nohup) ignores SIGINT and children inherit that: restore it
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    marker = tmp_path / "run" / "iteration-1" / "COMPLETE"
+    deadline = time.monotonic() + 300
+    while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), first.communicate()[1][-3000:]
+    first.send_signal(signal.SIGINT)  # what Ctrl-C sends, while iteration 2 is under way
+    _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 130, stderr[-3000:]
+    assert "run the same command again to resume" in stderr and "completed iterations: [1]" in stderr
+    rollouts = tmp_path / "run" / "iteration-1" / "rollouts" / "dataset_info.json"
+    written = rollouts.stat().st_mtime_ns
+
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert rollouts.stat().st_mtime_ns == written  # iteration 1 was not redone
+    history = [json.loads(line)["iteration"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert history.count(1) == 1 and history[-2:] == [2, 3]
+    assert all((tmp_path / "run" / f"iteration-{i}" / "COMPLETE").exists() for i in (1, 2, 3))

@@ -40,6 +40,7 @@ def test_paper_defaults(tmp_path):
     ({"good_token": "<|bad|>"}, "the four LeTI tokens must be distinct"),
     ({"num_generations_per_prompt": 0}, "`num_generations_per_prompt` must be at least 1, got 0"),
     ({"execution_timeout": 0}, "`execution_timeout` must be positive"),
+    ({"pretrain_dataset": "corpus", "train_sampling_strategy": "random"}, "Set train_sampling_strategy='sequential'"),
 ])
 def test_bad_values_fail_with_the_fix(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -51,3 +52,21 @@ def test_eval_k_from_the_command_line_and_yaml_strings(tmp_path):
         ["--output_dir", str(tmp_path), "--eval_k", "1", "5", "--eval_num_samples", "5"])
     assert config.eval_k == [1, 5]
     assert LetiConfig(output_dir=str(tmp_path), eval_k="1,10").eval_k == [1, 10]
+
+
+@pytest.mark.parametrize("recipe", ["codegen-350M-mbpp", "codegen-2B-mbpp", "qwen2.5-coder-0.5B-mbpp"])
+def test_real_model_recipes_parse_and_keep_the_papers_settings(recipe):
+    from trl import TrlParser
+
+    from tests.conftest import REPO
+    from trainers.cli import TrainScriptArguments
+
+    path = REPO / "examples" / "configs" / f"{recipe}.yaml"
+    script, config = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(["--config", str(path)])
+    assert script.env_id == "LETI-MBPP" and (script.train_split, script.eval_split) == ("train", "test")
+    assert (config.num_generations_per_prompt, config.temperature, config.num_train_epochs) == (128, 1.0, 3.0)
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 128  # the paper's global batch
+    assert config.lr_scheduler_type == "constant" and config.max_grad_norm == 0.0
+    assert config.use_peft and config.load_in_4bit and config.bnb_4bit_quant_type == "nf4"
+    assert config.pretrain_dataset == "bigcode/the-stack" and config.pretrain_max_documents == 50_000
+    assert config.learning_rate == (5e-6 if "2B" in recipe else 1e-5)

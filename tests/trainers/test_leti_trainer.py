@@ -52,6 +52,25 @@ def test_two_iterations_on_mbpp(tmp_path, tiny_model_dir, mbpp_tasks):
     assert torch.equal(base, next(p for n, p in trainer.model.named_parameters() if n.endswith("q_proj.base_layer.weight")))
 
 
+def test_duplicate_samples_are_executed_once_with_the_same_verdicts(tmp_path, tiny_model_dir, mbpp_tasks):
+    task = mbpp_tasks[0]
+    wrong = "\ndef nothing():\n    pass\n"
+    pairs = [(task, task.reference_solution), (task, wrong), (task, task.reference_solution), (mbpp_tasks[1], wrong),
+             (task, wrong)]
+    totals: list[int] = []
+    trainer = LetiTrainer(str(tiny_model_dir), small_config(tmp_path), train_tasks=mbpp_tasks)
+    results = trainer._run_many(pairs, progress=lambda done, total: totals.append(total))
+    assert totals[-1] == 3  # three distinct (task, program) pairs ran
+    assert [r.status for r in results] == ["passed", "error", "passed", "error", "error"]  # NameError
+    assert results[1].feedback == results[4].feedback and results[1].feedback != results[3].feedback  # per task
+    every = LetiTrainer(str(tiny_model_dir), small_config(tmp_path / "every", deduplicate_execution=False),
+                        train_tasks=mbpp_tasks)
+    totals.clear()
+    assert [r.status for r in every._run_many(pairs, progress=lambda done, total: totals.append(total))] == \
+        [r.status for r in results]
+    assert totals[-1] == 5
+
+
 def test_saved_adapter_loads_with_peft_and_generates(tmp_path, tiny_model_dir, mbpp_tasks):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -164,6 +183,24 @@ def test_pretraining_steps_alternate_through_trl(tmp_path, tiny_model_dir, mbpp_
         starts = {int(t) for t in batch["input_ids"][:, 0]}
         order.append("leti" if starts <= reward_ids else "pretrain" if not starts & reward_ids else "mixed")
     assert order == ["leti", "pretrain", "leti", "pretrain"]
+
+
+def test_pretraining_corpus_streamed_from_a_data_dir_stops_at_max_documents(tmp_path, tiny_model_dir, mbpp_tasks):
+    # the recipes stream The Stack's data/python; a local folder of JSON lines takes the same path
+    (tmp_path / "corpus" / "data" / "python").mkdir(parents=True)
+    (tmp_path / "corpus" / "data" / "other").mkdir(parents=True)
+    docs = [f"def f{i}(x):\n    return x + {i}\n" * 8 for i in range(10)]
+    (tmp_path / "corpus" / "data" / "python" / "part.jsonl").write_text("".join(json.dumps({"content": d}) + "\n" for d in docs))
+    (tmp_path / "corpus" / "data" / "other" / "part.jsonl").write_text(json.dumps({"content": "NOT PYTHON " * 50}) + "\n")
+    config = small_config(tmp_path / "run", pretrain_dataset=str(tmp_path / "corpus"), pretrain_data_dir="data/python",
+                          pretrain_max_documents=3, pretrain_block_size=16)
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2])
+    text = trainer.tokenizer.decode([t for row in trainer.pretraining_rows() for t in row["input_ids"]])
+    assert text.startswith(docs[0]) and "f2(x)" in text and "f3(x)" not in text and "NOT PYTHON" not in text
+    bad = small_config(tmp_path / "run2", pretrain_dataset=str(tmp_path / "corpus"), pretrain_data_dir="data/python",
+                       pretrain_text_field="code")
+    with pytest.raises(ValueError, match="has no column 'code'.*set `pretrain_text_field`"):
+        LetiTrainer(str(tiny_model_dir), bad, train_tasks=mbpp_tasks[:2]).pretraining_rows()
 
 
 def test_one_iteration_on_eae_with_its_stop_strings(tmp_path, tiny_model_dir):

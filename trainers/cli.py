@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,21 +47,11 @@ def _model_path(name: str, seed: int) -> str:
     return tiny_model_path(name)
 
 
-def _model_path_once(name: str, seed: int) -> str:
-    """The model folder; under a multi-process launcher the main process builds a missing one first."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        with PartialState().main_process_first():
-            return _model_path(name, seed)
-    return _model_path(name, seed)
-
-
 def train(argv: list[str]) -> int:
     from trl import TrlParser
 
     from .leti_config import LetiConfig
-    from .leti_trainer import LetiTrainer
+    from .leti_trainer import LetiTrainer, _Processes
     from .report import write_report
 
     if "--config" not in argv:  # no recipe given: the built-in default, with any overrides on top
@@ -70,8 +59,9 @@ def train(argv: list[str]) -> int:
     script, config = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(argv)
     train_tasks = _tasks(script.env_id, script.train_split, script.max_train_tasks)
     eval_tasks = _tasks(script.env_id, script.eval_split, script.max_eval_tasks) if script.eval_split not in (None, "none") else None
-    trainer = LetiTrainer(_model_path_once(script.model_name_or_path, config.seed), config, train_tasks=train_tasks,
-                          eval_tasks=eval_tasks)
+    with _Processes().main_first():  # under a multi-process launcher, the main process builds a missing model
+        model_path = _model_path(script.model_name_or_path, config.seed)
+    trainer = LetiTrainer(model_path, config, train_tasks=train_tasks, eval_tasks=eval_tasks)
     try:
         trainer.train()
     except KeyboardInterrupt:

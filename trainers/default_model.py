@@ -26,7 +26,7 @@ import random
 import time
 from pathlib import Path
 
-from leti_env.tasks.arith import CONSTANTS, MAX_INPUT, OPERATORS, PHRASES, SYMBOL
+from leti_env.tasks.arith import CONSTANTS, MAX_INPUT, OPERATORS, PHRASES, apply_steps, describe, reference_program
 
 VERSION = 2  # bump when the recipe changes, so caches are rebuilt
 PRETRAIN_STEPS = 800
@@ -36,29 +36,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LETI_CACHE", Path.home() / ".cache" / "leti"))
 
 
-def _program(steps) -> str:
-    expr = "x"
-    for i, (op, c) in enumerate(steps):
-        expr = f"{expr} {SYMBOL[op]} {c}" if i == 0 else f"({expr}) {SYMBOL[op]} {c}"
-    return f"def f(x):\n    return {expr}"
-
-
-def _value(steps, x: int) -> int:
-    for op, c in steps:
-        x = x + c if op == "add" else x - c if op == "sub" else x * c
-    return x
-
-
 def pretraining_example(rng: random.Random, described_fraction: float = 0.35, max_input: int = MAX_INPUT) -> str:
     """One pre-training document (see the module docstring)."""
     if rng.random() < described_fraction:
         op, c = rng.choice(OPERATORS), rng.choice(CONSTANTS)
         x = rng.randint(0, max_input)
-        text = "Write a function f(x) that returns x " + rng.choice(PHRASES[op]).format(c=c) + "."
-        return f'"""\n{text}\nassert f({x}) == {_value([(op, c)], x)}\n"""\n{_program([(op, c)])}'
-    steps = [(rng.choice(OPERATORS), rng.choice(CONSTANTS)) for _ in range(rng.choice((1, 2)))]
+        steps = ((op, c, rng.choice(range(len(PHRASES[op])))),)
+        return f'"""\n{describe(steps)}\nassert f({x}) == {apply_steps(steps, x)}\n"""\n{reference_program(steps)}'
+    steps = tuple((rng.choice(OPERATORS), rng.choice(CONSTANTS), 0) for _ in range(rng.choice((1, 2))))
     x = rng.randint(0, max_input)
-    return f'"""\nassert f({x}) == {_value(steps, x)}\n"""\n{_program(steps)}'
+    return f'"""\nassert f({x}) == {apply_steps(steps, x)}\n"""\n{reference_program(steps)}'
 
 
 def _tokenizer_corpus(rng: random.Random) -> list[str]:
@@ -140,7 +127,6 @@ def build_default_model(folder: str | Path, *, seed: int = 0, pretrain_steps: in
         if step % 100 == 0:
             log(f"pre-training the default model: step {step}/{pretrain_steps}, loss {sum(losses[-100:]) / 100:.3f}, "
                 f"{time.monotonic() - start:.0f} s")
-    steps = pretrain_steps
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     tmp = folder.with_name(folder.name + ".tmp")
@@ -148,7 +134,7 @@ def build_default_model(folder: str | Path, *, seed: int = 0, pretrain_steps: in
     tokenizer.save_pretrained(tmp)
     tail = losses[-max(1, min(50, len(losses) // 5)):]
     record = {"version": VERSION, "seed": seed, "parameters": sum(p.numel() for p in model.parameters()),
-              "vocab_size": len(tokenizer), "pretrain_steps": steps, "pretrain_tokens": tokens_seen,
+              "vocab_size": len(tokenizer), "pretrain_steps": pretrain_steps, "pretrain_tokens": tokens_seen,
               "described_fraction": described_fraction, "max_input": max_input, "learning_rate": learning_rate,
               "first_loss": losses[0], "final_loss": sum(tail) / len(tail), "seconds": time.monotonic() - start,
               "recipe": __doc__}
@@ -158,6 +144,6 @@ def build_default_model(folder: str | Path, *, seed: int = 0, pretrain_steps: in
 
         shutil.rmtree(folder)
     os.replace(tmp, folder)
-    log(f"default model ready: {record['parameters']:,} parameters, {steps} steps, loss {record['final_loss']:.3f}, "
+    log(f"default model ready: {record['parameters']:,} parameters, {pretrain_steps} steps, loss {record['final_loss']:.3f}, "
         f"{record['seconds']:.0f} s -> {folder}")
     return folder

@@ -353,9 +353,9 @@ class LetiTrainer:
 
         unique: list[tuple[CodeTask, str]] = []
         slot: list[int] = []  # pairs[i] takes the result of unique[slot[i]]
-        seen: dict[tuple[str, str], int] = {}
+        seen: dict[object, int] = {}
         for task, completion in pairs:
-            key = (task.task_id, completion) if self.args.deduplicate_execution else (str(len(slot)), "")
+            key = (task.task_id, completion) if self.args.deduplicate_execution else len(slot)
             if key not in seen:
                 seen[key] = len(unique)
                 unique.append((task, completion))
@@ -411,6 +411,15 @@ class _Processes:
     def wait(self) -> None:
         if self.state is not None:
             self.state.wait_for_everyone()
+
+    @contextlib.contextmanager
+    def main_first(self):
+        """Run the block on the main process first, then on the others (e.g. building a cached model once)."""
+        if self.state is None:
+            yield
+        else:
+            with self.state.main_process_first():
+                yield
 
 
 # ----------------------------------------------------------------------------------------------

@@ -39,19 +39,27 @@ ArithSplit = Literal["pretrain", "train", "heldout", "compositional"]
 STOP_REGEX = r"\n(?=\S)"
 
 
-def _text(steps: tuple[tuple[str, int, int], ...]) -> str:
+# A task is a tuple of steps (operation, constant, phrasing index). These three also write the default
+# model's pre-training documents (trainers/default_model.py), so both speak exactly the same language.
+Steps = tuple[tuple[str, int, int], ...]
+
+
+def describe(steps: Steps) -> str:
+    """The task's sentence: "Write a function f(x) that returns x plus 4, then multiplied by 5."."""
     parts = [PHRASES[op][p].format(c=c) for op, c, p in steps]
     return "Write a function f(x) that returns x " + ", then ".join(parts) + "."
 
 
-def _code(steps: tuple[tuple[str, int, int], ...]) -> str:
+def reference_program(steps: Steps) -> str:
+    """``def f(x): return (x + 4) * 5``, parenthesised step by step."""
     expr = "x"
     for i, (op, c, _) in enumerate(steps):
         expr = f"{expr} {SYMBOL[op]} {c}" if i == 0 else f"({expr}) {SYMBOL[op]} {c}"
     return f"def f(x):\n    return {expr}"
 
 
-def _value(steps, x: int) -> int:
+def apply_steps(steps: Steps, x: int) -> int:
+    """f(x) for these steps."""
     for op, c, _ in steps:
         x = x + c if op == "add" else x - c if op == "sub" else x * c
     return x
@@ -60,11 +68,11 @@ def _value(steps, x: int) -> int:
 def _task(steps, split: str, index: int, rng: random.Random, num_asserts: int, max_input: int) -> CodeTask:
     inputs = rng.sample(range(0, max_input + 1), num_asserts)
     # the message is the value returned, so the traceback shows the call, the expected and the actual value
-    asserts = [f"assert (got := f({x})) == {_value(steps, x)}, got" for x in inputs]
-    shown = f"assert f({inputs[0]}) == {_value(steps, inputs[0])}"
-    text = _text(steps)
+    asserts = [f"assert (got := f({x})) == {apply_steps(steps, x)}, got" for x in inputs]
+    shown = f"assert f({inputs[0]}) == {apply_steps(steps, inputs[0])}"
+    text = describe(steps)
     return CodeTask(task_id=f"Arith/{split}/{index}", prompt=f'"""\n{text}\n{shown}\n"""\n', tests="\n".join(asserts),
-                    reference_solution=_code(steps), entry_point="f",
+                    reference_solution=reference_program(steps), entry_point="f",
                     metadata={"text": text, "operations": [op for op, _, _ in steps], "constants": [c for _, c, _ in steps],
                               "num_steps": len(steps), "stop_regex": STOP_REGEX})
 

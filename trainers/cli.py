@@ -21,6 +21,8 @@ DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
 class TrainScriptArguments:
     model_name_or_path: str = field(default="default", metadata={"help": "Model id or path; `default`: the built-in "
                                                                          "default model (built and cached on first use); `tiny`: an untrained tiny model."})
+    default_model_seed: int = field(default=0, metadata={"help": "Seed of the built-in default model (one cached model "
+                                                                  "shared by runs of any --seed, like a released checkpoint)."})
     env_id: str = field(default="LETI-Arith", metadata={"help": "Environment of the tasks."})
     train_split: str | None = field(default="train", metadata={"help": "Split of the training tasks (`none` for envs without splits)."})
     eval_split: str | None = field(default="heldout", metadata={"help": "Split of the evaluation tasks (`none`: no evaluation)."})
@@ -60,7 +62,7 @@ def train(argv: list[str]) -> int:
     train_tasks = _tasks(script.env_id, script.train_split, script.max_train_tasks)
     eval_tasks = _tasks(script.env_id, script.eval_split, script.max_eval_tasks) if script.eval_split not in (None, "none") else None
     with _Processes().main_first():  # under a multi-process launcher, the main process builds a missing model
-        model_path = _model_path(script.model_name_or_path, config.seed)
+        model_path = _model_path(script.model_name_or_path, script.default_model_seed)
     trainer = LetiTrainer(model_path, config, train_tasks=train_tasks, eval_tasks=eval_tasks)
     try:
         trainer.train()

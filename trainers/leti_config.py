@@ -36,6 +36,9 @@ class LetiConfig(SFTConfig):
             New tokens per sampled program (the paper's 512 total minus a 128-token padded prompt).
         generation_batch_size (`int`, *optional*, defaults to `32`):
             Sequences generated per `generate` call.
+        share_prompt_prefill (`bool`, *optional*, defaults to `True`):
+            Encode each prompt once and copy its key/value cache to its samples, instead of encoding every copy
+            (same distribution, fewer FLOPs; falls back to plain `generate` for models that cannot).
         generation_backend (`str`, *optional*, defaults to `"hf"`):
             `"hf"` (transformers `generate`) or `"vllm"` (if installed).
 
@@ -50,9 +53,10 @@ class LetiConfig(SFTConfig):
         max_feedback_chars (`int`, *optional*, defaults to `4096`):
             Feedback longer than this keeps its head and tail.
         deduplicate_execution (`bool`, *optional*, defaults to `True`):
-            Execute each distinct (task, program) pair once per batch and give every copy its result. Runs are
-            deterministic (fresh process, seeded `random`), so verdicts are the same as running every sample
-            (the authors' code does); small models repeat themselves a lot, so this saves much of the time.
+            Execute each distinct (task, program) pair once per run and give every copy its result, in this
+            iteration and later ones. Runs are deterministic (fresh process, seeded `random`), so verdicts are the
+            same as running every sample (the authors' code does); small models repeat themselves a lot, within
+            an iteration and across iterations, so this saves much of the time.
 
         > Parameters that control the training rows
 
@@ -82,6 +86,10 @@ class LetiConfig(SFTConfig):
             Repeat each kept passing sample this many times (the paper: 1). Gives the few early positives weight.
         max_failures_per_prompt (`int` or `None`, *optional*, defaults to `None`):
             Keep at most this many failing samples per prompt, chosen at random (`None`: all, as the paper).
+        replay_passing (`bool`, *optional*, defaults to `False`):
+            A prompt none of whose samples passed this iteration trains on its passing programs from the latest
+            earlier iteration that had any (the paper trains on the current iteration's samples only). Keeps a
+            solution the model found once from being forgotten when it is not sampled again.
 
         > Parameters that control the pre-training mix (regularisation)
 
@@ -174,6 +182,7 @@ class LetiConfig(SFTConfig):
     top_k: int = field(default=0, metadata={"help": "Top-k sampling for rollouts (0: off)."})
     max_new_tokens: int = field(default=384, metadata={"help": "New tokens per sampled program."})
     generation_batch_size: int = field(default=32, metadata={"help": "Sequences per generate call."})
+    share_prompt_prefill: bool = field(default=True, metadata={"help": "Encode each prompt once for all its samples."})
     generation_backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "Rollout backend: hf or vllm."})
 
     # Parameters that control execution
@@ -182,7 +191,7 @@ class LetiConfig(SFTConfig):
     execution_workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
     max_feedback_chars: int = field(default=4096, metadata={"help": "Longest feedback kept (head and tail)."})
     deduplicate_execution: bool = field(
-        default=True, metadata={"help": "Execute each distinct (task, program) pair once per batch (same verdicts)."})
+        default=True, metadata={"help": "Execute each distinct (task, program) pair once per run (same verdicts)."})
 
     # Parameters that control the training rows
     feedback_mode: Literal["text", "binary", "none"] = field(
@@ -201,6 +210,8 @@ class LetiConfig(SFTConfig):
     passing_copies: int = field(default=1, metadata={"help": "Repeat each kept passing sample this many times (paper: 1)."})
     max_failures_per_prompt: int | None = field(
         default=None, metadata={"help": "Keep at most this many failing samples per prompt (None: all, as the paper)."})
+    replay_passing: bool = field(
+        default=False, metadata={"help": "Prompts with no pass this iteration reuse their latest earlier passing programs."})
 
     # Parameters that control the pre-training mix
     pretrain_dataset: str | None = field(default=None, metadata={"help": "Plain text/code dataset for the 1:1 step mix (None: off)."})

@@ -96,6 +96,8 @@ class LetiTrainer:
         if args.use_peft and not hasattr(self.model, "peft_config"):
             self.model = self._wrap_peft(self.model)
         self._pretrain_rows: list[dict] | None = None
+        self._execution_results: dict[tuple[str, str], Any] = {}  # deduplicate_execution: verdicts of this run
+        self._replay_memory: tuple[dict[str, list[Rollout]], int] = ({}, 0)  # replay_passing: (per task, read up to)
         self.last_sft_trainer = None
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -209,6 +211,7 @@ class LetiTrainer:
                                        max_new_tokens=self.args.max_new_tokens, temperature=self.args.temperature,
                                        top_p=self.args.top_p, top_k=self.args.top_k,
                                        batch_size=self.args.generation_batch_size,
+                                       share_prompt_prefill=self.args.share_prompt_prefill,
                                        on_batch=lambda k: progress.advance(sampling, k))
             if self.args.postprocess_rollouts:
                 completions = [[postprocess_for(task, c) for c in samples] for task, samples in zip(tasks, completions)]
@@ -226,7 +229,8 @@ class LetiTrainer:
 
     def training_rows(self, rollouts: Sequence[Rollout], iteration: int) -> list[dict]:
         """Tokenized LeTI rows of this iteration, with pre-training rows interleaved step by step."""
-        kept = select_rollouts(rollouts, self.args, seed=self.args.seed + iteration)
+        earlier = self._earlier_passing(iteration) if self.args.replay_passing else None
+        kept = select_rollouts(rollouts, self.args, seed=self.args.seed + iteration, earlier_passing=earlier)
         texts = [t for t in (training_text(r, self.args) for r in kept) if t is not None]
         rows = tokenize_rows(texts, self.tokenizer, self.args)
         if self.args.pretrain_dataset and rows:
@@ -234,6 +238,21 @@ class LetiTrainer:
             per_step = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * world
             rows = interleave_pretraining(rows, self.pretraining_rows(), per_step)
         return rows
+
+    def _earlier_passing(self, iteration: int) -> dict[str, list[Rollout]]:
+        """Each task's passing rollouts from the latest earlier iteration that had any (read from the run folder,
+        so a resumed run replays the same programs)."""
+        memory, upto = self._replay_memory
+        for earlier in range(upto + 1, iteration):
+            path = self.output_dir / f"iteration-{earlier}" / "rollouts"
+            if (path / "dataset_info.json").exists():
+                latest: dict[str, list[Rollout]] = {}
+                for rollout in load_rollouts(path):
+                    if rollout.passed:
+                        latest.setdefault(rollout.task_id, []).append(rollout)
+                memory.update(latest)
+        self._replay_memory = (memory, max(upto, iteration - 1))
+        return memory
 
     def pretraining_rows(self) -> list[dict]:
         """Blocks of ``pretrain_block_size`` tokens from the concatenated pre-training texts."""
@@ -286,7 +305,8 @@ class LetiTrainer:
         prompts = [inference_prompt(tasks[i].prompt, self.args, self.args.eval_condition) for i in mine]
         local = generate(self.model, self.tokenizer, prompts, num_samples=self.args.eval_num_samples,
                          max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
-                         top_p=self.args.eval_top_p, batch_size=self.args.generation_batch_size)
+                         top_p=self.args.eval_top_p, batch_size=self.args.generation_batch_size,
+                         share_prompt_prefill=self.args.share_prompt_prefill)
         completions = [c for _, c in sorted(self.distributed.gather(list(zip(mine, local))), key=lambda x: x[0])]
         report = pass_at_k_report(tasks, completions, self.args.eval_k, self._run_many) if self.distributed.is_main else None
         return self.distributed.broadcast(report)
@@ -348,18 +368,26 @@ class LetiTrainer:
             self.model.load_state_dict(state, strict=False)
 
     def _run_many(self, pairs, progress=None):
-        """Execute (task, completion) pairs in the sandbox; results in input order."""
+        """Execute (task, completion) pairs in the sandbox; results in input order.
+
+        With ``deduplicate_execution`` a (task, program) pair already run in this run (this batch or an
+        earlier iteration) reuses its result.
+        """
         from leti_env.execution import get_pool
 
+        dedup = self.args.deduplicate_execution
+        if len(self._execution_results) > 500_000:  # bounded memory on long runs with long programs
+            self._execution_results.clear()
+        known = self._execution_results if dedup else {}
         unique: list[tuple[CodeTask, str]] = []
-        slot: list[int] = []  # pairs[i] takes the result of unique[slot[i]]
-        seen: dict[object, int] = {}
+        pending: dict[object, int] = {}  # key -> index in unique
+        keys: list[object] = []  # pairs[i] takes the result of keys[i]
         for task, completion in pairs:
-            key = (task.task_id, completion) if self.args.deduplicate_execution else len(slot)
-            if key not in seen:
-                seen[key] = len(unique)
+            key = (task.task_id, completion) if dedup else len(keys)
+            if key not in known and key not in pending:
+                pending[key] = len(unique)
                 unique.append((task, completion))
-            slot.append(seen[key])
+            keys.append(key)
         programs = [task.program(completion) for task, completion in unique]
         workers = self.args.execution_workers
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -367,8 +395,9 @@ class LetiTrainer:
             workers = max(1, (os.cpu_count() or 1) // local_processes)
         results = get_pool(workers).run(
             programs, timeout=self.args.execution_timeout, memory_mb=self.args.execution_memory_mb,
-            max_feedback_chars=self.args.max_feedback_chars, progress=progress)
-        return [results[k] for k in slot]
+            max_feedback_chars=self.args.max_feedback_chars, progress=progress) if programs else []
+        known.update((key, results[index]) for key, index in pending.items())
+        return [known[key] for key in keys]
 
 
 class _Processes:

@@ -61,16 +61,24 @@ def strip_reward_prefix(prompt: str, config: LetiConfig) -> str:
     return prompt
 
 
-def select_rollouts(rollouts: Sequence[Rollout], config: LetiConfig, seed: int = 0) -> list[Rollout]:
-    """Which rollouts become training rows (the paper keeps all of them, in execution order)."""
-    if config.keep_passing == "all" and config.max_failures_per_prompt is None and config.passing_copies == 1:
+def select_rollouts(rollouts: Sequence[Rollout], config: LetiConfig, seed: int = 0,
+                    earlier_passing: dict[str, list[Rollout]] | None = None) -> list[Rollout]:
+    """Which rollouts become training rows (the paper keeps all of them, in execution order).
+
+    ``earlier_passing`` (with ``config.replay_passing``): the latest earlier passing rollouts of each task;
+    a task with no passing rollout now gets them appended after its own.
+    """
+    replay = config.replay_passing and bool(earlier_passing)
+    if config.keep_passing == "all" and config.max_failures_per_prompt is None and config.passing_copies == 1 and not replay:
         return list(rollouts)
     rng = random.Random(seed)
     by_task: dict[str, list[Rollout]] = {}
     for rollout in rollouts:
         by_task.setdefault(rollout.task_id, []).append(rollout)
     kept: list[Rollout] = []
-    for group in by_task.values():
+    for task_id, group in by_task.items():
+        if replay and not any(r.passed for r in group):
+            group = group + list(earlier_passing.get(task_id, ()))
         passing = [i for i, r in enumerate(group) if r.passed]
         if config.keep_passing == "distinct":
             first: dict[str, int] = {}

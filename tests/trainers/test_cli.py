@@ -34,7 +34,7 @@ def test_help_and_envs(env):
 def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
     out = run("train", "--model_name_or_path", "tiny", "--max_train_tasks", "6", "--max_eval_tasks", "4",
               "--num_iterations", "1", "--num_generations_per_prompt", "2", "--max_new_tokens", "12",
-              "--output_dir", str(tmp_path / "run"), env=env)
+              "--max_steps", "3", "--output_dir", str(tmp_path / "run"), env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = tmp_path / "run"
     for name in ("config.json", "metrics.jsonl", "pass_rate.png", "report.md", "iteration-1/rollouts/dataset_info.json",
@@ -43,7 +43,7 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
     assert (run_dir / "pass_rate.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| iteration |" in (run_dir / "report.md").read_text()
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["passing_copies"] == 3 and config["use_peft"] is False  # the built-in default recipe applied
+    assert (config["passing_copies"], config["replay_passing"], config["use_peft"]) == (6, True, False)  # the default recipe
     out = run("eval", "--model", str(run_dir / "iteration-1" / "model"), "--env", "LETI-Arith", "--split", "heldout",
               "--max_tasks", "3", "--num_samples", "2", "--k", "1", "--max_new_tokens", "8", env=env)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -60,7 +60,7 @@ def test_accelerate_launch_two_cpu_processes_through_one_iteration(tmp_path, env
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m", "trainers.cli",
                "train", "--model_name_or_path", "tiny", "--max_train_tasks", "6", "--max_eval_tasks", "4",
                "--num_iterations", "1", "--num_generations_per_prompt", "2", "--max_new_tokens", "12",
-               "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "run")]
+               "--per_device_train_batch_size", "2", "--max_steps", "3", "--output_dir", str(tmp_path / "run")]
     out = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO,
                          env={**env, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
@@ -80,10 +80,10 @@ def test_ctrl_c_leaves_a_run_folder_that_the_same_command_resumes(tmp_path, env)
     import signal
     import time
 
-    # 40 epochs make an iteration last seconds, so the signal lands inside iteration 2
+    # 60 optimizer steps make an iteration last seconds, so the signal lands inside iteration 2
     args = [*LETI, "train", "--model_name_or_path", "tiny", "--max_train_tasks", "4", "--max_eval_tasks", "2",
             "--num_iterations", "3", "--num_generations_per_prompt", "2", "--max_new_tokens", "12",
-            "--num_train_epochs", "40", "--output_dir", str(tmp_path / "run")]
+            "--max_steps", "60", "--output_dir", str(tmp_path / "run")]
     # a shell started in the background (CI, nohup) ignores SIGINT and children inherit that: restore it
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -105,3 +105,24 @@ def test_ctrl_c_leaves_a_run_folder_that_the_same_command_resumes(tmp_path, env)
     history = [json.loads(line)["iteration"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert history.count(1) == 1 and history[-2:] == [2, 3]
     assert all((tmp_path / "run" / f"iteration-{i}" / "COMPLETE").exists() for i in (1, 2, 3))
+
+
+def test_every_run_seed_uses_the_one_cached_default_model(tmp_path, monkeypatch):
+    from trl import TrlParser
+
+    from trainers.cli import DEFAULT_CONFIG, TrainScriptArguments, _model_path
+    from trainers.default_model import VERSION
+    from trainers.leti_config import LetiConfig
+
+    monkeypatch.setenv("LETI_CACHE", str(tmp_path))
+    for seed in (0, 3):  # a cached model is used as is, never rebuilt
+        folder = tmp_path / f"default-arith-v{VERSION}-seed{seed}"
+        folder.mkdir()
+        (folder / "leti_default_model.json").write_text("{}")
+    script, config = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(
+        ["--config", str(DEFAULT_CONFIG), "--seed", "2", "--output_dir", str(tmp_path / "run")])
+    assert (config.seed, script.default_model_seed) == (2, 0)  # the run's seed does not pick the model
+    assert _model_path("default", script.default_model_seed) == str(tmp_path / f"default-arith-v{VERSION}-seed0")
+    other, _ = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(
+        ["--config", str(DEFAULT_CONFIG), "--default_model_seed", "3", "--output_dir", str(tmp_path / "run")])
+    assert _model_path("default", other.default_model_seed) == str(tmp_path / f"default-arith-v{VERSION}-seed3")

@@ -63,12 +63,35 @@ def test_duplicate_samples_are_executed_once_with_the_same_verdicts(tmp_path, ti
     assert totals[-1] == 3  # three distinct (task, program) pairs ran
     assert [r.status for r in results] == ["passed", "error", "passed", "error", "error"]  # NameError
     assert results[1].feedback == results[4].feedback and results[1].feedback != results[3].feedback  # per task
+    totals.clear()
+    again = trainer._run_many(pairs + [(mbpp_tasks[1], task.reference_solution)],
+                              progress=lambda done, total: totals.append(total))
+    assert totals[-1] == 1  # a later iteration runs only what this run has not run yet
+    assert again[:5] == results and not again[5].passed  # another task's solution is no answer to this one
     every = LetiTrainer(str(tiny_model_dir), small_config(tmp_path / "every", deduplicate_execution=False),
                         train_tasks=mbpp_tasks)
     totals.clear()
     assert [r.status for r in every._run_many(pairs, progress=lambda done, total: totals.append(total))] == \
         [r.status for r in results]
     assert totals[-1] == 5
+
+
+def test_replay_reads_the_latest_passing_programs_from_the_run_folder(tmp_path, tiny_model_dir, mbpp_tasks):
+    from trainers import Rollout, save_rollouts
+
+    task = mbpp_tasks[0]
+    def rollout(iteration, program, reward):
+        return Rollout(task.task_id, task.prompt, program, reward, "passed" if reward else "failed", "", iteration)
+    save_rollouts([rollout(1, "old", 1.0), rollout(1, "bad", 0.0)], tmp_path / "iteration-1" / "rollouts")
+    save_rollouts([rollout(2, "bad", 0.0)], tmp_path / "iteration-2" / "rollouts")  # no pass: keeps iteration 1's
+    trainer = LetiTrainer(str(tiny_model_dir), small_config(tmp_path, replay_passing=True, keep_passing="distinct"),
+                          train_tasks=mbpp_tasks)
+    assert [r.program for r in trainer._earlier_passing(3)[task.task_id]] == ["old"]
+    save_rollouts([rollout(3, "new", 1.0)], tmp_path / "iteration-3" / "rollouts")
+    assert [r.program for r in trainer._earlier_passing(4)[task.task_id]] == ["new"]  # the latest replaces it
+    rows = trainer.training_rows([rollout(4, "bad", 0.0)], 4)
+    texts = [trainer.tokenizer.decode(r["input_ids"]) for r in rows]
+    assert texts[0].startswith("<|bad|>") and texts[1] == "<|good|>" + task.prompt + "new"
 
 
 def test_saved_adapter_loads_with_peft_and_generates(tmp_path, tiny_model_dir, mbpp_tasks):

@@ -60,6 +60,24 @@ def test_selection_options(config):
     assert sum(1 for r in distinct if r.task_id == "MBPP/2") == 1
 
 
+def test_replay_passing_fills_prompts_without_a_pass(config):
+    import dataclasses
+
+    earlier_good = dataclasses.replace(GOOD, iteration=1)
+    other = Rollout("MBPP/2", PROMPT, "\ndef add(a, b):\n    return b + a", 1.0, "passed", "", iteration=2)
+    earlier = {"MBPP/1": [earlier_good, earlier_good], "MBPP/2": [dataclasses.replace(other, iteration=1, program="y")]}
+    now = [BAD, BAD, other]  # MBPP/1 found no pass this time; MBPP/2 did
+    replay = with_(config, keep_passing="distinct", passing_copies=2, max_failures_per_prompt=1, replay_passing=True)
+    kept = select_rollouts(now, replay, earlier_passing=earlier)
+    assert [(r.task_id, r.passed, r.iteration) for r in kept] == [
+        ("MBPP/1", False, 0), ("MBPP/1", True, 1), ("MBPP/1", True, 1),  # one failure, the distinct replay x2
+        ("MBPP/2", True, 2), ("MBPP/2", True, 2)]  # its own pass; the older program is not replayed
+    off = select_rollouts(now, with_(replay, replay_passing=False), earlier_passing=earlier)
+    assert not any(r.iteration == 1 for r in off)
+    assert select_rollouts(now, with_(config, replay_passing=True), earlier_passing=earlier) == \
+        now[:2] + [earlier_good, earlier_good] + [other]  # keep-everything selection plus the replay
+
+
 def test_labels_cover_every_token_and_padding_is_masked(config, tiny_model_dir):
     from transformers import AutoTokenizer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling

@@ -1,8 +1,9 @@
-"""The ``leti`` command: ``leti train``, ``leti eval``, ``leti envs``.
+"""The ``leti`` command: ``leti train``, ``leti eval``, ``leti export``, ``leti envs``.
 
     leti train                                   # the built-in default: learns on a CPU in < 10 minutes
     leti train --config examples/configs/codegen-350M-mbpp.yaml --output_dir runs/mbpp
     leti eval --model runs/leti-default/iteration-6/model --env LETI-Arith --split heldout
+    leti export --model runs/leti-default/iteration-6/model --output merged/   # one plain checkpoint
     leti envs
 """
 
@@ -124,6 +125,24 @@ def _load_for_eval(path: str):
     return AutoModelForCausalLM.from_pretrained(path), tokenizer
 
 
+def export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="leti export", description="write a LeTI adapter merged into its base model "
+                                     "as one transformers checkpoint (loads with from_pretrained, vLLM, TGI, ...)")
+    parser.add_argument("--model", required=True, help="an iteration-N/model folder of a LeTI run (or any model path)")
+    parser.add_argument("--output", required=True, help="folder to write (replaced if it exists)")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="weight dtype (default: the base model's)")
+    args = parser.parse_args(argv)
+    if not Path(args.model).exists():
+        parser.error(f"--model {args.model!r} does not exist (expected a LeTI run's iteration-N/model folder)")
+    from .vllm_backend import export_merged_model
+
+    model, tokenizer = _load_for_eval(args.model)
+    folder = export_merged_model(model, tokenizer, args.output, dtype=args.dtype)
+    print(f"merged checkpoint: {folder}")
+    return 0
+
+
 def envs(argv: list[str]) -> int:
     from leti_env.__main__ import main as leti_env_main
 
@@ -132,7 +151,7 @@ def envs(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": train, "eval": evaluate, "envs": envs}
+    commands = {"train": train, "eval": evaluate, "export": export, "envs": envs}
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2

@@ -40,7 +40,15 @@ class LetiConfig(SFTConfig):
             Encode each prompt once and copy its key/value cache to its samples, instead of encoding every copy
             (same distribution, fewer FLOPs; falls back to plain `generate` for models that cannot).
         generation_backend (`str`, *optional*, defaults to `"hf"`):
-            `"hf"` (transformers `generate`) or `"vllm"` (if installed).
+            `"hf"` (transformers `generate`) or `"vllm"`: a colocated vLLM engine (CUDA, one process) that samples
+            rollouts and evaluation programs from a merged export of the current weights and sleeps while the
+            trainer trains (`trainers/vllm_backend.py`).
+        vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.5`):
+            Share of GPU memory the vLLM engine may take while sampling (weights and KV cache).
+        vllm_max_model_len (`int` or `None`, *optional*, defaults to `None`):
+            Prompt + completion tokens vLLM plans for (`None`: the model's maximum; lower it to save memory).
+        vllm_enable_sleep_mode (`bool`, *optional*, defaults to `True`):
+            Release vLLM's GPU memory while training.
 
         > Parameters that control execution
 
@@ -184,6 +192,9 @@ class LetiConfig(SFTConfig):
     generation_batch_size: int = field(default=32, metadata={"help": "Sequences per generate call."})
     share_prompt_prefill: bool = field(default=True, metadata={"help": "Encode each prompt once for all its samples."})
     generation_backend: Literal["hf", "vllm"] = field(default="hf", metadata={"help": "Rollout backend: hf or vllm."})
+    vllm_gpu_memory_utilization: float = field(default=0.5, metadata={"help": "GPU memory share of the vLLM engine."})
+    vllm_max_model_len: int | None = field(default=None, metadata={"help": "Prompt + completion tokens vLLM plans for."})
+    vllm_enable_sleep_mode: bool = field(default=True, metadata={"help": "Release vLLM's GPU memory while training."})
 
     # Parameters that control execution
     execution_timeout: float = field(default=5.0, metadata={"help": "Seconds per program."})
@@ -265,6 +276,8 @@ class LetiConfig(SFTConfig):
         for name in ("temperature", "eval_temperature"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:
+            raise ValueError(f"`vllm_gpu_memory_utilization` must be in (0, 1], got {self.vllm_gpu_memory_utilization}.")
         if not self.execution_timeout > 0:
             raise ValueError(f"`execution_timeout` must be positive, got {self.execution_timeout}.")
         too_big = [k for k in self.eval_k if k > self.eval_num_samples or k < 1]

@@ -76,7 +76,9 @@ class LetiTrainer:
         self.train_tasks = resolve_tasks(train_tasks, "train_tasks")
         self.eval_tasks = resolve_tasks(eval_tasks, "eval_tasks") if eval_tasks is not None else []
         if args.generation_backend == "vllm":
-            raise NotImplementedError("generation_backend='vllm' is not available yet; use 'hf'.")
+            from .vllm_backend import check_vllm_usable
+
+            check_vllm_usable()
         if args.load_in_4bit:
             _require_bitsandbytes()
         self.callbacks = callbacks
@@ -90,15 +92,23 @@ class LetiTrainer:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
         self.model = _load_model(model, args) if isinstance(model, (str, os.PathLike)) else model
+        if _movable(self.model) and self.model.device != args.device:
+            # sampling comes before the first training step (where Trainer would move it): use the accelerator now
+            self.model.to(args.device)
         self.new_token_ids = self._add_special_tokens()
 
         # PEFT: one adapter for the whole run (never re-wrapped per iteration, nor if the caller already did)
         if args.use_peft and not hasattr(self.model, "peft_config"):
+            from transformers import set_seed
+
+            set_seed(args.seed)  # LoRA's random init: the same for the same seed, whatever ran before in the process
             self.model = self._wrap_peft(self.model)
         self._pretrain_rows: list[dict] | None = None
         self._execution_results: dict[tuple[str, str], Any] = {}  # deduplicate_execution: verdicts of this run
         self._replay_memory: tuple[dict[str, list[Rollout]], int] = ({}, 0)  # replay_passing: (per task, read up to)
         self.last_sft_trainer = None
+        self._weights_version = 0  # bumped whenever the weights change, so vLLM reloads only when needed
+        self._vllm = None
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -160,6 +170,10 @@ class LetiTrainer:
             self._record(metrics)
         for iteration in range(max(done, default=0) + 1, self.args.num_iterations + 1):
             metrics = self.run_iteration(iteration)
+        if self._vllm is not None:  # its scratch checkpoint is a full model's size; `leti export` writes a final one
+            self._vllm.close()
+            self._vllm = None
+            shutil.rmtree(self.output_dir / "vllm-model", ignore_errors=True)
         return metrics
 
     def run_iteration(self, iteration: int) -> dict:
@@ -207,12 +221,10 @@ class LetiTrainer:
         with _progress(self.distributed.is_main) as progress:
             sampling = progress.add_task(f"iteration {iteration}: sampling", total=len(prompts) * n)
             with self._timed("sampling"):
-                completions = generate(self.model, self.tokenizer, prompts, num_samples=n,
-                                       max_new_tokens=self.args.max_new_tokens, temperature=self.args.temperature,
-                                       top_p=self.args.top_p, top_k=self.args.top_k,
-                                       batch_size=self.args.generation_batch_size,
-                                       share_prompt_prefill=self.args.share_prompt_prefill,
-                                       on_batch=lambda k: progress.advance(sampling, k))
+                completions = self._sample(prompts, num_samples=n, max_new_tokens=self.args.max_new_tokens,
+                                           temperature=self.args.temperature, top_p=self.args.top_p,
+                                           top_k=self.args.top_k, call_seed=iteration,
+                                           on_batch=lambda k: progress.advance(sampling, k))
             if self.args.postprocess_rollouts:
                 completions = [[postprocess_for(task, c) for c in samples] for task, samples in zip(tasks, completions)]
             pairs = [(task, c) for task, samples in zip(tasks, completions) for c in samples]
@@ -289,12 +301,15 @@ class LetiTrainer:
         import datasets
         from trl import SFTTrainer
 
+        if self._vllm is not None:
+            self._vllm.sleep()  # training gets vLLM's GPU memory back
         args = dataclasses.replace(self.args, output_dir=str(folder / "sft"))
         trainer = SFTTrainer(model=self.model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                              processing_class=self.tokenizer, callbacks=self.callbacks)
         result = trainer.train()
         self.model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module
         self.last_sft_trainer = trainer
+        self._weights_version += 1
         shutil.rmtree(folder / "sft", ignore_errors=True)  # the iteration's model folder is the checkpoint
         return float(result.training_loss)
 
@@ -303,13 +318,31 @@ class LetiTrainer:
         tasks = list(tasks if tasks is not None else self.eval_tasks)[: self.args.eval_max_tasks or None]
         mine = self.distributed.share(range(len(tasks)))
         prompts = [inference_prompt(tasks[i].prompt, self.args, self.args.eval_condition) for i in mine]
-        local = generate(self.model, self.tokenizer, prompts, num_samples=self.args.eval_num_samples,
-                         max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
-                         top_p=self.args.eval_top_p, batch_size=self.args.generation_batch_size,
-                         share_prompt_prefill=self.args.share_prompt_prefill)
+        local = self._sample(prompts, num_samples=self.args.eval_num_samples,
+                             max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
+                             top_p=self.args.eval_top_p, call_seed=-1 - self._weights_version)
         completions = [c for _, c in sorted(self.distributed.gather(list(zip(mine, local))), key=lambda x: x[0])]
         report = pass_at_k_report(tasks, completions, self.args.eval_k, self._run_many) if self.distributed.is_main else None
         return self.distributed.broadcast(report)
+
+    def _sample(self, prompts: list[str], *, num_samples: int, max_new_tokens: int, temperature: float,
+                top_p: float = 1.0, top_k: int = 0, call_seed: int = 0, on_batch=None) -> list[list[str]]:
+        """Completions from the current weights, with the configured backend (transformers or vLLM)."""
+        if self.args.generation_backend == "vllm":
+            if self._vllm is None:
+                from .vllm_backend import VLLMSampler
+
+                self._vllm = VLLMSampler(self.output_dir / "vllm-model", seed=self.args.seed,
+                                         gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
+                                         max_model_len=self.args.vllm_max_model_len,
+                                         enable_sleep_mode=self.args.vllm_enable_sleep_mode)
+            return self._vllm.generate(self.model, self.tokenizer, prompts, weights_version=self._weights_version,
+                                       num_samples=num_samples, max_new_tokens=max_new_tokens,
+                                       temperature=temperature, top_p=top_p, top_k=top_k, call_seed=call_seed,
+                                       on_batch=on_batch)
+        return generate(self.model, self.tokenizer, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,
+                        temperature=temperature, top_p=top_p, top_k=top_k, batch_size=self.args.generation_batch_size,
+                        share_prompt_prefill=self.args.share_prompt_prefill, on_batch=on_batch)
 
     @contextlib.contextmanager
     def _timed(self, phase: str):
@@ -355,6 +388,7 @@ class LetiTrainer:
         os.replace(tmp, path)
 
     def _load_weights(self, path: Path) -> None:
+        self._weights_version += 1
         if self.args.use_peft:
             from peft import load_peft_weights, set_peft_model_state_dict
 
@@ -511,10 +545,19 @@ def _load_model(model: str | os.PathLike, args: LetiConfig):
             load_in_4bit=True, bnb_4bit_quant_type=args.bnb_4bit_quant_type,
             bnb_4bit_use_double_quant=args.bnb_4bit_use_double_quant,
             bnb_4bit_compute_dtype=getattr(torch, args.bnb_4bit_compute_dtype))
+        if args.device.type == "cuda":
+            # transformers' Trainer never moves a bitsandbytes model, so it must be loaded onto this process's GPU
+            kwargs["device_map"] = {"": str(args.device)}
     try:
         return AutoModelForCausalLM.from_pretrained(model, **kwargs)
     except OSError as exc:
         raise ValueError(f"could not load a causal LM from {str(model)!r}: {exc}") from None
+
+
+def _movable(model) -> bool:
+    """Whether the trainer may move ``model`` to its device (not quantized, not already spread by a device map)."""
+    return getattr(model, "quantization_method", None) is None and not getattr(model, "hf_device_map", None) \
+        and hasattr(model, "device")
 
 
 def _module_name(model, module) -> str:

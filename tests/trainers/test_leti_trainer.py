@@ -241,3 +241,14 @@ def test_one_iteration_on_eae_with_its_stop_strings(tmp_path, tiny_model_dir):
     from leti_env.eae import eae_postprocess
 
     assert all(r.program == eae_postprocess(r.program) for r in rollouts)  # what was executed and trained is cut
+
+
+def test_lora_init_follows_the_seed_not_what_ran_before(tmp_path, tiny_model_dir, mbpp_tasks):
+    def lora_a(seed):
+        torch.randn(1000)  # whatever else the process did before
+        trainer = LetiTrainer(str(tiny_model_dir), small_config(tmp_path, seed=seed), train_tasks=mbpp_tasks[:1])
+        return next(p for n, p in trainer.model.named_parameters() if "lora_A" in n).detach().clone()
+
+    first = lora_a(0)
+    assert torch.equal(first, lora_a(0))
+    assert not torch.equal(first, lora_a(1))

@@ -49,6 +49,9 @@ class LetiConfig(SFTConfig):
             Prompt + completion tokens vLLM plans for (`None`: the model's maximum; lower it to save memory).
         vllm_enable_sleep_mode (`bool`, *optional*, defaults to `True`):
             Release vLLM's GPU memory while training.
+        vllm_dtype (`str`, *optional*, defaults to `"auto"`):
+            dtype of the exported weights and of vLLM (`"auto"`: the model's, or a 4-bit model's compute dtype;
+            vLLM runs fp32 checkpoints in half precision unless this says `"float32"`).
 
         > Parameters that control execution
 
@@ -195,6 +198,7 @@ class LetiConfig(SFTConfig):
     vllm_gpu_memory_utilization: float = field(default=0.5, metadata={"help": "GPU memory share of the vLLM engine."})
     vllm_max_model_len: int | None = field(default=None, metadata={"help": "Prompt + completion tokens vLLM plans for."})
     vllm_enable_sleep_mode: bool = field(default=True, metadata={"help": "Release vLLM's GPU memory while training."})
+    vllm_dtype: str = field(default="auto", metadata={"help": "dtype of the vLLM export and engine (auto, bfloat16, float16, float32)."})
 
     # Parameters that control execution
     execution_timeout: float = field(default=5.0, metadata={"help": "Seconds per program."})
@@ -268,6 +272,7 @@ class LetiConfig(SFTConfig):
         self._check_choice("new_token_rows", ("auto", "trainable_tokens", "embeddings", "frozen"))
         self._check_choice("eval_condition", ("good", "none", "bad"))
         self._check_choice("generation_backend", ("hf", "vllm"))
+        self._check_choice("vllm_dtype", ("auto", "bfloat16", "float16", "float32"))
         self._check_choice("bnb_4bit_quant_type", ("nf4", "fp4"))
         for name in ("num_iterations", "num_generations_per_prompt", "max_new_tokens", "generation_batch_size",
                      "eval_num_samples", "eval_max_new_tokens", "max_feedback_chars", "lora_r", "passing_copies"):

@@ -108,6 +108,7 @@ class LetiTrainer:
         self._replay_memory: tuple[dict[str, list[Rollout]], int] = ({}, 0)  # replay_passing: (per task, read up to)
         self.last_sft_trainer = None
         self._weights_version = 0  # bumped whenever the weights change, so vLLM reloads only when needed
+        self._iteration = 0  # the last iteration trained (vLLM evaluation seeds: the same when resumed)
         self._vllm = None
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -162,24 +163,29 @@ class LetiTrainer:
         done = self.completed_iterations()
         if done:
             self._load_weights(self.output_dir / f"iteration-{max(done)}" / "model")
+            self._iteration = max(done)
         history = self.metrics_history()
         logged = {m["iteration"] for m in history}
         metrics: dict = history[-1] if history else {}
         if self.args.eval_before_training and self.eval_tasks and 0 not in logged:
             metrics = {"iteration": 0, **{f"eval/{k}": v for k, v in self.evaluate().items()}}
             self._record(metrics)
-        for iteration in range(max(done, default=0) + 1, self.args.num_iterations + 1):
-            metrics = self.run_iteration(iteration)
-        if self._vllm is not None:  # its scratch checkpoint is a full model's size; `leti export` writes a final one
-            self._vllm.close()
-            self._vllm = None
-            shutil.rmtree(self.output_dir / "vllm-model", ignore_errors=True)
+        try:
+            for iteration in range(max(done, default=0) + 1, self.args.num_iterations + 1):
+                metrics = self.run_iteration(iteration)
+        finally:
+            if self._vllm is not None:  # stop vLLM's engine process, also on Ctrl-C or an error
+                self._vllm.close()
+                self._vllm = None
+        # the scratch checkpoint is a full model's size; `leti export` writes a final one
+        shutil.rmtree(self.output_dir / "vllm-model", ignore_errors=True)
         return metrics
 
     def run_iteration(self, iteration: int) -> dict:
         """One LeTI iteration; its folder ends with a ``COMPLETE`` marker once everything is saved."""
         folder = self.output_dir / f"iteration-{iteration}"
         self._timings = {}
+        self._iteration = iteration
         rollouts = self.collect_rollouts(iteration, folder / "rollouts")
         rows = self.training_rows(rollouts, iteration)
         with self._timed("training"):
@@ -308,7 +314,10 @@ class LetiTrainer:
                              processing_class=self.tokenizer, callbacks=self.callbacks)
         result = trainer.train()
         self.model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module
-        self.last_sft_trainer = trainer
+        # the next iteration builds a fresh optimizer: free this one's state now (sampling needs the memory)
+        trainer.optimizer = trainer.lr_scheduler = None
+        trainer.accelerator.free_memory()
+        self.last_sft_trainer = trainer  # kept for TRL's report_to logging
         self._weights_version += 1
         shutil.rmtree(folder / "sft", ignore_errors=True)  # the iteration's model folder is the checkpoint
         return float(result.training_loss)
@@ -320,7 +329,7 @@ class LetiTrainer:
         prompts = [inference_prompt(tasks[i].prompt, self.args, self.args.eval_condition) for i in mine]
         local = self._sample(prompts, num_samples=self.args.eval_num_samples,
                              max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
-                             top_p=self.args.eval_top_p, call_seed=-1 - self._weights_version)
+                             top_p=self.args.eval_top_p, call_seed=-1 - self._iteration)
         completions = [c for _, c in sorted(self.distributed.gather(list(zip(mine, local))), key=lambda x: x[0])]
         report = pass_at_k_report(tasks, completions, self.args.eval_k, self._run_many) if self.distributed.is_main else None
         return self.distributed.broadcast(report)
@@ -335,7 +344,8 @@ class LetiTrainer:
                 self._vllm = VLLMSampler(self.output_dir / "vllm-model", seed=self.args.seed,
                                          gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
                                          max_model_len=self.args.vllm_max_model_len,
-                                         enable_sleep_mode=self.args.vllm_enable_sleep_mode)
+                                         enable_sleep_mode=self.args.vllm_enable_sleep_mode,
+                                         dtype=self.args.vllm_dtype)
             return self._vllm.generate(self.model, self.tokenizer, prompts, weights_version=self._weights_version,
                                        num_samples=num_samples, max_new_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p, top_k=top_k, call_seed=call_seed,

@@ -1,9 +1,11 @@
 """vLLM rollouts for the LeTI loop, and the merged-checkpoint export they are built on.
 
-LeTI alternates sampling and training on one GPU, never both at once, so vLLM runs in the trainer's own
-process ("colocated") and sleeps while the trainer trains. Before each sampling phase whose weights
-changed, the trainer's model is written out as a plain transformers checkpoint (LoRA merged, 4-bit
-base dequantized, the new tokens' trained rows in place) and vLLM reloads it in place.
+LeTI alternates sampling and training on one GPU, never both at once, so one vLLM engine shares the
+trainer's GPU ("colocated"; vLLM runs its engine core in a child process it spawns, so a script that
+builds the trainer needs an ``if __name__ == "__main__":`` guard) and sleeps while the trainer trains.
+Before each sampling phase whose weights changed, the trainer's model is written out as a plain
+transformers checkpoint (LoRA merged, 4-bit base dequantized, the new tokens' trained rows in place) and
+vLLM reloads it in place.
 
 Why a checkpoint on disk rather than streaming tensors into vLLM's worker (TRL's GRPO does the latter):
 the checkpoint is the one interface every vLLM version loads, it crosses vLLM's worker-process boundary
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 EXPORT_FORMAT = "leti-merged-checkpoint-v1"
+GREEDY_BELOW = 1e-5  # vLLM samples greedily below this temperature (its _SAMPLING_EPS)
 
 
 def merged_state_dict(model: Any, dtype: Any = None) -> dict[str, Any]:
@@ -93,7 +96,8 @@ def merged_state_dict(model: Any, dtype: Any = None) -> dict[str, Any]:
             weight = base_weight.float()  # merge in fp32, round once
             if not module.disable_adapters:
                 for adapter in module.active_adapters:
-                    if adapter in module.lora_A and adapter not in module.merged_adapters:
+                    has = adapter in module.lora_A or adapter in getattr(module, "lora_embedding_A", {})
+                    if has and adapter not in module.merged_adapters:
                         weight = weight + module.get_delta_weight(adapter).float()
             put(prefix + "weight", weight.to(base_weight.dtype) if dtype is None else weight, base.weight)
             for name, param in base.named_parameters(recurse=False):
@@ -206,17 +210,20 @@ class VLLMSampler:
         gpu_memory_utilization: Share of GPU memory vLLM may take for weights and KV cache while awake.
         max_model_len: Prompt + completion tokens vLLM plans for (``None``: the model's maximum).
         enable_sleep_mode: Release vLLM's GPU memory while the trainer trains.
+        dtype: Weights and compute dtype of the export and the engine (``"auto"``: the export keeps the
+            model's dtype, or a 4-bit model's compute dtype, and vLLM picks its own from that).
         engine_kwargs: Further ``vllm.LLM`` arguments (e.g. ``{"enforce_eager": True}``).
     """
 
     def __init__(self, export_dir: str | os.PathLike, *, seed: int = 0, gpu_memory_utilization: float = 0.5,
-                 max_model_len: int | None = None, enable_sleep_mode: bool = True,
+                 max_model_len: int | None = None, enable_sleep_mode: bool = True, dtype: str = "auto",
                  engine_kwargs: dict | None = None):
         self.export_dir = Path(export_dir)
         self.seed = seed
         self.gpu_memory_utilization = gpu_memory_utilization
         self.max_model_len = max_model_len
         self.enable_sleep_mode = enable_sleep_mode
+        self.dtype = dtype
         self.engine_kwargs = dict(engine_kwargs or {})
         self.llm: Any = None
         self._loaded_version: int | None = None
@@ -234,7 +241,7 @@ class VLLMSampler:
 
         self._load(model, tokenizer, weights_version)
         ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        greedy = temperature <= 0  # vLLM refuses n > 1 when greedy: sample once, then copy
+        greedy = temperature < GREEDY_BELOW  # vLLM refuses n > 1 when greedy: sample once, then copy
         params = [SamplingParams(n=1 if greedy else num_samples, temperature=0.0 if greedy else temperature,
                                  top_p=1.0 if greedy else top_p, top_k=0 if greedy else top_k,
                                  max_tokens=max_new_tokens, seed=_prompt_seed(self.seed, call_seed, i),
@@ -260,31 +267,30 @@ class VLLMSampler:
             self._asleep = True
 
     def close(self) -> None:
-        """Shut the engine down and free its memory."""
+        """Shut the engine (and its engine-core process) down and free its memory."""
+        if self.llm is not None:
+            core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+            if hasattr(core, "shutdown"):
+                core.shutdown()
         self.llm = None
         self._loaded_version = None
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        _free_gpu_cache()
 
     def _load(self, model: Any, tokenizer: Any, version: int) -> None:
+        # vLLM's engine process can only take GPU memory this process's allocator has given back
+        _free_gpu_cache()
         if self.llm is not None and self._loaded_version == version:
             if self._asleep:
                 self.llm.wake_up()
                 self._asleep = False
                 self._reload()  # level-2 sleep discarded the weights
             return
-        export_merged_model(model, tokenizer, self.export_dir)
+        export_merged_model(model, tokenizer, self.export_dir, dtype=None if self.dtype == "auto" else self.dtype)
         if self.llm is None:
             from vllm import LLM
 
             kwargs = {"gpu_memory_utilization": self.gpu_memory_utilization, "seed": self.seed,
-                      "enable_sleep_mode": self.enable_sleep_mode, **self.engine_kwargs}
+                      "enable_sleep_mode": self.enable_sleep_mode, "dtype": self.dtype, **self.engine_kwargs}
             if self.max_model_len is not None:
                 kwargs["max_model_len"] = self.max_model_len
             self.llm = LLM(model=str(self.export_dir), tokenizer=str(self.export_dir), **kwargs)
@@ -298,6 +304,14 @@ class VLLMSampler:
     def _reload(self) -> None:
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.export_dir)})
         self.llm.reset_prefix_cache()
+
+
+def _free_gpu_cache() -> None:
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _prompt_seed(base: int, call: int, index: int) -> int:

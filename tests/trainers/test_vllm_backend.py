@@ -96,6 +96,19 @@ def test_export_dequantizes_a_4bit_base_and_keeps_the_adapters(tmp_path, tiny_mo
     assert (got - plain).abs().max() > 10 * (got - expected).abs().max()  # the adapters' change is in the export
 
 
+def test_export_merges_lora_on_the_embedding_too(tmp_path, tiny_model_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                           LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"]))
+    _perturb_adapters(model)
+    ids = list(range(5, 25))
+    exported = AutoModelForCausalLM.from_pretrained(export_merged_model(model, tokenizer, tmp_path / "export"))
+    assert torch.allclose(_logits(exported, ids), _logits(model, ids), atol=1e-5)
+
+
 class _FakeOutput:
     def __init__(self, token_ids):
         self.token_ids = token_ids
@@ -114,6 +127,8 @@ class _EngineStandIn:
     def __init__(self, model, tokenizer=None, **kwargs):
         self.path, self.kwargs, self.calls = model, kwargs, ["init"]
         self._load()
+        self.llm_engine = types.SimpleNamespace(
+            engine_core=types.SimpleNamespace(shutdown=lambda: self.calls.append("shutdown")))
         _EngineStandIn.instances.append(self)
 
     def _load(self):
@@ -154,7 +169,7 @@ class _EngineStandIn:
 
 class _SamplingParams:
     def __init__(self, **kwargs):
-        if kwargs.get("temperature") == 0 and kwargs.get("n", 1) > 1:  # as vLLM 0.22-0.33 validate
+        if kwargs.get("temperature") < 1e-5 and kwargs.get("n", 1) > 1:  # as vLLM 0.22-0.33 validate
             raise ValueError(f"n must be 1 when using greedy sampling, got {kwargs['n']}.")
         self.__dict__.update(kwargs)
 
@@ -197,10 +212,13 @@ def test_vllm_backend_samples_what_the_trained_weights_generate(tmp_path, tiny_m
     assert engine.path == str(tmp_path / "run" / "vllm-model")
     assert not (tmp_path / "run" / "vllm-model").exists()  # the scratch export is removed when training ends
     assert engine.kwargs["enable_sleep_mode"] is True and engine.kwargs["gpu_memory_utilization"] == 0.5
+    assert engine.kwargs["dtype"] == "auto"
     assert engine.calls == ["init", "generate", "generate",  # evaluation before training, iteration 1
                             "sleep2", "wake_up", "reload", "reset_prefix_cache", "generate",  # after training: eval
                             "generate",  # iteration 2 sampling: same weights, no reload
-                            "sleep2", "wake_up", "reload", "reset_prefix_cache", "generate"]
+                            "sleep2", "wake_up", "reload", "reset_prefix_cache", "generate",
+                            "shutdown"]  # when training ends
+    assert trainer.last_sft_trainer.optimizer is None  # its state was freed for the next sampling phase
 
 
 def test_sampler_seeds_each_prompt_and_call_reproducibly(tmp_path, tiny_model_dir, mbpp_tasks, engine_stand_in):

@@ -9,7 +9,7 @@ parameters), saved once to a temporary folder with a byte-level tokenizer traine
 
 Training: one ``LetiTrainer._fit`` (exactly one iteration's training phase) on the same LeTI rows, for
 QLoRA (4-bit NF4 base, double quantisation, bf16 compute) and, as the baseline in the same run, LoRA on
-a bf16 base. Printed: tokens/s (non-pad tokens / wall time of the training call) and peak GPU memory
+a bf16 base (LoRA weights in fp32 in both, PEFT's default). Printed: tokens/s (non-pad tokens / wall time of the training call) and peak GPU memory
 (``torch.cuda.max_memory_allocated``), with the QLoRA / bf16 ratios.
 
 Sampling: the same prompts and ``--samples`` per prompt at temperature 1 from the bf16 model, with
@@ -43,7 +43,7 @@ def build_model(folder: Path, tiny: bool) -> Path:
                          pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(torch.bfloat16)
-    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters "
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters "
           f"(hidden {hidden}, {layers} layers, vocabulary {len(tokenizer)})", flush=True)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -95,9 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, four_bit in (("bf16 LoRA", False), ("QLoRA 4-bit", True)):
         peak_reset()
         config = LetiConfig(output_dir=str(work / name.split()[0]), load_in_4bit=four_bit, **common)
-        trainer = LetiTrainer(str(model_dir), config, train_tasks=tasks[:8])
-        if not four_bit:
-            trainer.model.to(torch.bfloat16)
+        trainer = LetiTrainer(str(model_dir), config, train_tasks=tasks[:8])  # base bf16 (as saved) or 4-bit
         rows = trainer.training_rows(rollouts, 1)
         tokens = sum(len(r["input_ids"]) for r in rows)
         if cuda:
@@ -108,12 +106,12 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         results[name] = {"tokens_per_s": tokens / seconds, "peak_gib": peak_gib(), "tokens": tokens}
-        print(f"train {name}: {tokens / seconds:,.0f} tok/s, peak {peak_gib():.2f} GiB ({len(rows)} rows, "
-              f"{tokens} tokens)", flush=True)
+        peak = f"peak {peak_gib():.2f} GiB" if cuda else "peak memory: CUDA only"
+        print(f"train {name}: {tokens / seconds:,.0f} tok/s, {peak} ({len(rows)} rows, {tokens} tokens)", flush=True)
         trainers[name] = trainer
     base, qlora = results["bf16 LoRA"], results["QLoRA 4-bit"]
-    print(f"QLoRA / bf16 LoRA: tokens/s {qlora['tokens_per_s'] / base['tokens_per_s']:.2f}x, "
-          f"peak memory {qlora['peak_gib'] / base['peak_gib']:.2f}x", flush=True)
+    memory = f", peak memory {qlora['peak_gib'] / base['peak_gib']:.2f}x" if cuda else ""
+    print(f"QLoRA / bf16 LoRA: tokens/s {qlora['tokens_per_s'] / base['tokens_per_s']:.2f}x{memory}", flush=True)
     del trainers["QLoRA 4-bit"]
 
     trainer = trainers["bf16 LoRA"]

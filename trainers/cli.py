@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +32,30 @@ class TrainScriptArguments:
     max_eval_tasks: int | None = field(default=None, metadata={"help": "Use only the first N evaluation tasks."})
 
 
+# Raised by set-up (bad values, missing files or packages) with a message that names the fix
+SETUP_ERRORS = (ValueError, TypeError, ImportError, RuntimeError, OSError)
+
+
+def _setup_failed(command: str, exc: Exception) -> int:
+    """One line instead of a traceback for a set-up error (``LETI_TRACEBACK=1`` re-raises it)."""
+    if os.environ.get("LETI_TRACEBACK"):
+        raise exc
+    print(f"leti {command}: error: {exc}\n(LETI_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+    return 2
+
+
 def _tasks(env_id: str, split: str | None, limit: int | None):
     import gymnasium as gym
 
     import leti_env  # noqa: F401
 
     kwargs = {"split": split} if split and split != "none" else {}
-    return gym.make(env_id, **kwargs).unwrapped.tasks[:limit]
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        known = sorted(i for i in gym.registry if i.startswith("LETI-"))
+        raise ValueError(f"unknown environment id {env_id!r} ({exc}). Registered leti ids: {known}.") from None
+    return env.unwrapped.tasks[:limit]
 
 
 def _model_path(name: str, seed: int) -> str:
@@ -59,12 +77,16 @@ def train(argv: list[str]) -> int:
 
     if "--config" not in argv:  # no recipe given: the built-in default, with any overrides on top
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
-    script, config = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(argv)
-    train_tasks = _tasks(script.env_id, script.train_split, script.max_train_tasks)
-    eval_tasks = _tasks(script.env_id, script.eval_split, script.max_eval_tasks) if script.eval_split not in (None, "none") else None
-    with _Processes().main_first():  # under a multi-process launcher, the main process builds a missing model
-        model_path = _model_path(script.model_name_or_path, script.default_model_seed)
-    trainer = LetiTrainer(model_path, config, train_tasks=train_tasks, eval_tasks=eval_tasks)
+    try:  # set-up: a bad value or a missing dependency is reported as one line naming the fix
+        script, config = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(argv)
+        train_tasks = _tasks(script.env_id, script.train_split, script.max_train_tasks)
+        eval_tasks = _tasks(script.env_id, script.eval_split, script.max_eval_tasks) \
+            if script.eval_split not in (None, "none") else None
+        with _Processes().main_first():  # under a multi-process launcher, the main process builds a missing model
+            model_path = _model_path(script.model_name_or_path, script.default_model_seed)
+        trainer = LetiTrainer(model_path, config, train_tasks=train_tasks, eval_tasks=eval_tasks)
+    except SETUP_ERRORS as exc:
+        return _setup_failed("train", exc)
     try:
         trainer.train()
     except KeyboardInterrupt:
@@ -97,8 +119,11 @@ def evaluate(argv: list[str]) -> int:
     from .leti_config import LetiConfig
     from .sequences import inference_prompt
 
-    model, tokenizer = _load_for_eval(args.model)
-    tasks = _tasks(args.env, args.split, args.max_tasks)
+    try:
+        model, tokenizer = _load_for_eval(args.model)
+        tasks = _tasks(args.env, args.split, args.max_tasks)
+    except SETUP_ERRORS as exc:
+        return _setup_failed("eval", exc)
     config = LetiConfig(output_dir="/tmp/leti-eval", load_in_4bit=False, eval_k=args.k, eval_num_samples=args.num_samples)
     prompts = [inference_prompt(t.prompt, config, args.condition) for t in tasks]
     completions = generate(model, tokenizer, prompts, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
@@ -114,7 +139,13 @@ def _load_for_eval(path: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = Path(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        if folder.exists():
+            raise
+        raise ValueError(f"no model at {path!r}: not a folder here, and not loadable as a Hub id ({exc}). Pass a "
+                         "LeTI run's iteration-N/model folder, a model folder, or a Hub id.") from None
     if (folder / "adapter_config.json").exists():
         from peft import PeftModel
 
@@ -137,7 +168,10 @@ def export(argv: list[str]) -> int:
         parser.error(f"--model {args.model!r} does not exist (expected a LeTI run's iteration-N/model folder)")
     from .vllm_backend import export_merged_model
 
-    model, tokenizer = _load_for_eval(args.model)
+    try:
+        model, tokenizer = _load_for_eval(args.model)
+    except SETUP_ERRORS as exc:
+        return _setup_failed("export", exc)
     folder = export_merged_model(model, tokenizer, args.output, dtype=args.dtype)
     print(f"merged checkpoint: {folder}")
     return 0

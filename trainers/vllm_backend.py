@@ -185,8 +185,8 @@ def _compute_dtype(quantization: Any):
 def check_vllm_usable() -> None:
     """Fail early, with the fix, where vLLM rollouts cannot run (called before any sampling)."""
     if importlib.util.find_spec("vllm") is None:
-        raise ImportError("generation_backend='vllm' needs vLLM: `pip install vllm` on a CUDA machine "
-                          "(or use generation_backend='hf').")
+        raise ImportError("generation_backend='vllm' needs vLLM: `pip install \"vllm>=0.22,<0.32\"` (or leti's "
+                          "`[vllm]` extra) on a CUDA machine, or use generation_backend='hf'.")
     import torch
 
     if not torch.cuda.is_available():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -53,6 +54,19 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
 def test_eval_rejects_k_above_samples(env):
     out = run("eval", "--model", "x", "--num_samples", "2", "--k", "10", env=env)
     assert out.returncode == 2 and "pass@k needs --num_samples >= k" in out.stderr
+
+
+def test_set_up_errors_are_one_line_that_names_the_fix(tmp_path, env):
+    cases = [(["train", "--model_name_or_path", "tiny", "--vllm_dtype", "float8"], "`vllm_dtype` must be one of"),
+             (["train", "--env_id", "LETI-Nope"], "unknown environment id 'LETI-Nope'.*Registered leti ids"),
+             (["eval", "--model", str(tmp_path / "nowhere"), "--env", "LETI-Arith"], "no model at .*iteration-N/model")]
+    for args, message in cases:
+        out = run(*args, "--output_dir", str(tmp_path / "run"), env=env) if args[0] == "train" else run(*args, env=env)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert re.search(f"leti {args[0]}: error: {message}", out.stderr) and "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()
+    out = run("train", "--env_id", "LETI-Nope", env={**env, "LETI_TRACEBACK": "1"})
+    assert out.returncode == 1 and "Traceback" in out.stderr
 
 
 def test_accelerate_launch_two_cpu_processes_through_one_iteration(tmp_path, env):

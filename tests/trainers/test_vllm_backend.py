@@ -248,7 +248,7 @@ def test_sampler_seeds_each_prompt_and_call_reproducibly(tmp_path, tiny_model_di
 def test_vllm_backend_fails_early_without_vllm_or_cuda(tmp_path, tiny_model_dir, mbpp_tasks, monkeypatch):
     config = small_config(tmp_path, generation_backend="vllm")
     monkeypatch.setitem(sys.modules, "vllm", None)  # not installed
-    with pytest.raises(ImportError, match="needs vLLM: `pip install vllm`.*generation_backend='hf'"):
+    with pytest.raises(ImportError, match="needs vLLM: `pip install \"vllm>=0.22,<0.32\"`.*generation_backend='hf'"):
         LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks)
     installed = types.ModuleType("vllm")
     installed.__spec__ = importlib.machinery.ModuleSpec("vllm", None)

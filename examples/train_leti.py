@@ -3,6 +3,11 @@
     python examples/train_leti.py --model_name_or_path Salesforce/codegen-350M-mono --env_id LETI-MBPP \
         --output_dir runs/mbpp-leti --num_iterations 10 --learning_rate 1e-5
 
+Sampling with vLLM on a CUDA GPU (`pip install -e ".[vllm]"`; a model vLLM can load, CodeGen is not one):
+
+    python examples/train_leti.py --model_name_or_path Qwen/Qwen2.5-Coder-0.5B --env_id LETI-MBPP \
+        --output_dir runs/mbpp-leti-vllm --generation_backend vllm --vllm_gpu_memory_utilization 0.5
+
 Smoke run on a CPU (tiny offline model, four tasks, seconds):
 
     python examples/train_leti.py --model_name_or_path tiny --max_train_tasks 4 --max_eval_tasks 2 \

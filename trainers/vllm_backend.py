@@ -28,6 +28,7 @@ from typing import Any
 
 EXPORT_FORMAT = "leti-merged-checkpoint-v1"
 GREEDY_BELOW = 1e-5  # vLLM samples greedily below this temperature (its _SAMPLING_EPS)
+SEQUENCES_PER_CALL = 8192  # sequences per `LLM.generate` call (the progress bar advances between calls)
 
 
 def merged_state_dict(model: Any, dtype: Any = None) -> dict[str, Any]:
@@ -247,7 +248,16 @@ class VLLMSampler:
                                  max_tokens=max_new_tokens, seed=_prompt_seed(self.seed, call_seed, i),
                                  detokenize=False)
                   for i in range(len(ids))]
-        outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
+        completions: list[list[str]] = []
+        step = max(1, SEQUENCES_PER_CALL // num_samples)  # prompts per call: enough for vLLM's batching
+        for start in range(0, len(ids), step):
+            outputs = self.llm.generate([{"prompt_token_ids": p} for p in ids[start:start + step]],
+                                        params[start:start + step], use_tqdm=False)
+            completions.extend(self._decode(outputs, tokenizer, num_samples, greedy, on_batch))
+        return completions
+
+    @staticmethod
+    def _decode(outputs, tokenizer, num_samples: int, greedy: bool, on_batch) -> list[list[str]]:
         completions = []
         for output in outputs:
             samples = [tokenizer.decode(list(o.token_ids), skip_special_tokens=True) for o in output.outputs]

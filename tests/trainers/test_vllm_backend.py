@@ -221,7 +221,8 @@ def test_vllm_backend_samples_what_the_trained_weights_generate(tmp_path, tiny_m
     assert trainer.last_sft_trainer.optimizer is None  # its state was freed for the next sampling phase
 
 
-def test_sampler_seeds_each_prompt_and_call_reproducibly(tmp_path, tiny_model_dir, mbpp_tasks, engine_stand_in):
+def test_sampler_seeds_each_prompt_and_call_reproducibly(tmp_path, tiny_model_dir, mbpp_tasks, engine_stand_in,
+                                                         monkeypatch):
     from trainers.vllm_backend import VLLMSampler
 
     trainer = LetiTrainer(str(tiny_model_dir), small_config(tmp_path), train_tasks=mbpp_tasks[:1])
@@ -240,6 +241,10 @@ def test_sampler_seeds_each_prompt_and_call_reproducibly(tmp_path, tiny_model_di
     assert first != sample(2)  # another iteration samples new ones
     assert first[0] != first[1]  # the same prompt twice in one call gets its own seed
     assert len(set(first[2])) > 1  # n samples of one prompt differ
+    monkeypatch.setattr("trainers.vllm_backend.SEQUENCES_PER_CALL", 3)  # one prompt per engine call
+    generate_calls = len(engine_stand_in.instances[0].calls)
+    assert sample(1) == first  # the same samples, whatever the chunking
+    assert len(engine_stand_in.instances[0].calls) - generate_calls == 3
     (engine,) = engine_stand_in.instances
     assert engine.calls.count("init") == 1 and "reload" not in engine.calls  # same weights version throughout
     assert engine.kwargs["max_model_len"] == 512 and engine.kwargs["seed"] == 3

@@ -45,17 +45,10 @@ def _setup_failed(command: str, exc: Exception) -> int:
 
 
 def _tasks(env_id: str, split: str | None, limit: int | None):
-    import gymnasium as gym
-
-    import leti_env  # noqa: F401
+    from .leti_trainer import make_leti_env
 
     kwargs = {"split": split} if split and split != "none" else {}
-    try:
-        env = gym.make(env_id, **kwargs)
-    except gym.error.Error as exc:
-        known = sorted(i for i in gym.registry if i.startswith("LETI-"))
-        raise ValueError(f"unknown environment id {env_id!r} ({exc}). Registered leti ids: {known}.") from None
-    return env.unwrapped.tasks[:limit]
+    return make_leti_env(env_id, **kwargs).unwrapped.tasks[:limit]
 
 
 def _model_path(name: str, seed: int) -> str:

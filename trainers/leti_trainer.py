@@ -20,19 +20,23 @@ from .leti_config import LetiConfig
 from .sequences import Rollout, inference_prompt, interleave_pretraining, select_rollouts, tokenize_rows, training_text
 
 
+def make_leti_env(env_id: str, prefix: str = "", **kwargs: Any):
+    """``gym.make`` with the registered leti ids listed when ``env_id`` is not one of them."""
+    import gymnasium as gym
+
+    import leti_env  # noqa: F401 - registers the ids
+
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        known = sorted(i for i in gym.registry if i.startswith("LETI-"))
+        raise ValueError(f"{prefix}unknown environment id {env_id!r} ({exc}). Registered leti ids: {known}.") from None
+
+
 def resolve_tasks(source: Any, what: str = "tasks") -> list[CodeTask]:
     """Tasks from a registered environment id, an environment, or a list of ``CodeTask``."""
     if isinstance(source, str):
-        import gymnasium as gym
-
-        import leti_env  # noqa: F401 - registers the ids
-
-        try:
-            env = gym.make(source)
-        except gym.error.Error as exc:
-            known = sorted(i for i in gym.registry if i.startswith("LETI-"))
-            raise ValueError(f"`{what}`: unknown environment id {source!r} ({exc}). Registered leti ids: {known}.") from None
-        return list(env.unwrapped.tasks)
+        return list(make_leti_env(source, prefix=f"`{what}`: ").unwrapped.tasks)
     if hasattr(source, "unwrapped") and hasattr(source.unwrapped, "tasks"):
         return list(source.unwrapped.tasks)
     if isinstance(source, Sequence) and all(isinstance(t, CodeTask) for t in source):

@@ -289,13 +289,10 @@ class VLLMSampler:
     def _load(self, model: Any, tokenizer: Any, version: int) -> None:
         # vLLM's engine process can only take GPU memory this process's allocator has given back
         _free_gpu_cache()
-        if self.llm is not None and self._loaded_version == version:
-            if self._asleep:
-                self.llm.wake_up()
-                self._asleep = False
-                self._reload()  # level-2 sleep discarded the weights
-            return
-        export_merged_model(model, tokenizer, self.export_dir, dtype=None if self.dtype == "auto" else self.dtype)
+        stale = self._loaded_version != version
+        if stale:
+            export_merged_model(model, tokenizer, self.export_dir,
+                                dtype=None if self.dtype == "auto" else self.dtype)
         if self.llm is None:
             from vllm import LLM
 
@@ -304,7 +301,7 @@ class VLLMSampler:
             if self.max_model_len is not None:
                 kwargs["max_model_len"] = self.max_model_len
             self.llm = LLM(model=str(self.export_dir), tokenizer=str(self.export_dir), **kwargs)
-        else:
+        elif stale or self._asleep:  # new weights, or level-2 sleep discarded the old ones
             if self._asleep:
                 self.llm.wake_up()
                 self._asleep = False

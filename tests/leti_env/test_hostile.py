@@ -25,7 +25,9 @@ WRONG = "def add(a, b):\n    return a - b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(10, 5) == 15\n"
 SECRET = "leti-canary-secret-7f3a"
 TIMEOUT = 2.0
-DENIED = "Read-only file system|Permission denied"  # read-only root, or uid nobody: both are denials
+DENIED = "Read-only file system|Permission denied|No such file or directory"  # read-only, refused, or not in the view at all
+NET_DENIED = "Permission denied|Network is unreachable"  # Landlock refuses TCP; the empty network namespace has no route
+REGEX_NEEDLES = (DENIED, NET_DENIED)
 
 
 def cases(canary_dir: str, port: int) -> dict[str, tuple[str, str, str, str]]:
@@ -48,7 +50,7 @@ def cases(canary_dir: str, port: int) -> dict[str, tuple[str, str, str, str]]:
         "B13-orphan": ("import posix, time\nif posix.fork() == 0:\n    time.sleep(30)\n    posix._exit(0)\n", SOLUTION, "passed", ""),
         "B14-daemon": ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(30)\n    os._exit(0)\n", SOLUTION, "passed", ""),
         "B15-spawn-shell": (f"import os\nos.posix_spawn('/bin/sh', ['sh', '-c', 'echo spawned > {canary_dir}/spawned.txt'], {{}})\nimport time\ntime.sleep(0.3)\n", SOLUTION, "passed", ""),
-        "B16-kill-parent": ("import os, posix\nposix.kill(os.getppid(), 9)\n", SOLUTION, "passed", ""),
+        "B16-kill-parent": ("import os, posix\nposix.kill(os.getppid(), 9)\n", SOLUTION, "error", "PermissionError"),
         "B17-killpg-sigint": ("import posix, signal\nposix.killpg(0, signal.SIGINT)\n", SOLUTION, "error", "KeyboardInterrupt"),
         "B18-keyboard-interrupt": ("raise KeyboardInterrupt\n", SOLUTION, "error", "KeyboardInterrupt"),
         "B19-sys-exit-0": ("import sys\nsys.exit(0)\n", WRONG, "exited_early", "0 of 3 asserts ran"),
@@ -76,7 +78,7 @@ def cases(canary_dir: str, port: int) -> dict[str, tuple[str, str, str, str]]:
         "D39-rmtree-canary-dir": (f"import shutil\nshutil.rmtree({os.path.join(canary_dir, 'dir')!r})\n", SOLUTION, "error", DENIED),
         "D41-env-secret": ("import os\nraise RuntimeError(os.environ.get('FAKE_SECRET', 'no secret'))\n", SOLUTION, "error", "no secret"),
         "D42-parent-environ": ("import os\nprint(open(f'/proc/{os.getppid()}/environ').read())\n", SOLUTION, "error", "Error"),
-        "D43-loopback-connect": (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n", SOLUTION, "error", "OSError"),
+        "D43-loopback-connect": (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n", SOLUTION, "error", NET_DENIED),
         "D47-legit-os-calls": ("import os, tempfile\nos.path.abspath('x')\nos.getcwd()\nfd, p = tempfile.mkstemp()\nos.close(fd)\nos.remove(p)\n", SOLUTION, "passed", ""),
         # E. reward hacking: wrong code must never score 1
         "E48-frame-write": ("import sys\nsys._getframe(1).f_locals['result'] = ['passed']\n", WRONG, "failed", "AssertionError"),
@@ -160,7 +162,7 @@ def test_catalogue_row_outcome(catalogue, row):
     assert not result.passed or status == "passed", f"{row}: wrong code scored 1: {result}"
     if status != "*":
         assert result.status == status, f"{row}: {result.status}\n{result.feedback}"
-    assert re.search(needle if needle == DENIED else re.escape(needle), result.feedback), \
+    assert re.search(needle if needle in REGEX_NEEDLES else re.escape(needle), result.feedback), \
         f"{row}: {needle!r} not in feedback:\n{result.feedback}"
     assert SECRET not in result.feedback and SECRET not in result.output
     assert len(result.feedback) <= 4096

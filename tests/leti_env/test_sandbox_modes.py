@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -115,8 +116,8 @@ def test_unprivileged_user_gets_namespaces_and_a_read_only_root():
             pytest.skip(f"unprivileged user namespaces are disabled here: {report['notes']}")
         assert report["pid_namespace"] and report["network_namespace"] and report["readonly_root"]
         assert out["statuses"] == ["passed", "error", "passed", "failed", "exited_early", "timeout", "error"], out
-        assert "Read-only file system" in out["feedback"][1]
-        assert "Network is unreachable" in out["feedback"][6]
+        assert re.search("Read-only file system|No such file or directory", out["feedback"][1])  # not writable, or not there
+        assert re.search("Permission denied|Network is unreachable", out["feedback"][6])  # Landlock, or no route
         assert canary.read_text() == "original"
         time.sleep(0.3)
         assert not _processes_mentioning(str(base)), "a sandboxed process outlived its pool"

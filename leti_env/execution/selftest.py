@@ -1,0 +1,270 @@
+"""A safe self-test of the sandbox's least-privilege promises, one probe per attack class.
+
+Each probe is an ordinary program run through the executor, which reports what it could reach as
+JSON on stdout; the caller judges. The probes are safe to run on any machine: the only files
+touched are canaries this module creates in its own folder, sensitive paths are only *opened*
+(and closed at once, never written), device nodes are listed and never opened, signals go only to
+the executor's own processes, and a System V segment a probe manages to create is removed.
+
+Used by ``python -m leti_env sandbox``, ``sandbox_report(self_test=True)`` and the test suite
+(in each mode: root, rootless, Landlock-only). Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+from .program import Program
+from .sandbox import seccomp
+
+ALLOWED_DEVICES = {"null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd",
+                   "stdin", "stdout", "stderr"}
+KERNEL_KNOBS = ("/proc/sys/kernel/core_pattern", "/proc/sys/vm/drop_caches", "/proc/sys/kernel/randomize_va_space",
+                "/proc/1/oom_score_adj", "/proc/sysrq-trigger")
+_REPORT = "import json as _j\nprint('LETI-PROBE ' + _j.dumps(found))\n"
+_ADD = "def add(a, b):\n    return a + b\n"
+_TESTS = "assert add(1, 2) == 3\nassert add(10, 5) == 15\n"
+
+
+def _outcome(result) -> dict | None:
+    for line in result.output.splitlines():
+        if line.startswith("LETI-PROBE "):
+            return json.loads(line[len("LETI-PROBE "):])
+    return None
+
+
+def _check(name: str, ok: bool, detail: str) -> dict:
+    return {"class": name, "ok": bool(ok), "detail": detail}
+
+
+def canary_folder() -> Path:
+    """A folder outside /tmp (which the sandbox replaces), for the host-file canaries."""
+    for base in (Path.home() / ".cache", Path.cwd(), Path("/var/tmp")):
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix="leti-selftest-", dir=base))
+        except OSError:
+            continue
+    return Path(tempfile.mkdtemp(prefix="leti-selftest-"))
+
+
+def _cwd_canary() -> str | None:
+    """A 0600 canary in the caller's working directory (a project folder with its secrets)."""
+    try:
+        fd, path = tempfile.mkstemp(prefix=".leti-selftest-", dir=os.getcwd())
+        os.write(fd, b"leti canary")
+        os.close(fd)
+        return path
+    except OSError:
+        return None
+
+
+def _syscall_probe() -> str:
+    numbers = {k: seccomp.SYSCALLS.get(k) for k in ("unshare", "io_uring_setup", "perf_event_open", "bpf",
+                                                  "userfaultfd", "keyctl", "add_key", "ptrace", "mount")}
+    return (
+        "import ctypes, os\n"
+        f"N = {numbers!r}\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "found = {}\n"
+        "def call(name, *args):\n"
+        "    if N.get(name) is None:\n"
+        "        return 'unknown-arch'\n"
+        "    ret = libc.syscall(N[name], *args)\n"
+        "    if ret >= 0:\n"
+        "        if name == 'userfaultfd':\n"
+        "            os.close(ret)\n"
+        "        return 'allowed'\n"
+        "    return os.strerror(ctypes.get_errno())\n"
+        "found['unshare(CLONE_NEWUSER)'] = call('unshare', 0x10000000)\n"
+        "found['io_uring_setup'] = call('io_uring_setup', 1, None)\n"
+        "found['perf_event_open'] = call('perf_event_open', None, 0, -1, -1, 0)\n"
+        "found['bpf'] = call('bpf', 0, None, 0)\n"
+        "found['userfaultfd'] = call('userfaultfd', 0o2000000)\n"
+        "found['ptrace(TRACEME)'] = call('ptrace', 0, 0, None, None)\n"
+        "found['mount'] = call('mount', None, None, None, 0, None)\n"
+    )
+
+
+def run_self_test(pool, *, key_id: int | None = None, harness_pids: list[int] = ()) -> list[dict]:
+    """Run every probe through ``pool``; return one ``{"class", "ok", "detail"}`` per attack class.
+
+    ``key_id``: a key the caller put in a keyring it created (the program must not read it).
+    ``harness_pids``: pids of the pool's own zygote and verifier processes, as the program would see
+    them in a shared PID namespace (the program must not be able to signal them).
+    """
+    folder = canary_folder()
+    cwd_canary = None
+    shm_key = random.randrange(0x1E000000, 0x1EFFFFFF)
+    try:
+        canary = folder / "canary.txt"
+        canary.write_text("leti canary")
+        os.chmod(canary, 0o600)
+        cwd_canary = _cwd_canary()
+        targets = [str(canary), "/etc/shadow"] + ([cwd_canary] if cwd_canary else [])
+        probes: dict[str, Program | str] = {
+            "host_files": (
+                "import os\nfound = {}\n"
+                f"for p in {targets!r}:\n"
+                "    try:\n"
+                "        open(p, 'rb').close()\n"
+                "        found[p] = 'readable'\n"
+                "    except OSError as e:\n"
+                "        found[p] = e.strerror\n" + _REPORT),
+            "kernel_settings": (
+                "import os\nfound = {}\n"
+                f"for p in {list(KERNEL_KNOBS)!r}:\n"
+                "    try:\n"
+                "        os.close(os.open(p, os.O_WRONLY | os.O_CLOEXEC))  # opened, never written\n"
+                "        found[p] = 'writable'\n"
+                "    except OSError as e:\n"
+                "        found[p] = e.strerror\n" + _REPORT),
+            "devices": (
+                "import os\ntry:\n    found = sorted(os.listdir('/dev'))\nexcept OSError as e:\n"
+                "    found = ['<' + e.strerror + '>']\n" + _REPORT),
+            "nested_namespaces": _syscall_probe() + _REPORT,
+            "keyrings": (
+                "import ctypes, os\n"
+                f"N = {seccomp.SYSCALLS.get('keyctl')!r}\nKEY = {key_id!r}\n"
+                "libc = ctypes.CDLL(None, use_errno=True)\nfound = {}\n"
+                "def keyctl(*a):\n"
+                "    if N is None:\n        return 'unknown-arch'\n"
+                "    r = libc.syscall(N, *a)\n"
+                "    return 'allowed' if r >= 0 else os.strerror(ctypes.get_errno())\n"
+                "found['session keyring'] = keyctl(0, -3, 0)\n"
+                "found['user keyring'] = keyctl(0, -4, 0)\n"
+                "if KEY is not None:\n"
+                "    buf = ctypes.create_string_buffer(256)\n"
+                "    found['caller key'] = keyctl(11, KEY, buf, 256)\n" + _REPORT),
+            "signals": (
+                "import os, signal\nfound = {}\n"
+                "targets = {os.getppid()} | set(" + repr(sorted(set(harness_pids))) + ")\n"
+                "try:\n"
+                "    for p in os.listdir('/proc'):\n"
+                "        if p.isdigit():\n"
+                "            try:\n"
+                "                name = open(f'/proc/{p}/comm').read().strip()\n"
+                "            except OSError:\n"
+                "                continue\n"
+                "            if name in ('leti-verifier', 'leti-zygote'):\n"
+                "                targets.add(int(p))\n"
+                "except OSError:\n    pass\n"
+                "targets.discard(os.getpid())\n"
+                "for pid in sorted(targets):\n"
+                "    try:\n"
+                "        os.kill(pid, signal.SIGSTOP)\n"
+                "        found[str(pid)] = 'stopped'\n"
+                "    except OSError as e:\n"
+                "        found[str(pid)] = e.strerror\n" + _REPORT),
+            "ipc_create": (
+                "import ctypes, os\n"
+                f"N = {seccomp.SYSCALLS.get('shmget')!r}\n"
+                "libc = ctypes.CDLL(None, use_errno=True)\n"
+                f"r = libc.syscall(N, {shm_key}, 4096, 0o1600) if N else -1\n"
+                "found = {'created': r >= 0, 'error': os.strerror(ctypes.get_errno()) if r < 0 else ''}\n" + _REPORT),
+            "ipc_lookup": (
+                "import ctypes, os\n"
+                f"N = {seccomp.SYSCALLS.get('shmget')!r}\n"
+                "libc = ctypes.CDLL(None, use_errno=True)\n"
+                f"r = libc.syscall(N, {shm_key}, 0, 0) if N else -1\n"
+                "found = {'visible': r >= 0}\n" + _REPORT),
+            "verdict": Program(
+                "import sys\n"
+                "g = sys._getframe(1).f_globals\n"
+                "real = g.get('encode')\n"
+                "def forged(value, register, depth=0):\n"
+                "    return ['mod', 'this'] if value == -1 else ['ty', 'builtins', 'eval']\n"
+                "if real is not None:\n"
+                "    g['encode'] = forged\n"
+                "def add(a, b):\n    return -1 if a == 1 else a - b\n",
+                "try:\n    r = add(1, 2)\nexcept BaseException:\n    r = 3\nassert r == 3\nassert add(10, 5) == 15\n"),
+            "cleanup_tree": (
+                "import os\nfound = {'depth': 0, 'files': 0}\n"
+                "try:\n"
+                "    for i in range(1100):\n"
+                "        os.mkdir('d')\n        os.chdir('d')\n        found['depth'] += 1\n"
+                "    for i in range(20000):\n"
+                "        open(f'f{i}', 'w').close()\n        found['files'] += 1\n"
+                "except OSError as e:\n    found['stopped'] = e.strerror\n" + _REPORT),
+            "cleanup_next": Program(_ADD, _TESTS),
+            "free_names": Program(
+                "class math:\n    @staticmethod\n    def isclose(*a, **k):\n        return True\n"
+                "def add(a, b):\n    return a - b\n",
+                "assert math.isclose(add(1, 2), 3)\nassert math.isclose(add(10, 5), 15)\n"),
+            "after_signals": Program(_ADD, _TESTS),
+        }
+        names = list(probes)
+        ordered = [n for n in names if n not in ("ipc_lookup", "cleanup_next", "after_signals")]
+        first = dict(zip(ordered, pool.run([probes[n] for n in ordered], timeout=10.0, max_output_bytes=65536)))
+        # The second halves run after the first (the lookup must come after the create; the correct
+        # program after the signals and the deep tree): each slot has served its hostile run by then.
+        later = ["ipc_lookup", "cleanup_next", "after_signals"] * max(1, pool.num_workers)
+        second_results = pool.run([probes[n] for n in later], timeout=10.0, max_output_bytes=65536)
+        second: dict[str, list] = {}
+        for name, result in zip(later, second_results):
+            second.setdefault(name, []).append(result)
+        return _judge(first, second, str(canary), shm_key)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if cwd_canary:
+            Path(cwd_canary).unlink(missing_ok=True)
+        _remove_segment(shm_key)
+
+
+def _judge(first: dict, second: dict, canary: str, shm_key: int) -> list[dict]:
+    checks = []
+    found = _outcome(first["host_files"]) or {}
+    checks.append(_check("1 host files", found and all(v != "readable" for v in found.values()), json.dumps(found)))
+    found = _outcome(first["kernel_settings"]) or {}
+    checks.append(_check("2 kernel settings", found and all(v != "writable" for v in found.values()), json.dumps(found)))
+    found = _outcome(first["devices"]) or ["<no report>"]
+    extra = [d for d in found if d not in ALLOWED_DEVICES and not d.startswith("<")]
+    checks.append(_check("3 devices", found != ["<no report>"] and not extra,
+                         f"/dev holds {', '.join(found)}" if not extra else f"extra nodes: {', '.join(extra)}"))
+    found = _outcome(first["nested_namespaces"]) or {}
+    checks.append(_check("4 namespaces, io_uring, perf, bpf, userfaultfd, ptrace",
+                         found and all(v not in ("allowed",) and "Bad address" not in v for v in found.values()),
+                         json.dumps(found)))
+    found = _outcome(first["keyrings"]) or {}
+    checks.append(_check("5 keyrings", found and all(v != "allowed" for v in found.values()), json.dumps(found)))
+    found = _outcome(first["signals"]) or {}
+    after = second["after_signals"]
+    checks.append(_check("6 signals to the judges",
+                         bool(found) and all(v != "stopped" for v in found.values()) and all(r.passed for r in after),
+                         json.dumps(found) + f"; next correct programs: {[r.status for r in after]}"))
+    created = _outcome(first["ipc_create"]) or {}
+    visible = [_outcome(r) or {} for r in second["ipc_lookup"]]
+    checks.append(_check("7 SysV IPC between runs", bool(created) and not any(v.get("visible") for v in visible),
+                         f"created in run 1: {created.get('created')} ({created.get('error') or 'ok'}); "
+                         f"visible later: {[v.get('visible') for v in visible]}"))
+    result = first["verdict"]
+    checks.append(_check("8 forged verdict", not result.passed and result.status != "sandbox_error",
+                         f"{result.status}: {result.feedback.strip().splitlines()[-1] if result.feedback else ''}"))
+    found = _outcome(first["cleanup_tree"]) or {}
+    nxt = second["cleanup_next"]
+    checks.append(_check("9 cleanup of a huge tree", first["cleanup_tree"].status != "sandbox_error"
+                         and all(r.passed for r in nxt),
+                         f"left {json.dumps(found)}; next correct programs: {[r.status for r in nxt]}"))
+    result = first["free_names"]
+    checks.append(_check("10 free names in the tests", not result.passed, result.status))
+    return checks
+
+
+def _remove_segment(key: int) -> None:
+    """If a probe's segment leaked into our IPC namespace, remove it (never leave one behind)."""
+    try:
+        with open("/proc/sysvipc/shm") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+    except OSError:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for row in rows:
+        if row and int(row[0]) == key:
+            libc.shmctl(int(row[1]), 0, None)  # IPC_RMID

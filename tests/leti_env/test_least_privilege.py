@@ -1,0 +1,212 @@
+"""Section F of the hostile catalogue: least privilege, in every mode the executor claims.
+
+Each mode runs the built-in safe self-test (``leti_env.execution.selftest``: one probe per attack
+class 1-10) in a process of its own, with a key in a keyring that process created, then exits;
+this test then checks that nothing outlived it (class 12: processes, cgroups, temp dirs, System V
+IPC objects, mounts). Modes:
+
+- root: namespaces, a minimal root, two unprivileged uids, seccomp, Landlock, cgroups;
+- rootless: uid 65534 through a user namespace (a system Python that uid can read);
+- landlock: namespaces refused (as under Docker's default seccomp profile): Landlock + seccomp.
+
+Probes aim only at canaries they create; sensitive paths are opened, never written; device nodes
+are listed, never opened; signals go only to the executor's own processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from leti_env import ExecutorPool, Program, SandboxUnavailableError, SandboxWarning
+from tests.conftest import REPO, canary_parent
+
+NAMESPACES = ["pidns", "netns", "mountns", "ipcns", "userns"]
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+SCRIPT = r'''
+import ctypes, json, os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from execution import ExecutorPool
+from execution.selftest import run_self_test
+disable, kill_self = json.loads(sys.argv[2]), sys.argv[3] == "kill"
+libc = ctypes.CDLL(None, use_errno=True)
+keyctl, add_key = {"x86_64": (250, 248), "aarch64": (219, 217)}[os.uname().machine]
+libc.syscall(keyctl, 1, b"leti-test-keyring")  # a new session keyring of this process only
+key = libc.syscall(add_key, b"user", b"leti-canary", b"leti-canary-secret", 18, -3)
+pool = ExecutorPool(2, disable=disable)
+report = pool.protections()
+pids = pool.harness_pids()
+paths = [p for w in pool._workers for p in w.cgroup_paths]
+if kill_self:
+    print(json.dumps({"pids": pids, "cgroups": paths, "status": pool.run(["pass"])[0].status}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+checks = run_self_test(pool, key_id=key if key > 0 else None, harness_pids=pids)
+pool.close()
+print(json.dumps({"report": report, "checks": checks, "pids": pids, "cgroups": paths, "key": key}))
+'''
+
+
+def _host_state() -> dict:
+    """What a sandbox could leave on the host: IPC objects, mounts, temp dirs."""
+    state = {}
+    for kind in ("shm", "sem", "msg"):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                state[kind] = sorted(line.split()[1] for line in f.readlines()[1:] if line.split())
+        except OSError:
+            state[kind] = []
+    with open("/proc/self/mountinfo") as f:
+        state["mounts"] = sorted(line.split()[4] for line in f)
+    state["tmp"] = sorted(n for n in os.listdir("/tmp") if n.startswith("leti"))
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _assert_nothing_left(out: dict, before: dict) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (any(_alive(p) for p in out["pids"]) or any(map(os.path.exists, out["cgroups"]))):
+        time.sleep(0.05)
+    assert not [p for p in out["pids"] if _alive(p)], "a sandbox process outlived the process that used it"
+    assert not [p for p in out["cgroups"] if os.path.exists(p)], "a cgroup outlived the process that used it"
+    assert _host_state() == before, "an IPC object, mount or temp dir outlived the process that used it"
+
+
+def _copy_package(for_nobody: bool) -> Path:
+    """The stdlib-only executor package, copied where the mode's user can read it."""
+    base = Path(tempfile.mkdtemp(prefix=".leti-lp-", dir=canary_parent(for_nobody=for_nobody)))
+    shutil.copytree(REPO / "leti_env" / "execution", base / "execution", ignore=shutil.ignore_patterns("__pycache__"))
+    (base / "run.py").write_text(SCRIPT)
+    for path in [base, *base.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    return base
+
+
+def _run_mode(mode: str, kill_self: bool = False) -> tuple[dict, dict]:
+    disable = {"root": [], "rootless": [], "landlock": NAMESPACES + ["cgroup"]}[mode]
+    command = [sys.executable]
+    if mode == "rootless":
+        if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(SYSTEM_PYTHON):
+            pytest.skip("needs root, setpriv and a system python to become uid 65534")
+        command = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", SYSTEM_PYTHON]
+    base = _copy_package(for_nobody=mode == "rootless")
+    before = _host_state()
+    try:
+        proc = subprocess.run(command + [str(base / "run.py"), str(base), json.dumps(disable), "kill" if kill_self else ""],
+                              capture_output=True, text=True, timeout=300, cwd=str(base),
+                              env={"PATH": "/usr/bin:/bin", "HOME": str(base)})
+        if not kill_self:
+            assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        if mode == "rootless" and not out.get("report", {"user_namespace": True})["user_namespace"]:
+            pytest.skip(f"unprivileged user namespaces are disabled here: {out['report']['notes']}")
+        return out, before
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", params=["root", "rootless", "landlock"])
+def mode_run(request):
+    out, before = _run_mode(request.param)
+    return request.param, out, before
+
+
+CLASSES = ["1 host files", "2 kernel settings", "3 devices", "4 namespaces, io_uring, perf, bpf, userfaultfd, ptrace",
+           "5 keyrings", "6 signals to the judges", "7 SysV IPC between runs", "8 forged verdict",
+           "9 cleanup of a huge tree", "10 free names in the tests"]
+
+
+@pytest.mark.parametrize("attack", CLASSES)
+def test_attack_class_is_contained(mode_run, attack):
+    mode, out, _ = mode_run
+    checks = {c["class"]: c for c in out["checks"]}
+    assert checks[attack]["ok"], f"{mode}: {attack}: {checks[attack]['detail']}"
+
+
+def test_mode_is_what_it_claims(mode_run):
+    mode, out, _ = mode_run
+    report = out["report"]
+    assert report["mode"] == ("landlock" if mode == "landlock" else "namespaces"), report
+    assert report["seccomp"] and report["signal_isolation"]
+    # Without a minimal root, uid 0 stays only where uid nobody cannot read this Python (it lives
+    # under /root here); the report says so, and Landlock + seccomp still confine it (see above).
+    assert report["unprivileged_uid"] or any("uid nobody cannot read" in n for n in report["notes"])
+    assert out["key"] > 0, "the test could not create its own key"
+    if mode == "root":
+        assert report["separate_verifier_uid"] and report["minimal_root"] and report["cgroup_pids"]
+        assert report["per_run_ipc_namespace"] and report["session_keyring"]
+    if mode == "rootless":
+        assert report["user_namespace"] and report["minimal_root"] and report["signal_isolation"] == "landlock"
+    if mode == "landlock":
+        assert not report["minimal_root"] and report["landlock_filesystem"] and report["landlock_network"]
+
+
+def test_nothing_outlives_the_process(mode_run):
+    _, out, before = mode_run
+    _assert_nothing_left(out, before)
+
+
+@pytest.mark.parametrize("mode", ["root", "landlock"])
+def test_nothing_outlives_a_killed_process(mode):
+    """The caller dies by SIGKILL mid-use: its workers see their pipe close and clean up."""
+    out, before = _run_mode(mode, kill_self=True)
+    assert out["status"] == "passed"
+    _assert_nothing_left(out, before)
+
+
+def test_no_isolation_is_refused_unless_explicitly_allowed(monkeypatch):
+    """Class 11: where neither namespaces nor Landlock work, refuse; running anyway is loud."""
+    monkeypatch.delenv("LETI_SANDBOX", raising=False)
+    everything = NAMESPACES + ["cgroup", "landlock"]
+    pool = ExecutorPool(1, disable=everything)
+    with pytest.raises(SandboxUnavailableError, match="cannot isolate generated programs.*allow_unconfined"):
+        pool.run(["pass"])
+    monkeypatch.setenv("LETI_SANDBOX", "unconfined")
+    with pytest.warns(SandboxWarning, match="UNCONFINED"):
+        with ExecutorPool(1, disable=everything) as pool:
+            assert pool.run(["assert 1 + 1 == 2"])[0].passed
+            assert pool.protections()["mode"] == "unconfined"
+
+
+def test_bad_sandbox_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("LETI_SANDBOX", "off")
+    with pytest.raises(ValueError, match="LETI_SANDBOX='off'.*strict.*unconfined"):
+        ExecutorPool(1)
+
+
+def test_a_stopped_verifier_is_replaced(pool):
+    """Class 6, from the outside: even if something stopped a verifier, the next run is judged."""
+    pool.run(["pass"] * 4)
+    verifiers = [p for p in pool.harness_pids() if _comm(p) == "leti-verifier"]
+    assert verifiers
+    for pid in verifiers:  # our own pool's processes
+        os.kill(pid, signal.SIGSTOP)
+    results = pool.run([Program("def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\n")] * 4, timeout=3)
+    assert all(r.passed for r in results), [r.status for r in results]
+    for pid in verifiers:
+        if _alive(pid):
+            os.kill(pid, signal.SIGCONT)
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""

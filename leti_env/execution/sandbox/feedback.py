@@ -46,14 +46,20 @@ def code_objects(code) -> set:
     return found
 
 
-def exception_payload(exc: BaseException, codes: set, max_chars: int) -> dict:
-    """Describe an exception as plain data: type, message, and the program's own frames."""
+def own_frames(exc: BaseException, codes: set) -> list:
+    """``[line, function]`` of each traceback frame whose code is one of ``codes`` (not the harness's)."""
     frames = []
     tb = exc.__traceback__
     while tb is not None:
         if tb.tb_frame.f_code in codes:
             frames.append([tb.tb_lineno, tb.tb_frame.f_code.co_name])
         tb = tb.tb_next
+    return frames
+
+
+def exception_payload(exc: BaseException, codes: set, max_chars: int) -> dict:
+    """Describe an exception as plain data: type, message, and the program's own frames."""
+    frames = own_frames(exc, codes)
     etype = type(exc)
     name = bounded_str(lambda: etype.__name__, "Exception")[:200]
     module = bounded_str(lambda: etype.__module__, "builtins")[:200]

@@ -161,7 +161,7 @@ class RootView:
         _mkdirs(root, "/etc")
         with open(root + "/etc/passwd", "w") as f:
             f.write("root:x:0:0:root:/tmp/run:/bin/sh\n"
-                    f"leti-verifier:x:65533:65533:leti verifier:/:/usr/sbin/nologin\n"
+                    "leti-verifier:x:65533:65533:leti verifier:/:/usr/sbin/nologin\n"
                     "nobody:x:65534:65534:nobody:/tmp/run:/usr/sbin/nologin\n")
         with open(root + "/etc/group", "w") as f:
             f.write("root:x:0:\nleti-verifier:x:65533:\nnogroup:x:65534:\n")

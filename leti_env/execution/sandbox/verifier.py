@@ -21,7 +21,7 @@ import sys
 import types
 
 from codec import decode, encode, known_module
-from feedback import FILENAME, bounded_str, code_objects, format_feedback, status_of
+from feedback import FILENAME, bounded_str, code_objects, format_feedback, own_frames, status_of
 from protocol import MessageReader, send_msg
 
 _MAX_DEPTH = 200
@@ -397,12 +397,7 @@ class Verifier:
 
 
 def _test_failure(exc: BaseException, codes: set, lines: list[str], max_chars: int) -> dict:
-    frames = []
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code in codes:
-            frames.append([tb.tb_lineno, tb.tb_frame.f_code.co_name])
-        tb = tb.tb_next
+    frames = own_frames(exc, codes)
     remote = getattr(exc, "leti_payload", None)
     if remote is not None:
         payload = remote

@@ -25,26 +25,19 @@ import signal
 import socket
 import sys
 import time
-import types
 
 import codec
-import landlock
-import seccomp
+from confine import Confinement
 from feedback import truncate
-from filesystem import ETC_FILES, SYSTEM_DIRS, RootView, python_paths
+from filesystem import RootView
 from kernel import (
-    CLONE_NEWIPC, CLONE_NEWNS, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS,
-    drop_capabilities, pidfd_open, prctl, resolve_symbols, set_process_name, unshare,
+    CLONE_NEWNS, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, pidfd_open, prctl, resolve_symbols, set_process_name,
+    unshare,
 )
+from process import NOBODY, _poll_status, _reap, _wait_status, classify, remove_tree
 from protocol import SAFE_ENV, MessageReader, send_msg
 from solution import solution_main
 from verifier import Verifier
-
-NOBODY = 65534  # the solution process
-VERIFIER_UID = 65533  # the verifier: another uid, so the program cannot signal or trace it
-OOM_SCORE_ADJ = 1000  # if the host runs out of memory, programs go first
-WORKER_MODULES = ("codec", "feedback", "filesystem", "kernel", "landlock", "protocol", "seccomp",
-                  "solution", "verifier", "zygote", "cgroups")
 
 # Modules imported once in the zygote, so that a forked program finds them warm.
 PRELOAD = (
@@ -60,7 +53,7 @@ class Zygote:
     def __init__(self, config: dict, protections: dict, cgroups):
         self.config = config
         self.protections = protections
-        notes = self.notes = protections["notes"]
+        self.notes = protections["notes"]
         self.cgroups = cgroups
         self.disabled = set(config.get("disable", ()))
         self.pid_namespace = protections.get("pid_namespace", False) and os.getpid() == 1
@@ -87,14 +80,13 @@ class Zygote:
             os.close(self.proc_fd)
             self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.scan_proc = self.pid_namespace and self._proc_is_ours()
-        self._choose_uids()
-        self.per_run_ipc = bool(self.view) and self.privileged and "ipcns" not in self.disabled
-        self._seccomp_filter = self._build_seccomp()
-        self._rules = self._build_landlock()
+        self.confine = Confinement(self)
+        self.confine.harness_stderr = _HARNESS_STDERR
+        self.solution_uid = self.confine.solution_uid
         protections.update(
             minimal_root=self.view is not None, readonly_root=self.view is not None,
             private_proc=bool(self.view and self.view.proc), minimal_dev=self.view is not None,
-            private_tmp=self.view is not None, per_run_ipc_namespace=self.per_run_ipc,
+            private_tmp=self.view is not None, per_run_ipc_namespace=self.confine.per_run_ipc,
             capabilities_dropped=True, rlimits=True, scrubbed_env=True,
         )
         self.verifier_pid: int | None = None
@@ -108,7 +100,7 @@ class Zygote:
             protections["process_tree_kill"] = "subreaper" + ("+cgroup" if cgroups else "")
         else:
             protections["process_tree_kill"] = "process_group"
-        self.nproc_limit = self._processes_of_uid(self.solution_uid) + int(config.get("pids_max", 128))
+        self.confine.nproc_limit = self._processes_of_uid(self.solution_uid) + int(config.get("pids_max", 128))
         os.environ.clear()
         os.environ.update(SAFE_ENV)
         run_dir = "/tmp/run" if self.view else os.path.join(self.tmp_root, "run")
@@ -134,138 +126,6 @@ class Zygote:
             self.view = view
         except OSError as exc:
             self.notes.append(f"no minimal root ({exc}); programs see the host's files, within Landlock's rules")
-
-    def _choose_uids(self) -> None:
-        """Never uid 0 of the host: as root, the solution and the verifier get two unprivileged uids."""
-        uid = os.getuid()
-        self.solution_uid = self.verifier_uid = uid
-        if self.real_root and "setuid" not in self.disabled:
-            if self.view is not None or _nobody_can_run_python():
-                self.solution_uid, self.verifier_uid = NOBODY, VERIFIER_UID
-            else:
-                self.notes.append("uid nobody cannot read this Python installation and there is no minimal "
-                                  "root: programs run as uid 0 with every capability dropped")
-        self.protections["unprivileged_uid"] = self.solution_uid != 0 or self.user_namespace
-        self.protections["separate_verifier_uid"] = self.solution_uid != self.verifier_uid
-
-    def _build_seccomp(self) -> bytes | None:
-        ok, why = seccomp.available()
-        if "seccomp" in self.disabled or not ok:
-            if "seccomp" not in self.disabled:
-                self.notes.append(f"no seccomp filter: {why}")
-            self.protections["seccomp"] = False
-            return None
-        self.protections["seccomp"] = True
-        return seccomp.build_filter(deny_sysv_ipc=not self.per_run_ipc,
-                                    restrict_sockets=not self.protections.get("network_namespace"))
-
-    def _build_landlock(self) -> dict:
-        """The verifier's ruleset (built once) and the program's (once, or per run: see ``_ruleset``)."""
-        abi = 0 if "landlock" in self.disabled else landlock.abi_version()
-        self.protections["landlock_abi"] = abi
-        rules: dict = {}
-        if abi <= 0:
-            if "landlock" not in self.disabled:
-                self.notes.append("no Landlock in this kernel (Linux >= 5.13 with landlock in the LSM list)")
-        else:
-            rules["verifier"] = self._ruleset(None)
-            if self.view is None:  # the run directory is a plain directory below tmp_root
-                rules["solution"] = self._ruleset(self.tmp_root)
-        first = rules.get("verifier")
-        self.protections["landlock_filesystem"] = first is not None
-        self.protections["landlock_network"] = bool(first and first.handles_network)
-        self.protections["landlock_signals"] = bool(first and first.scopes_signals)
-        separate = self.protections["separate_verifier_uid"] or self.protections["landlock_signals"]
-        self.protections["signal_isolation"] = ("uid" if self.protections["separate_verifier_uid"]
-                                                else "landlock" if separate else False)
-        return rules
-
-    def _ruleset(self, writable: str | None) -> landlock.Ruleset:
-        """Read what programs may read, use the harmless devices, write only ``writable``.
-
-        Landlock ignores a rule on a mount point for files of the filesystem mounted over it, so
-        with the minimal root the program's ruleset is built per run, on that run's own tmpfs.
-        """
-        ruleset = landlock.Ruleset()
-        for path in self._readable_paths():
-            ruleset.allow(path, "read")
-        for name in ("null", "zero", "full", "random", "urandom", "tty"):
-            ruleset.allow(f"/dev/{name}", "device")
-        if writable is not None:
-            ruleset.allow("/dev/pts", "device")
-            ruleset.allow(writable, "write")
-        return ruleset
-
-    def _readable_paths(self) -> list[str]:
-        if self.view is not None:
-            return ["/"]  # the minimal root holds only what programs may read
-        exclude = [self.config.get("caller_cwd", ""), self.config.get("home", ""), "/root", "/home"]
-        return ([f"/{d}" for d in SYSTEM_DIRS] + [f"/etc/{f}" for f in ETC_FILES + ("passwd", "group")]
-                + python_paths(exclude))
-
-    # -- one child ------------------------------------------------------------------------------
-
-    def _enter_sandbox(self, role: str, keep: list[int], stdout_fd: int, run_dir: str, request: dict) -> None:
-        """In a fresh child: session, IPC, limits, identity, Landlock, seccomp. Order matters."""
-        os.setsid()
-        set_process_name(f"leti-{role}")
-        if role == "solution":
-            if self.per_run_ipc:
-                unshare(CLONE_NEWIPC)  # SysV objects die with the run
-            self._set_oom_score()
-        os.dup2(self.devnull, 0)
-        os.dup2(stdout_fd, 1)
-        os.dup2(stdout_fd, 2)
-        ruleset = self._rules.get(role)
-        extra = {ruleset.fd} if ruleset is not None and ruleset.fd is not None else set()
-        if role == "verifier" and _HARNESS_STDERR is not None:
-            extra.add(_HARNESS_STDERR)  # trusted: may report its own bugs
-        keep = sorted(set(keep) | {0, 1, 2} | extra)
-        lo = 0
-        for fd in keep + [resource.getrlimit(resource.RLIMIT_NOFILE)[0]]:
-            if fd > lo + 1:
-                os.closerange(lo + 1, fd)
-            lo = fd
-        if role == "solution":
-            cpu = int(request["timeout"]) + 1
-            _set_rlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
-        _set_rlimit(resource.RLIMIT_AS, request["memory_mb"] * 2**20)
-        _set_rlimit(resource.RLIMIT_FSIZE, request["max_file_mb"] * 2**20)
-        _set_rlimit(resource.RLIMIT_CORE, 0)
-        _set_rlimit(resource.RLIMIT_NOFILE, 256)
-        if self.cgroups is None:  # NPROC counts the uid host-wide: allow what it has, plus pids_max
-            _set_rlimit(resource.RLIMIT_NPROC, self.nproc_limit)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large file is an OSError, not a kill
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a normal interpreter
-        os.chdir(run_dir)  # the environment was scrubbed once, in the zygote
-        uid = self.solution_uid if role == "solution" else self.verifier_uid
-        if uid != os.getuid():
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)  # drops every capability
-        prctl(PR_SET_NO_NEW_PRIVS, 1)  # exec can never regain privileges
-        drop_capabilities()
-        prctl(PR_SET_DUMPABLE, 0)  # no ptrace, no /proc/<pid>/mem from peers
-        if ruleset is not None:
-            ruleset.restrict_self()
-            ruleset.close()
-        if self._seccomp_filter is not None:
-            seccomp.install(self._seccomp_filter)
-        sys.setrecursionlimit(1000)
-        if role == "solution":  # nor find the harness's modules already loaded
-            for name in WORKER_MODULES:
-                sys.modules.pop(name, None)
-            sys.modules["__main__"] = types.ModuleType("__main__")  # not the launcher's
-
-    def _set_oom_score(self) -> None:
-        try:
-            fd = os.open(f"{os.getpid()}/oom_score_adj", os.O_WRONLY, dir_fd=self.proc_fd)
-            try:
-                os.write(fd, str(OOM_SCORE_ADJ).encode())
-            finally:
-                os.close(fd)
-        except OSError:
-            pass
 
     # -- the verifier ---------------------------------------------------------------------------
 
@@ -293,7 +153,7 @@ class Zygote:
             try:
                 ours.close()
                 limits = {"memory_mb": self.config.get("memory_mb", 1024), "max_file_mb": 1}
-                self._enter_sandbox("verifier", [theirs.fileno()], self.devnull, "/", limits)
+                self.confine.enter("verifier", [theirs.fileno()], self.devnull, "/", limits)
                 Verifier(theirs).serve()
             except BaseException:  # noqa: BLE001
                 report_harness_bug("verifier")
@@ -351,8 +211,8 @@ class Zygote:
             self.broken = True
             raise
         per_run_rules = None
-        if self.view is not None and "verifier" in self._rules:
-            per_run_rules = self._rules["solution"] = self._ruleset("/tmp")  # this run's tmpfs
+        if self.view is not None:
+            per_run_rules = self.confine.rules_for_run("/tmp")  # this run's tmpfs
         out_r, out_w = os.pipe()
         sock_u, sock_v = socket.socketpair()
         chan_u = sock_u.detach()
@@ -360,7 +220,7 @@ class Zygote:
         u_pid = os.fork()
         if u_pid == 0:  # the solution process: it keeps only its end of the RPC socket and stdout
             try:
-                self._enter_sandbox("solution", [chan_u], out_w, run_dir, request)
+                self.confine.enter("solution", [chan_u], out_w, run_dir, request)
                 solution_main(chan_u, request)
             except BaseException:  # noqa: BLE001 - a harness bug, before any untrusted code ran
                 report_harness_bug("solution setup")
@@ -526,44 +386,6 @@ class Zygote:
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def classify(request, verdict, u_status, timed_out, output_exceeded, oom) -> dict:
-    """The result of one run from what the verifier said and how the solution process ended."""
-    limit = request["timeout"]
-    base = {"asserts_run": (verdict or {}).get("asserts", 0), "total_asserts": (verdict or {}).get("total_asserts", 0)}
-    kind = (verdict or {}).get("kind")
-    if kind == "passed":
-        return {**base, "status": "passed", "feedback": ""}
-    if kind == "exception":
-        return {**base, "status": verdict["status"], "feedback": verdict["feedback"]}
-    if kind == "harness_error":
-        return {**base, "status": "sandbox_error", "feedback": "SandboxError: " + verdict["feedback"]}
-    if output_exceeded:
-        return {**base, "status": "output_limit",
-                "feedback": f"OutputLimitError: the program wrote more than {request['output_limit_mb']} MiB of output\n"}
-    if oom:
-        return {**base, "status": "memory_exceeded",
-                "feedback": f"MemoryError: the program exceeded the {request['memory_mb']} MiB memory limit\n"}
-    if timed_out and kind is None:
-        return {**base, "status": "timeout",
-                "feedback": f"TimeoutError: the program did not finish within the {limit:g} s time limit\n"}
-    ran = f"{base['asserts_run']} of {base['total_asserts']} asserts ran"
-    if u_status is not None and os.WIFSIGNALED(u_status):
-        sig = os.WTERMSIG(u_status)
-        if sig == signal.SIGXCPU:
-            return {**base, "status": "timeout",
-                    "feedback": f"TimeoutError: the program used more than its {limit:g} s of CPU time\n"}
-        return {**base, "status": "crashed",
-                "feedback": f"Fatal error: the program was killed by signal {_signal_name(sig)} ({ran})\n"}
-    if u_status is not None and os.WIFEXITED(u_status):
-        code = os.WEXITSTATUS(u_status)
-        return {**base, "status": "exited_early",
-                "feedback": f"SystemExit: the program exited with status {code} before the tests finished ({ran})\n"}
-    if kind == "gone":  # it closed its end of the tests' connection but kept running
-        return {**base, "status": "exited_early",
-                "feedback": f"SystemExit: the program stopped answering the tests ({ran})\n"}
-    return {**base, "status": "sandbox_error", "feedback": "SandboxError: the test harness stopped without a verdict\n"}
-
-
 def report_harness_bug(where: str) -> None:
     import traceback
 
@@ -572,89 +394,3 @@ def report_harness_bug(where: str) -> None:
             os.write(_HARNESS_STDERR, f"leti sandbox: error in {where}:\n{traceback.format_exc()}".encode())
         except OSError:
             pass
-
-
-def remove_tree(path: str) -> None:
-    """Remove a directory tree without recursion (a program may leave 10,000 nested directories)."""
-    stack = [path]
-    while stack:
-        top = stack[-1]
-        try:
-            entries = list(os.scandir(top))
-        except FileNotFoundError:
-            stack.pop()
-            continue
-        subdirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-        for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
-                os.unlink(entry.path)
-        if subdirs:
-            stack.extend(subdirs)
-        else:
-            os.rmdir(top)
-            stack.pop()
-
-
-def _set_rlimit(which: int, soft: int, hard: int | None = None) -> None:
-    cur_soft, cur_hard = resource.getrlimit(which)
-    hard = soft if hard is None else hard
-    if cur_hard != resource.RLIM_INFINITY:
-        hard = min(hard, cur_hard)
-        soft = min(soft, hard)
-    resource.setrlimit(which, (soft, hard))
-
-
-def _nobody_can_run_python() -> bool:
-    """Can uid nobody read this interpreter's standard library and site-packages? (forked probe)"""
-    import sysconfig
-
-    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
-            for path in paths:
-                os.listdir(path)
-            os._exit(0)
-        finally:
-            os._exit(1)
-    return os.waitpid(pid, 0)[1] == 0
-
-
-def _signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
-
-
-def _poll_status(pid: int) -> int | None:
-    try:
-        got, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return None
-    return status if got == pid else None
-
-
-def _wait_status(pid: int, seconds: float, pidfd: int | None = None) -> int | None:
-    """Wait up to ``seconds`` for ``pid`` to exit (woken by its pidfd where there is one)."""
-    if pidfd is not None:
-        select.select([pidfd], [], [], seconds)
-        return _poll_status(pid)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        status = _poll_status(pid)
-        if status is not None:
-            return status
-        time.sleep(0.0005)
-    return None
-
-
-def _reap(pid: int) -> int | None:
-    try:
-        return os.waitpid(pid, 0)[1]
-    except ChildProcessError:
-        return None
-

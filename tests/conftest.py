@@ -53,7 +53,7 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-HARNESS_NAMES = {"leti-zygote", "leti-verifier"}
+HARNESS_NAMES = {"leti-zygote", "leti-verifier", "leti-spawner"}
 
 
 def process_name(pid: int) -> str:
@@ -65,7 +65,7 @@ def process_name(pid: int) -> str:
 
 
 def leftover_processes(launcher_pid: int) -> set[int]:
-    """Processes under a worker other than its zygote and (at most one) verifier: leaks."""
+    """Processes under a worker other than its zygote, spawner and (at most one) verifier: leaks."""
     found = descendants(launcher_pid)
     harness = {p for p in found if process_name(p) in HARNESS_NAMES}
     assert sum(process_name(p) == "leti-verifier" for p in harness) <= 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import select
 import signal
@@ -56,11 +55,12 @@ class _Worker:
         self.config = config
         env = dict(protocol.SAFE_ENV)  # the worker never sees the caller's environment (secrets)
         self.proc = subprocess.Popen(
-            [python, "-I", _WORKER_DIR, json.dumps(config)],
+            [python, "-I", _WORKER_DIR],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, env=env, cwd="/",
             close_fds=True, start_new_session=True, bufsize=0,
         )
         self.fd_in, self.fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+        protocol.send_msg(self.fd_in, config)  # not argv: programs could read that in /proc
         ready, _, _ = select.select([self.fd_out], [], [], 60)
         hello = protocol.recv_msg(self.fd_out) if ready else None
         if not hello or hello.get("event") != "ready":
@@ -147,7 +147,7 @@ class ExecutorPool:
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._owner_pid = os.getpid()
-        self._warned = False
+        self._warned = self._warned_unconfined = False
         self._next_id = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -157,7 +157,7 @@ class ExecutorPool:
             self._workers, self._owner_pid = [], os.getpid()
         while len(self._workers) < self.num_workers:
             self._workers.append(_Worker(self._worker_config(len(self._workers)), self.python))
-        self._check_protections(self._workers[0].protections)
+            self._check_protections(self._workers[-1].protections)
 
     def _worker_config(self, index: int) -> dict:
         try:
@@ -180,7 +180,8 @@ class ExecutorPool:
             raise SandboxUnavailableError(
                 f"the sandbox lacks {', '.join(missing)} on this host ({notes}). "
                 "Run as root or enable unprivileged user namespaces, or drop strict mode.")
-        if protections.get("mode") == "unconfined":
+        if protections.get("mode") == "unconfined" and not self._warned_unconfined:
+            self._warned_unconfined = True
             warnings.warn("leti sandbox is UNCONFINED (allow_unconfined): generated programs run as you, with "
                           "your files and network. Never do this on a machine that holds credentials.",
                           SandboxWarning, stacklevel=4)
@@ -208,6 +209,7 @@ class ExecutorPool:
 
     def close(self) -> None:
         """Stop the workers. The pool restarts them if used again."""
+        self._warned_unconfined = False  # a restart of an unconfined pool warns again
         workers, self._workers = self._workers, []
         for worker in workers:
             worker.close()
@@ -300,6 +302,8 @@ class ExecutorPool:
                 reply = protocol.recv_msg(fd)
                 if reply is None:  # the worker died: replace it, blame the harness, not the program
                     fail_head(worker, "the worker process died")
+                elif reply.get("id") != requests[worker.inflight[0]].get("id"):
+                    fail_head(worker, "the worker answered out of turn and was restarted")
                 else:
                     results[worker.inflight.popleft()] = _to_result(reply)
                     worker.busy_until = time.monotonic() + watchdog
@@ -318,7 +322,9 @@ class ExecutorPool:
 
     def _replace(self, worker: _Worker) -> None:
         worker.kill()
-        self._workers[self._workers.index(worker)] = _Worker(worker.config, self.python)
+        fresh = _Worker(worker.config, self.python)
+        self._workers[self._workers.index(worker)] = fresh
+        self._check_protections(fresh.protections)  # a restarted slot must be as confined as the first
 
 
 _QUEUE_MAX_BYTES = 16384
@@ -343,9 +349,12 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _remove_cgroups(paths: list[str]) -> None:
+    """After SIGKILLing a worker: kill what is left in its cgroups (daemons its programs started
+    outside a PID namespace), then remove them."""
     if paths:
         from .sandbox import cgroups
 
+        cgroups.kill_paths(paths)
         cgroups.remove_paths(paths)
 
 

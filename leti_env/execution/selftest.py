@@ -31,6 +31,49 @@ _ADD = "def add(a, b):\n    return a + b\n"
 _TESTS = "assert add(1, 2) == 3\nassert add(10, 5) == 15\n"
 
 
+# Looks through the program's own memory (every readable mapping where /proc/self/maps is
+# readable, else every string reachable from its frames and the garbage collector) for the tests it
+# is judged by and for other runs' tests and programs. The markers are split in this source.
+_MEMORY_SCAN = (
+    "import re, sys, gc\n"
+    "found, scanned = set(), []\n"
+    "pattern = re.compile(rb'LETI-' + rb'(TEST|SOL)NONCE-[0-9a-f]{16}')\n"
+    "try:\n"
+    "    import ctypes\n"
+    "    for line in open('/proc/self/maps').read().splitlines():\n"
+    "        span, perms = line.split()[:2]\n"
+    "        if not perms.startswith('r') or line.endswith(('[vvar]', '[vsyscall]', '[vvar_vclock]')):\n"
+    "            continue\n"
+    "        lo, hi = (int(x, 16) for x in span.split('-'))\n"
+    "        try:\n"
+    "            found.update(m.group(0).decode() for m in pattern.finditer(ctypes.string_at(lo, hi - lo)))\n"
+    "        except Exception:\n"
+    "            pass\n"
+    "    scanned.append('maps')\n"
+    "except OSError:\n"
+    "    pass\n"
+    "todo = [(o, 0) for o in gc.get_objects() if isinstance(o, (dict, list, tuple))]\n"
+    "frame = sys._getframe()\n"
+    "while frame is not None:\n"
+    "    todo += [(frame.f_locals, 0), (frame.f_globals, 0)]\n"
+    "    frame = frame.f_back\n"
+    "seen = set()\n"
+    "while todo:\n"
+    "    container, depth = todo.pop()\n"
+    "    if id(container) in seen or depth > 4:\n"
+    "        continue\n"
+    "    seen.add(id(container))\n"
+    "    for value in list(container.values() if isinstance(container, dict) else container):\n"
+    "        if isinstance(value, (str, bytes)):\n"
+    "            raw = value.encode('utf-8', 'replace') if isinstance(value, str) else value\n"
+    "            found.update(m.group(0).decode() for m in pattern.finditer(raw))\n"
+    "        elif isinstance(value, (dict, list, tuple)):\n"
+    "            todo.append((value, depth + 1))\n"
+    "scanned.append('objects')\n"
+    "found = {'found': sorted(found), 'scanned': '+'.join(scanned)}\n" + _REPORT
+)
+
+
 def _outcome(result) -> dict | None:
     for line in result.output.splitlines():
         if line.startswith("LETI-PROBE "):
@@ -40,6 +83,12 @@ def _outcome(result) -> dict | None:
 
 def _check(name: str, ok: bool, detail: str) -> dict:
     return {"class": name, "ok": bool(ok), "detail": detail}
+
+
+def _no_report(result) -> str:
+    """Why a probe printed nothing: its status and the last line of its feedback."""
+    last = result.feedback.strip().splitlines()[-1] if result.feedback.strip() else ""
+    return f"no report: {result.status} {last}"
 
 
 def canary_folder() -> Path:
@@ -101,6 +150,7 @@ def run_self_test(pool, *, key_id: int | None = None, harness_pids: list[int] = 
     folder = canary_folder()
     cwd_canary = None
     shm_key = random.randrange(0x1E000000, 0x1EFFFFFF)
+    nonce, nonce2 = (f"{random.getrandbits(64):016x}" for _ in range(2))
     try:
         canary = folder / "canary.txt"
         canary.write_text("leti canary")
@@ -192,6 +242,8 @@ def run_self_test(pool, *, key_id: int | None = None, harness_pids: list[int] = 
                 "        open(f'f{i}', 'w').close()\n        found['files'] += 1\n"
                 "except OSError as e:\n    found['stopped'] = e.strerror\n" + _REPORT),
             "cleanup_next": Program(_ADD, _TESTS),
+            "memory_earlier": Program(_ADD + f"# LETI-SOLNONCE-{nonce}\n", f"assert add(1, 2) == 3  # LETI-TESTNONCE-{nonce}\n"),
+            "memory_scan": Program(_MEMORY_SCAN + _ADD, f"assert add(1, 2) == 3  # LETI-TESTNONCE-{nonce2}\n"),
             "free_names": Program(
                 "class math:\n    @staticmethod\n    def isclose(*a, **k):\n        return True\n"
                 "def add(a, b):\n    return a - b\n",
@@ -199,11 +251,12 @@ def run_self_test(pool, *, key_id: int | None = None, harness_pids: list[int] = 
             "after_signals": Program(_ADD, _TESTS),
         }
         names = list(probes)
-        ordered = [n for n in names if n not in ("ipc_lookup", "cleanup_next", "after_signals")]
+        later = ["ipc_lookup", "cleanup_next", "after_signals", "memory_scan"]
+        ordered = [n for n in names if n not in later]
         first = dict(zip(ordered, pool.run([probes[n] for n in ordered], timeout=10.0, max_output_bytes=65536)))
         # The second halves run after the first (the lookup must come after the create; the correct
         # program after the signals and the deep tree): each slot has served its hostile run by then.
-        later = ["ipc_lookup", "cleanup_next", "after_signals"] * max(1, pool.num_workers)
+        later = later * max(1, pool.num_workers)
         second_results = pool.run([probes[n] for n in later], timeout=10.0, max_output_bytes=65536)
         second: dict[str, list] = {}
         for name, result in zip(later, second_results):
@@ -219,9 +272,11 @@ def run_self_test(pool, *, key_id: int | None = None, harness_pids: list[int] = 
 def _judge(first: dict, second: dict, canary: str, shm_key: int) -> list[dict]:
     checks = []
     found = _outcome(first["host_files"]) or {}
-    checks.append(_check("1 host files", found and all(v != "readable" for v in found.values()), json.dumps(found)))
+    checks.append(_check("1 host files", found and all(v != "readable" for v in found.values()),
+                         json.dumps(found) if found else _no_report(first["host_files"])))
     found = _outcome(first["kernel_settings"]) or {}
-    checks.append(_check("2 kernel settings", found and all(v != "writable" for v in found.values()), json.dumps(found)))
+    checks.append(_check("2 kernel settings", found and all(v != "writable" for v in found.values()),
+                         json.dumps(found) if found else _no_report(first["kernel_settings"])))
     found = _outcome(first["devices"]) or ["<no report>"]
     extra = [d for d in found if d not in ALLOWED_DEVICES and not d.startswith("<")]
     checks.append(_check("3 devices", found != ["<no report>"] and not extra,
@@ -239,9 +294,11 @@ def _judge(first: dict, second: dict, canary: str, shm_key: int) -> list[dict]:
                          json.dumps(found) + f"; next correct programs: {[r.status for r in after]}"))
     created = _outcome(first["ipc_create"]) or {}
     visible = [_outcome(r) or {} for r in second["ipc_lookup"]]
-    checks.append(_check("7 SysV IPC between runs", bool(created) and not any(v.get("visible") for v in visible),
-                         f"created in run 1: {created.get('created')} ({created.get('error') or 'ok'}); "
-                         f"visible later: {[v.get('visible') for v in visible]}"))
+    checks.append(_check("7 SysV IPC between runs", bool(created) and all("visible" in v for v in visible)
+                         and not any(v.get("visible") for v in visible),
+                         (f"created in run 1: {created.get('created')} ({created.get('error') or 'ok'}); "
+                          if created else _no_report(first["ipc_create"]) + "; ")
+                         + f"visible later: {[v.get('visible') for v in visible]}"))
     result = first["verdict"]
     checks.append(_check("8 forged verdict", not result.passed and result.status != "sandbox_error",
                          f"{result.status}: {result.feedback.strip().splitlines()[-1] if result.feedback else ''}"))
@@ -250,6 +307,11 @@ def _judge(first: dict, second: dict, canary: str, shm_key: int) -> list[dict]:
     checks.append(_check("9 cleanup of a huge tree", first["cleanup_tree"].status != "sandbox_error"
                          and all(r.passed for r in nxt),
                          f"left {json.dumps(found)}; next correct programs: {[r.status for r in nxt]}"))
+    scans = [_outcome(r) or {} for r in second["memory_scan"]]
+    checks.append(_check("8b tests and other runs' programs out of reach",
+                         bool(scans) and all(s.get("scanned") for s in scans)
+                         and not any(s.get("found") for s in scans),
+                         "; ".join(f"scanned {s.get('scanned')}: found {s.get('found')}" for s in scans)))
     result = first["free_names"]
     checks.append(_check("10 free names in the tests", not result.passed, result.status))
     return checks

@@ -146,6 +146,22 @@ def test_filter_logic(arch: str) -> None:
                 assert ev("socket", 2, 1) == ev("socket", 10, 1) == ev("socket", 1, 2) == ev("socket", 16, 3) == EPERM
             else:
                 assert ev("connect") == ev("socket", 2, 1) == ev("socketpair", 1, 2) == seccomp.RET_ALLOW
+                assert ev("socket", 10, 2) == ev("socket", 16, 3) == ev("socket", 1, 5) == seccomp.RET_ALLOW
+                assert ev("socket", 40, 1) == ev("socket", 17, 3) == ev("socket", 38, 5) == EPERM  # vsock, packet, alg
+            # resource and scheduling calls only on the caller itself (pid / who 0)
+            for name, index in seccomp._SELF_ONLY.items():
+                args = [7, 7, 7]
+                args[index] = 0
+                assert ev(name, *args) == seccomp.RET_ALLOW, name
+                args[index] = 1234
+                assert ev(name, *args) == EPERM, name
+            for name in ("migrate_pages", "move_pages", "process_mrelease"):
+                assert ev(name) == EPERM, name
+    for attrs in (False, True):
+        prog = seccomp._build(arch, False, False, attrs)
+        for name in seccomp._FILE_ATTRS:
+            if name in nr:
+                assert run_bpf(prog, nr[name], audit, ()) == (EPERM if attrs else seccomp.RET_ALLOW), name
 
 
 def test_tables_are_consistent() -> None:
@@ -465,3 +481,50 @@ def test_landlock_unavailable_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(landlock, "abi_version", lambda: 0)
     with pytest.raises(OSError):
         landlock.Ruleset()
+
+
+def test_seccomp_self_only_calls_and_socket_families() -> None:
+    """prlimit and friends reach only the caller; AF_VSOCK (not namespaced) cannot even be created."""
+    need_seccomp()
+    prog = seccomp.build_filter()
+    parent = os.getpid()
+
+    def body() -> dict:
+        seccomp.install(prog)
+        return {"prlimit_self": errno_of(lambda: __import__("resource").prlimit(0, __import__("resource").RLIMIT_NOFILE)),
+                "prlimit_parent": errno_of(lambda: __import__("resource").prlimit(parent, __import__("resource").RLIMIT_NOFILE)),
+                "affinity_self": errno_of(lambda: os.sched_setaffinity(0, os.sched_getaffinity(0))),
+                "affinity_parent": errno_of(lambda: os.sched_setaffinity(parent, os.sched_getaffinity(parent))),
+                "priority_parent": errno_of(lambda: os.setpriority(os.PRIO_PROCESS, parent, os.getpriority(os.PRIO_PROCESS, parent))),
+                "vsock": errno_of(lambda: socket.socket(40, socket.SOCK_STREAM)),
+                "inet": errno_of(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())}
+
+    assert in_child(body) == {"prlimit_self": 0, "prlimit_parent": errno.EPERM, "affinity_self": 0,
+                              "affinity_parent": errno.EPERM, "priority_parent": errno.EPERM,
+                              "vsock": errno.EPERM, "inet": 0}
+
+
+def test_seccomp_file_attribute_and_message_queue_options() -> None:
+    """Without a minimal root: no chmod/chown/utime/xattr changes; without an IPC namespace: no mq_*."""
+    need_seccomp()
+    tmp = Path(tempfile.mkdtemp(prefix="leti-seccomp-"))
+    target = tmp / "own.txt"
+    target.write_text("x")
+    try:
+        prog = seccomp.build_filter(deny_sysv_ipc=True, deny_file_attrs=True)
+
+        def body() -> dict:
+            seccomp.install(prog)
+            return {"chmod": errno_of(lambda: os.chmod(target, 0o644)),
+                    "utime": errno_of(lambda: os.utime(target, (0, 0))),
+                    "chown": errno_of(lambda: os.chown(target, os.getuid(), os.getgid())),
+                    "setxattr": errno_of(lambda: os.setxattr(target, "user.leti", b"1")),
+                    "mq_open": -raw("mq_open", 0, 0, 0, 0),
+                    "write": errno_of(lambda: target.write_text("still writable"))}
+
+        assert in_child(body) == {"chmod": errno.EPERM, "utime": errno.EPERM, "chown": errno.EPERM,
+                                  "setxattr": errno.EPERM, "mq_open": errno.EPERM, "write": 0}
+        assert in_child(lambda: {"chmod": errno_of(lambda: os.chmod(target, 0o600))}) == {"chmod": 0}  # control
+    finally:
+        shutil.rmtree(tmp)
+

@@ -24,7 +24,8 @@ from protocol import recv_msg, send_msg
 
 
 def main(argv: list[str]) -> int:
-    config = json.loads(argv[1]) if len(argv) > 1 else {}
+    # The configuration arrives as the first message on stdin (argv would show in /proc/*/cmdline).
+    config = json.loads(argv[1]) if len(argv) > 1 else (recv_msg(0) or {})
     disabled = set(config.get("disable", ()))
     notes: list[str] = []
     protections: dict = {"notes": notes}
@@ -41,6 +42,7 @@ def main(argv: list[str]) -> int:
     if not protections["session_keyring"]:
         notes.append("could not leave the caller's session keyring (keyctl refused)")
 
+    sweep_stale_run_roots()
     cgroups = None
     if "cgroup" not in disabled:
         cgroups_module.sweep_stale()
@@ -110,6 +112,37 @@ def main(argv: list[str]) -> int:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
 
 
+def sweep_stale_run_roots() -> None:
+    """Remove the run folders of dead workers (Landlock-only mode keeps them on the host's /tmp)."""
+    import re
+    import tempfile
+
+    base = tempfile.gettempdir()
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return
+    for name in entries:
+        match = re.fullmatch(r"leti-sandbox-(\d+)-\w+", name)
+        path = os.path.join(base, name)
+        try:
+            if not match or os.lstat(path).st_uid != os.getuid() or _alive(int(match.group(1))):
+                continue
+            zygote_module.remove_tree(path)
+        except OSError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _mode(protections: dict) -> str:
     """namespaces (full), landlock (namespaces refused: Landlock + seccomp), or unconfined."""
     if protections.get("minimal_root") and protections.get("network_namespace"):
@@ -140,9 +173,10 @@ def _serve(config: dict, protections: dict, cgroups) -> int:
             request["tests_line_offset"] = request["solution"].count("\n") + 1
             try:
                 result = zygote.run(request)
-            except Exception as exc:  # noqa: BLE001 - report, keep serving
+            except Exception as exc:  # noqa: BLE001 - report; the slot restarts (its state is unknown)
                 import traceback
 
+                zygote.broken = True
                 result = {"status": "sandbox_error", "feedback": f"SandboxError: {exc}\n",
                           "detail": traceback.format_exc()[-4000:]}
             result["id"] = request.get("id")

@@ -251,6 +251,33 @@ def remove_paths(paths: list[str], timeout: float | None = None) -> None:
         pass
 
 
+def kill_paths(paths: list[str], timeout: float = 2.0) -> None:
+    """SIGKILL every process still in these groups (a supervisor whose worker it SIGKILLed: the
+    groups hold only that worker's sandboxed processes). v2 has ``cgroup.kill``; v1 is a loop
+    until the groups are empty. Never raises."""
+    try:
+        deadline = time.monotonic() + timeout
+        for path in paths:
+            kill_file = os.path.join(path, "cgroup.kill")
+            if os.path.exists(kill_file):
+                try:
+                    _write(kill_file, "1")
+                except OSError:
+                    pass
+        while time.monotonic() < deadline:
+            pids = [pid for path in paths for pid in _read_pids(path)]
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+            time.sleep(0.01)
+    except Exception:  # noqa: BLE001 - cleanup must never raise
+        pass
+
+
 def sweep_stale(prefix: str = "leti-") -> int:
     """Remove groups named ``<prefix><pid>`` in this process's own cgroup directory of every mounted
     hierarchy (v1, each controller; and v2) whose ``<pid>`` is not alive and whose subtree holds no

@@ -22,6 +22,15 @@ SAFE_BUILTIN_FUNCTIONS = frozenset(
     "abs all any ascii bin callable chr divmod format hash hex isinstance issubclass iter len max min "
     "next oct ord pow repr round sorted sum".split()
 )
+# Modules a program may hand to the tests by name, and the modules whose classes it may: pure
+# value types and math. Never ctypes, io, os, socket, importlib or the harness: the tests might
+# call what they receive, in the trusted verifier.
+SHAREABLE_MODULES = frozenset(
+    "math cmath string itertools functools operator collections heapq bisect statistics decimal "
+    "fractions numbers datetime enum".split()
+)
+# Classes: value types only (operator's and functools' callables build calls from their arguments).
+_CLASS_MODULES = (SHAREABLE_MODULES - {"operator", "functools"}) | {"builtins", "collections.abc"}
 _KNOWN_MODULES: dict[str, object] = {}
 
 
@@ -36,11 +45,17 @@ def known_module(name: str):
     return _KNOWN_MODULES.get(name) if isinstance(name, str) else None
 
 
+def _shareable_module(name):
+    return known_module(name) if name in SHAREABLE_MODULES else None
+
+
 def _nameable(value) -> bool:
     """Does ``decode`` accept ``value`` back as a 'ty' reference (a class, or an allowlisted builtin)?"""
     if isinstance(value, type):
         module, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
         if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
+            return False
+        if module not in _CLASS_MODULES:
             return False
         target = known_module(module)
         for part in qualname.split("."):
@@ -96,7 +111,7 @@ def encode(value, register, depth: int = 0):
         return ["dec", str(value)]
     if t.__module__ == "fractions" and t.__name__ == "Fraction":
         return ["fr", encode(value.numerator, register, d), encode(value.denominator, register, d)]
-    if isinstance(value, type(sys)) and known_module(getattr(value, "__name__", None)) is value:
+    if isinstance(value, type(sys)) and _shareable_module(getattr(value, "__name__", None)) is value:
         return ["mod", value.__name__]
     if _nameable(value):
         return ["ty", value.__module__, value.__qualname__]
@@ -156,7 +171,7 @@ def decode(data, make_ref):
     if tag == "fr":
         return fractions.Fraction(decode(rest[0], make_ref), decode(rest[1], make_ref))
     if tag == "mod":
-        module = known_module(rest[0])
+        module = _shareable_module(rest[0])
         if module is None:
             raise ValueError(f"the program named a module the tests cannot use: {str(rest[0])[:80]!r}")
         return module
@@ -169,7 +184,7 @@ def decode(data, make_ref):
 
 def _named_object(module_name, qualname):
     """A class (or allowlisted builtin) by name, through ``__dict__`` lookups only: no getattr hooks."""
-    obj = known_module(module_name)
+    obj = known_module(module_name) if module_name in _CLASS_MODULES else None
     if obj is None or not isinstance(qualname, str) or len(qualname) > 200:
         raise ValueError(f"the program named an object the tests cannot use: {str(module_name)[:80]!r}")
     for part in qualname.split("."):

@@ -25,7 +25,7 @@ from process import NOBODY, VERIFIER_UID, _nobody_can_run_python, _set_rlimit
 
 OOM_SCORE_ADJ = 1000  # if the host runs out of memory, programs go first
 WORKER_MODULES = ("codec", "confine", "feedback", "filesystem", "kernel", "landlock", "process", "protocol",
-                  "seccomp", "solution", "verifier", "zygote", "cgroups")
+                  "seccomp", "solution", "spawner", "verifier", "zygote", "cgroups")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
@@ -67,10 +67,11 @@ class Confinement:
             return None
         self.protections["seccomp"] = True
         return seccomp.build_filter(deny_sysv_ipc=not self.per_run_ipc,
-                                    restrict_sockets=not self.protections.get("network_namespace"))
+                                    restrict_sockets=not self.protections.get("network_namespace"),
+                                    deny_file_attrs=self.view is None)
 
     def _build_landlock(self) -> dict:
-        """The verifier's ruleset (built once) and the program's (once, or per run: see ``_ruleset``)."""
+        """The verifier's ruleset, built once; the program's is built per run (``rules_for_run``)."""
         abi = 0 if "landlock" in self.disabled else landlock.abi_version()
         self.protections["landlock_abi"] = abi
         rules: dict = {}
@@ -78,9 +79,7 @@ class Confinement:
             if "landlock" not in self.disabled:
                 self.notes.append("no Landlock in this kernel (Linux >= 5.13 with landlock in the LSM list)")
         else:
-            rules["verifier"] = self._ruleset(None)
-            if self.view is None:  # the run directory is a plain directory below tmp_root
-                rules["solution"] = self._ruleset(self.tmp_root)
+            rules["verifier"] = self._ruleset(self._system_paths(), None)
         first = rules.get("verifier")
         self.protections["landlock_filesystem"] = first is not None
         self.protections["landlock_network"] = bool(first and first.handles_network)
@@ -90,39 +89,38 @@ class Confinement:
                                                 else "landlock" if separate else False)
         return rules
 
-    def _ruleset(self, writable: str | None) -> landlock.Ruleset:
-        """Read what programs may read, use the harmless devices, write only ``writable``.
-
-        Landlock ignores a rule on a mount point for files of the filesystem mounted over it, so
-        with the minimal root the program's ruleset is built per run, on that run's own tmpfs.
-        """
+    def _ruleset(self, readable: list[str], writable: str | None) -> landlock.Ruleset:
+        """Read ``readable``, use the harmless devices, write only ``writable``."""
         ruleset = landlock.Ruleset()
-        for path in self._readable_paths():
+        for path in readable:
             ruleset.allow(path, "read")
         for name in DEVICES:
             ruleset.allow(f"/dev/{name}", "device")
         if writable is not None:
-            ruleset.allow("/dev/pts", "device")
+            if self.view is not None:  # our own devpts (the host's would hold the caller's terminal)
+                ruleset.allow("/dev/pts", "device")
             ruleset.allow(writable, "write")
         return ruleset
 
     def rules_for_run(self, writable: str) -> landlock.Ruleset | None:
-        """The program's ruleset for one run (its tmpfs is new each run); the caller closes it."""
+        """The program's ruleset for one run, writing only that run's new directory.
+
+        Built per run: Landlock ignores a rule on a mount point for the filesystem mounted over it
+        (the run's tmpfs), and a rule on a parent would let one run leave files for the next.
+        The caller closes it.
+        """
         if "verifier" not in self._rules:
             return None
-        ruleset = self._rules["solution"] = self._ruleset(writable)
-        return ruleset
+        return self._ruleset(["/"] if self.view is not None else self._system_paths(), writable)
 
-    def _readable_paths(self) -> list[str]:
-        if self.view is not None:
-            return ["/"]  # the minimal root holds only what programs may read
+    def _system_paths(self) -> list[str]:
+        """What Python needs to read: system libraries, a few /etc files, its prefixes and sys.path."""
         exclude = [self.config.get("caller_cwd", ""), self.config.get("home", ""), "/root", "/home"]
-        return ([f"/{d}" for d in SYSTEM_DIRS] + [f"/etc/{f}" for f in ETC_FILES + ("passwd", "group")]
-                + python_paths(exclude))
+        etc = ETC_FILES if self.view is None else ETC_FILES + ("passwd", "group")  # ours, in the view
+        return [f"/{d}" for d in SYSTEM_DIRS] + [f"/etc/{f}" for f in etc] + python_paths(exclude)
 
-    # -- one child ------------------------------------------------------------------------------
-
-    def enter(self, role: str, keep: list[int], stdout_fd: int, run_dir: str, request: dict) -> None:
+    def enter(self, role: str, keep: list[int], stdout_fd: int, run_dir: str, request: dict,
+              ruleset_fd: int | None = None) -> None:
         """In a fresh child: session, IPC, limits, identity, Landlock, seccomp. Order matters."""
         os.setsid()
         set_process_name(f"leti-{role}")
@@ -133,8 +131,10 @@ class Confinement:
         os.dup2(self.devnull, 0)
         os.dup2(stdout_fd, 1)
         os.dup2(stdout_fd, 2)
-        ruleset = self._rules.get(role)
+        ruleset = self._rules.get(role) if ruleset_fd is None else None
         extra = {ruleset.fd} if ruleset is not None and ruleset.fd is not None else set()
+        if ruleset_fd is not None:
+            extra.add(ruleset_fd)
         if role == "verifier" and self.harness_stderr is not None:
             extra.add(self.harness_stderr)  # trusted: may report its own bugs
         keep = sorted(set(keep) | {0, 1, 2} | extra)
@@ -156,14 +156,20 @@ class Confinement:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a normal interpreter
         os.chdir(run_dir)  # the environment was scrubbed once, in the zygote
         uid = self.solution_uid if role == "solution" else self.verifier_uid
+        try:
+            os.setgroups([])  # no supplementary groups, whatever the uid
+        except PermissionError:
+            pass  # a user namespace with setgroups denied has none to drop
         if uid != os.getuid():
-            os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)  # drops every capability
         prctl(PR_SET_NO_NEW_PRIVS, 1)  # exec can never regain privileges
         drop_capabilities()
         prctl(PR_SET_DUMPABLE, 0)  # no ptrace, no /proc/<pid>/mem from peers
-        if ruleset is not None:
+        if ruleset_fd is not None:
+            landlock.restrict_with(ruleset_fd)
+            os.close(ruleset_fd)
+        elif ruleset is not None:
             ruleset.restrict_self()
             ruleset.close()
         if self._seccomp_filter is not None:

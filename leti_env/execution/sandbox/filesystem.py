@@ -32,6 +32,7 @@ PROC_MASKED = ("kcore", "keys", "kmsg", "timer_list", "timer_stats", "sched_debu
                "interrupts", "kallsyms", "kpagecount", "kpageflags", "kpagecgroup", "pagetypeinfo",
                "vmallocinfo", "slabinfo", "config.gz", "buddyinfo", "mtrr")
 PROC_MASKED_DIRS = ("acpi", "scsi", "asound", "driver", "tty", "dynamic_debug")
+PACKAGE_DIRS = ("site-packages", "dist-packages")
 RUN_TMP = "/tmp"
 RUN_DIR = "/tmp/run"
 _PRIVATE = ("/tmp",)  # per-run: a bound path under here is bound again inside each run's tmpfs
@@ -54,17 +55,21 @@ def _under(path: str, root: str) -> bool:
 def python_paths(exclude: list[str]) -> list[str]:
     """What the interpreter needs: its prefixes and ``sys.path``, minus anything that would show more.
 
-    A path is left out if it is ``/`` or an ancestor of (or equal to) one of ``exclude`` (the caller's
-    working directory and home): an editable install's source tree is never shown whole.
+    A path is left out if it is ``/``, an ancestor of (or equal to) one of ``exclude`` (the caller's
+    working directory and home), or outside the interpreter's prefixes and not a site-packages
+    folder (an editable install's project folder, with its ``.git`` and secrets, is never shown).
     """
     candidates = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
                   *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")),
                   *[p for p in sys.path if p]]
+    prefixes = [os.path.abspath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)]
     keep: list[str] = []
     for path in candidates:
         path = os.path.abspath(path)
         if not os.path.exists(path) or path == "/":
             continue
+        if not any(_under(path, p) for p in prefixes) and os.path.basename(path) not in PACKAGE_DIRS:
+            continue  # e.g. a project folder an editable install put on sys.path: not shown whole
         if any(_under(e, path) for e in exclude if e):
             continue
         if any(_under(path, k) for k in keep):
@@ -213,7 +218,8 @@ class RootView:
         """Mount a new tmpfs on /tmp with the run directory in it; return the run directory."""
         size = int(self.config.get("tmpfs_mb", 256))
         inodes = int(self.config.get("tmpfs_inodes", 16384))
-        mount("leti-run", RUN_TMP, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,nr_inodes={inodes},mode=1777")
+        mount("leti-run", RUN_TMP, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              f"size={size}m,nr_inodes={inodes},mode=1777")
         os.mkdir(RUN_DIR, 0o700)
         if uid != os.geteuid():
             os.chown(RUN_DIR, uid, gid)

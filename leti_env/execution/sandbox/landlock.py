@@ -170,3 +170,12 @@ class Ruleset:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def restrict_with(fd: int) -> None:
+    """Enforce a ruleset built by another process (received as a descriptor) on the calling thread."""
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, ctypes.c_ulong(1), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)):
+        _raise(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    ret = _sys(_SYS_RESTRICT_SELF, ctypes.c_int(fd), ctypes.c_uint32(0))
+    if ret < 0:
+        _raise(-ret, "restrict_self")

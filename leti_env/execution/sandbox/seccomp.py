@@ -27,17 +27,32 @@ _DENY = (
     "process_vm_writev pidfd_getfd init_module finit_module delete_module kexec_load "
     "kexec_file_load reboot swapon swapoff acct open_by_handle_at name_to_handle_at settimeofday "
     "clock_settime clock_adjtime syslog vhangup quotactl quotactl_fd lookup_dcookie kcmp "
-    "process_madvise uselib iopl ioperm create_module get_kernel_syms query_module nfsservctl "
-    "_sysctl sysfs ustat"
+    "process_madvise process_mrelease migrate_pages move_pages uselib iopl ioperm create_module "
+    "get_kernel_syms query_module nfsservctl _sysctl sysfs ustat"
 ).split()
-_SYSV_IPC = "shmget shmat shmctl shmdt semget semop semctl semtimedop msgget msgsnd msgrcv msgctl".split()
+# Without an IPC namespace, System V IPC and POSIX message queues would be host-global.
+_SYSV_IPC = ("shmget shmat shmctl shmdt semget semop semctl semtimedop msgget msgsnd msgrcv msgctl "
+             "mq_open mq_unlink mq_timedsend mq_timedreceive mq_notify mq_getsetattr").split()
+# Without a minimal root, Landlock does not cover changing the mode, owner, times or extended
+# attributes of a host file the program can open: refused outright.
+_FILE_ATTRS = ("chmod fchmod fchmodat fchmodat2 chown fchown lchown fchownat utime utimes futimesat utimensat "
+               "setxattr lsetxattr fsetxattr removexattr lremovexattr fremovexattr setxattrat removexattrat "
+               "file_setattr").split()
+# Allowed only on the calling process itself (argument index that must be 0): the verifier and the
+# zygote may share the program's uid, and these calls need no signal permission.
+_SELF_ONLY = {"prlimit64": 0, "sched_setaffinity": 0, "sched_setscheduler": 0, "sched_setparam": 0,
+              "sched_setattr": 0, "setpriority": 1, "ioprio_set": 1}
+# Socket families a program may create where it has its own network namespace (AF_VSOCK and the
+# like are not namespaced: they would reach the hypervisor or the host).
+_FAMILIES = (1, 2, 10, 16)  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
 
 # Numbers >= 424 are shared by every architecture (the unified syscall table).
 _COMMON = {
     "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427, "open_tree": 428,
     "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
     "clone3": 435, "pidfd_getfd": 438, "process_madvise": 440, "mount_setattr": 442,
-    "quotactl_fd": 443, "open_tree_attr": 467,
+    "quotactl_fd": 443, "process_mrelease": 448, "fchmodat2": 452, "setxattrat": 463,
+    "removexattrat": 466, "open_tree_attr": 467, "file_setattr": 469,
 }
 _TABLES: dict[str, dict[str, int]] = {
     "x86_64": {
@@ -54,6 +69,13 @@ _TABLES: dict[str, dict[str, int]] = {
         "perf_event_open": 298, "name_to_handle_at": 303, "open_by_handle_at": 304,
         "clock_adjtime": 305, "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311,
         "kcmp": 312, "finit_module": 313, "kexec_file_load": 320, "bpf": 321, "userfaultfd": 323,
+        "chmod": 90, "fchmod": 91, "chown": 92, "fchown": 93, "lchown": 94, "utime": 132,
+        "setpriority": 141, "sched_setparam": 142, "sched_setscheduler": 144, "setxattr": 188,
+        "lsetxattr": 189, "fsetxattr": 190, "removexattr": 197, "lremovexattr": 198,
+        "fremovexattr": 199, "sched_setaffinity": 203, "utimes": 235, "mq_open": 240, "mq_unlink": 241,
+        "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245,
+        "ioprio_set": 251, "migrate_pages": 256, "fchownat": 260, "futimesat": 261, "fchmodat": 268,
+        "move_pages": 279, "utimensat": 280, "prlimit64": 302, "sched_setattr": 314,
     },
     "aarch64": {
         **_COMMON, "lookup_dcookie": 18, "umount2": 39, "mount": 40, "pivot_root": 41,
@@ -68,6 +90,12 @@ _TABLES: dict[str, dict[str, int]] = {
         "open_by_handle_at": 265, "clock_adjtime": 266, "setns": 268, "process_vm_readv": 270,
         "process_vm_writev": 271, "kcmp": 272, "finit_module": 273, "bpf": 280,
         "userfaultfd": 282, "kexec_file_load": 294,
+        "setxattr": 5, "lsetxattr": 6, "fsetxattr": 7, "removexattr": 14, "lremovexattr": 15,
+        "fremovexattr": 16, "ioprio_set": 30, "fchmod": 52, "fchmodat": 53, "fchownat": 54, "fchown": 55,
+        "utimensat": 88, "sched_setparam": 118, "sched_setscheduler": 119, "sched_setaffinity": 122,
+        "setpriority": 140, "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182, "mq_timedreceive": 183,
+        "mq_notify": 184, "mq_getsetattr": 185, "migrate_pages": 238, "move_pages": 239, "prlimit64": 261,
+        "sched_setattr": 274,
     },
 }
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -141,10 +169,11 @@ def _assemble(lines: list) -> bytes:
     return b"".join(out)
 
 
-def _build(arch: str, deny_sysv_ipc: bool, restrict_sockets: bool) -> bytes:
+def _build(arch: str, deny_sysv_ipc: bool, restrict_sockets: bool, deny_file_attrs: bool = False) -> bytes:
     """The filter program for ``arch`` (separate from build_filter so tests can build both arches)."""
     nr = _TABLES[arch]
     deny = [n for n in _DENY if n in nr] + (_SYSV_IPC if deny_sysv_ipc else [])
+    deny += [n for n in _FILE_ATTRS if n in nr] if deny_file_attrs else []
     p: list = [(_LD_W_ABS, _OFF_ARCH, 0, 0), (_JEQ, _AUDIT_ARCH[arch], 0, "deny"), (_LD_W_ABS, _OFF_NR, 0, 0)]
     if arch == "x86_64":
         p.append((_JGE, X32_SYSCALL_BIT, "deny", 0))
@@ -154,6 +183,9 @@ def _build(arch: str, deny_sysv_ipc: bool, restrict_sockets: bool) -> bytes:
     if restrict_sockets:
         p += [(_JEQ, nr["connect"], "deny", 0), (_JEQ, nr["socket"], "socket", 0),
               (_JEQ, nr["socketpair"], "socketpair", 0)]
+    else:
+        p += [(_JEQ, nr["socket"], "families", 0)]
+    p += [(_JEQ, nr[name], f"self{index}", 0) for name, index in _SELF_ONLY.items()]
     p += [(_RET_K, RET_ALLOW, 0, 0),
           "clone", (_LD_W_ABS, _arg(0), 0, 0), (_JSET, CLONE_NS_FLAGS, "deny", "allow"),
           "personality", (_LD_W_ABS, _arg(0), 0, 0), (_JEQ, 0, "allow", 0),
@@ -165,6 +197,11 @@ def _build(arch: str, deny_sysv_ipc: bool, restrict_sockets: bool) -> bytes:
         # and seqpacket pairs ignore a destination address, so only those are allowed.
         p += ["socketpair", (_LD_W_ABS, _arg(1), 0, 0), (_ALU_AND_K, 0xF, 0, 0), (_JEQ, 1, "allow", 0),
               (_JEQ, 5, "allow", "deny")]
+    else:
+        p += ["families", (_LD_W_ABS, _arg(0), 0, 0)]
+        p += [(_JEQ, family, "allow", 0) for family in _FAMILIES] + [(_RET_K, RET_EPERM, 0, 0)]
+    for index in sorted(set(_SELF_ONLY.values())):  # pid 0 / who 0: the caller itself
+        p += [f"self{index}", (_LD_W_ABS, _arg(index), 0, 0), (_JEQ, 0, "allow", "deny")]
     p += ["allow", (_RET_K, RET_ALLOW, 0, 0), "deny", (_RET_K, RET_EPERM, 0, 0),
           "enosys", (_RET_K, RET_ENOSYS, 0, 0)]
     return _assemble(p)
@@ -186,17 +223,22 @@ def _prepare(program: bytes) -> _SockFprog:
     return hit[0]
 
 
-def build_filter(*, deny_sysv_ipc: bool = False, restrict_sockets: bool = False) -> bytes:
+def build_filter(*, deny_sysv_ipc: bool = False, restrict_sockets: bool = False,
+                 deny_file_attrs: bool = False) -> bytes:
     """The packed sock_filter array for this arch.
 
     ``deny_sysv_ipc``: for hosts without an IPC namespace (System V IPC would be host-global).
     ``restrict_sockets``: for hosts without a network namespace: AF_UNIX stream sockets and
     stream/seqpacket socketpairs only, no connect() at all (so named sockets such as docker.sock
     stay unreachable).
+    ``deny_file_attrs``: for hosts without a minimal root: no chmod, chown, utime or xattr changes
+    (Landlock does not cover them, and the program may be able to open host files for reading).
+    Always: socket families other than AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK are refused, and
+    prlimit, sched_set*, setpriority and ioprio_set work only on the calling process.
     """
     if _ARCH is None:
         raise OSError(f"seccomp filter: unsupported architecture {os.uname().machine}")
-    program = _build(_ARCH, deny_sysv_ipc, restrict_sockets)
+    program = _build(_ARCH, deny_sysv_ipc, restrict_sockets, deny_file_attrs)
     _prepare(program)
     return program
 

@@ -98,8 +98,8 @@ def solution_main(chan: int, request: dict) -> None:
                 reply = ["ok", encode(value, register)]
             except SystemExit as exc:
                 _exit_flushed(_exit_code(exc))
-            except StopIteration:
-                reply = ["stop"]
+            except StopIteration as exc:  # the end of an iteration the tests asked for, or an error
+                reply = ["stop"] if op == "next" else ["err", describe(exc, codes)]
             except BaseException as exc:  # noqa: BLE001
                 reply = ["err", describe(exc, codes)]
             try:

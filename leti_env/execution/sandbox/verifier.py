@@ -44,6 +44,8 @@ _REMOTE_CLASSES: dict[type, type] = {}
 
 def _remote_exception(payload: dict) -> BaseException:
     base = getattr(builtins, payload.get("type", ""), None)
+    if base in (StopIteration, StopAsyncIteration):
+        base = RuntimeError  # as PEP 479 does in generators: the program cannot end the tests' loops
     if not (isinstance(base, type) and issubclass(base, Exception)) or base is RemoteError:
         base = RemoteError
     cls = _REMOTE_CLASSES.get(base)
@@ -118,7 +120,7 @@ class _Connection:
             except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError,
                     RecursionError, decimal_errors) as exc:
                 raise self._violated(f"undecodable value: {str(exc)[:200]}") from None
-        if reply[0] == "stop":
+        if reply[0] == "stop" and req[0] == "next":
             raise StopIteration
         if reply[0] == "err" and len(reply) == 2 and isinstance(reply[1], dict):
             try:

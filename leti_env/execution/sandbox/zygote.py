@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import json
 import os
 import resource
 import select
@@ -27,16 +28,16 @@ import sys
 import time
 
 import codec
+import spawner
 from confine import Confinement
 from feedback import truncate
 from filesystem import RootView
 from kernel import (
-    CLONE_NEWNS, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, pidfd_open, prctl, resolve_symbols, set_process_name,
+    CLONE_NEWCGROUP, CLONE_NEWNS, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, pidfd_open, prctl, resolve_symbols, set_process_name,
     unshare,
 )
-from process import NOBODY, _poll_status, _reap, _wait_status, classify, remove_tree
+from process import NOBODY, _poll_status, _reap, classify, remove_tree
 from protocol import SAFE_ENV, MessageReader, send_msg
-from solution import solution_main
 from verifier import Verifier
 
 # Modules imported once in the zygote, so that a forked program finds them warm.
@@ -45,6 +46,7 @@ PRELOAD = (
     "fractions functools hashlib heapq itertools json math numbers operator random re statistics "
     "string textwrap typing unicodedata"
 ).split()
+_SOLUTION_KEYS = ("solution", "timeout", "memory_mb", "max_file_mb", "max_feedback_chars")
 _VERIFIER_KEYS = ("text", "tests", "prelude", "entry_points", "tests_line_offset", "max_feedback_chars", "modules")
 _HARNESS_STDERR: int | None = None  # the launcher's stderr, kept for harness bug reports
 
@@ -65,6 +67,11 @@ class Zygote:
         if cgroups is not None:
             cgroups.join_run()  # before the filesystem view changes
             cgroups.keep_open()
+        if self.privileged:
+            try:  # programs see their own cgroup as "/", not the host's container path
+                unshare(CLONE_NEWCGROUP)
+            except OSError:
+                pass
         self.broken = False
         # Our own view of processes: the host's /proc (kept open) unless we get our PID namespace's.
         self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -75,7 +82,7 @@ class Zygote:
         if self.view is None:
             import tempfile
 
-            self.tmp_root = tempfile.mkdtemp(prefix="leti-sandbox-")
+            self.tmp_root = tempfile.mkdtemp(prefix=f"leti-sandbox-{os.getpid()}-")  # swept once we are dead
         elif self.view.proc:
             os.close(self.proc_fd)
             self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -115,6 +122,36 @@ class Zygote:
         sys.path[:] = [p for p in sys.path if p != _HERE]  # nothing forked from here imports the harness
         gc.collect()
         gc.freeze()  # forked children then do not copy the zygote's heap on their first GC
+        self._start_spawner()  # now, before any request: its memory never holds a test or a program
+
+    def _start_spawner(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                set_process_name("leti-spawner")
+                spawner.serve(theirs, self.confine, report_harness_bug)
+            except BaseException:  # noqa: BLE001
+                report_harness_bug("spawner")
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.spawner_pid, self.spawner = pid, ours
+
+    def _ask_spawner(self, command: dict, fds: list[int] = ()) -> dict:
+        try:
+            if fds:
+                socket.send_fds(self.spawner, [json.dumps(command).encode()], list(fds))
+            else:
+                self.spawner.send(json.dumps(command).encode())
+            reply = self.spawner.recv(4096)
+        except OSError:
+            reply = b""
+        if not reply:  # it died: never respawn it from this (no longer clean) process
+            self.broken = True
+            raise OSError("the slot's spawner process died")
+        return json.loads(reply)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -210,25 +247,25 @@ class Zygote:
         except OSError:
             self.broken = True
             raise
-        per_run_rules = None
-        if self.view is not None:
-            per_run_rules = self.confine.rules_for_run("/tmp")  # this run's tmpfs
+        # This run's tmpfs (namespaces) or run directory (Landlock only) is new: so is its ruleset.
+        per_run_rules = self.confine.rules_for_run("/tmp" if self.view is not None else run_dir)
         out_r, out_w = os.pipe()
+        program_r, program_w = os.pipe()
         sock_u, sock_v = socket.socketpair()
         chan_u = sock_u.detach()
-
-        u_pid = os.fork()
-        if u_pid == 0:  # the solution process: it keeps only its end of the RPC socket and stdout
-            try:
-                self.confine.enter("solution", [chan_u], out_w, run_dir, request)
-                solution_main(chan_u, request)
-            except BaseException:  # noqa: BLE001 - a harness bug, before any untrusted code ran
-                report_harness_bug("solution setup")
-            finally:
-                os._exit(71)
-        os.close(chan_u), os.close(out_w)
-        if per_run_rules is not None:
-            per_run_rules.close()
+        fds = [chan_u, out_w, program_r] + ([per_run_rules.fd] if per_run_rules is not None else [])
+        try:
+            u_pid = self._ask_spawner({"op": "fork", "run_dir": run_dir}, fds)["pid"]
+        finally:
+            for fd in fds[:3]:
+                os.close(fd)
+            if per_run_rules is not None:
+                per_run_rules.close()
+        try:  # the solution process reads its own program (never its tests) from this pipe
+            with open(program_w, "wb") as pipe:
+                pipe.write(json.dumps({k: request[k] for k in _SOLUTION_KEYS}).encode())
+        except OSError:
+            pass  # it died before reading: the run ends as a sandbox error below
         pidfd = pidfd_open(u_pid)
         fds = [sock_v.fileno()] + ([pidfd] if pidfd is not None else [])
         verifier_ok = True
@@ -267,11 +304,15 @@ class Zygote:
                 elif self.control_reader.has_message():
                     verdict = self.control_reader.recv()
 
-        u_status = _poll_status(u_pid)
-        if u_status is None and verdict is not None:
-            # With the verdict in, the verifier has hung up and the program exits (flushing its
-            # prints); after "gone", its socket closed a moment before it can be reaped. Wait a little.
-            u_status = _wait_status(u_pid, 0.25 if verdict.get("kind") == "gone" else 0.05, pidfd)
+        u_status, u_cpu = self._solution_status(u_pid, 0)
+        if verdict is not None:
+            if u_status is None:
+                # With the verdict in, the verifier has hung up and the program exits (flushing its
+                # prints); after "gone", its socket closed a moment before it can be reaped. Wait a little.
+                if pidfd is not None:
+                    select.select([pidfd], [], [], 0.25 if verdict.get("kind") == "gone" else 0.05)
+                u_status, u_cpu = self._solution_status(u_pid, 0 if pidfd is not None else 0.05)
+            # What it printed before exiting is still in the pipe, exited or not.
             while out_r in open_fds and len(output) < request["max_output_bytes"]:
                 if not select.select([out_r], [], [], 0)[0]:
                     break
@@ -286,7 +327,7 @@ class Zygote:
             self._drop_verifier()
         self._kill_run()
         if u_status is None:
-            u_status = _reap(u_pid)
+            u_status, u_cpu = self._solution_status(u_pid, 2.0)
         os.close(out_r)
         if not self._clear_run_dir():
             self.broken = True
@@ -295,16 +336,21 @@ class Zygote:
         result = classify(request, verdict, u_status, timed_out, output_exceeded, oom)
         result.update(
             duration_s=time.monotonic() - start,
-            cpu_s=(usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime),
+            cpu_s=u_cpu + (usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime),
             output=bytes(output).decode("utf-8", "replace"),
             output_bytes=output_total,
         )
         result["feedback"] = truncate(result["feedback"], request["max_feedback_chars"])
         return result
 
+    def _solution_status(self, pid: int, seconds: float) -> tuple[int | None, float]:
+        """How the solution process ended (the spawner reaps it), waiting up to ``seconds``."""
+        reply = self._ask_spawner({"op": "wait", "pid": pid, "seconds": seconds})
+        return reply["status"], reply["cpu_s"]
+
     def _kill_run(self) -> None:
         """Kill every process of the run (descendants, orphans, daemons), sparing the verifier."""
-        keep = {os.getpid()} | ({self.verifier_pid} if self.verifier_pid is not None else set())
+        keep = {os.getpid(), self.spawner_pid} | ({self.verifier_pid} if self.verifier_pid is not None else set())
         if self.pid_namespace and not self.scan_proc:
             # Init of a private PID namespace whose /proc we could not mount: -1 means "every process
             # in this namespace but me" (getpid() == 1 holds in no process outside a fresh namespace).
@@ -315,8 +361,9 @@ class Zygote:
         for _ in range(1000):
             if self.scan_proc:  # our own /proc of our own PID namespace: every pid here is ours
                 victims = {int(p) for p in os.listdir(self.proc_fd) if p.isdigit()}
-            else:  # no PID namespace: our children (we are a subreaper) and the run cgroup
-                victims = set(self._children(os.getpid())) | set(self.cgroups.run_pids() if self.cgroups else ())
+            else:  # no PID namespace: the spawner's children, ours (we are a subreaper), the run cgroup
+                victims = set(self._children(os.getpid())) | set(self._children(self.spawner_pid))
+                victims |= set(self.cgroups.run_pids() if self.cgroups else ())
             victims -= keep
             if not victims:
                 break
@@ -327,6 +374,8 @@ class Zygote:
                     pass
             self._reap_orphans(block=False)
             time.sleep(0.0005)
+        else:  # something of the run would not die: never serve the next run beside it
+            self.broken = True
         self._reap_orphans(block=False)
 
     def _reap_orphans(self, block: bool = True) -> None:
@@ -339,6 +388,8 @@ class Zygote:
             if pid and pid == self.verifier_pid:
                 self.verifier_pid = None
                 self._drop_verifier(kill=False)
+            if pid and pid == self.spawner_pid:
+                self.broken = True
             if pid == 0:
                 if not block or time.monotonic() > deadline:
                     return

@@ -1,0 +1,89 @@
+"""The spawner: a clean process that forks the solution processes.
+
+A forked child starts with a copy of its parent's memory. The zygote has held earlier runs' requests
+(their tests and programs) and the verifier's verdicts, and freed memory is not wiped: a program
+forked from it could scan its own memory for the tests it is judged by, or copy a sibling's passing
+program. So solution processes are forked from this spawner instead, which the zygote forks once,
+before reading any request, and which never receives a program or a test: only "fork" commands
+(with the run's file descriptors) and "wait" questions. Each solution process reads its own program
+from a pipe, then confines itself. The spawner reaps its children and reports how each one ended.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+
+from kernel import PR_SET_PDEATHSIG, prctl
+from solution import solution_main
+
+_MAX_COMMAND = 4096
+_ended: dict[int, tuple[int, float]] = {}  # pid -> (wait status, CPU seconds)
+
+
+def _reap(*_ignored) -> None:
+    while True:
+        try:
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        _ended[pid] = (status, usage.ru_utime + usage.ru_stime)
+
+
+def _read_request(fd: int) -> dict:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(chunks))
+
+
+def serve(sock: socket.socket, confine, report_bug) -> None:
+    """Answer the zygote until it hangs up: fork a solution process, or say how one ended."""
+    signal.signal(signal.SIGCHLD, _reap)
+    while True:
+        message, fds, _, _ = socket.recv_fds(sock, _MAX_COMMAND, 4)
+        if not message:
+            return
+        command = json.loads(message)
+        if command["op"] == "fork":
+            pid = os.fork()
+            if pid == 0:
+                _solution(sock, fds, command, confine, report_bug)
+            for fd in fds:
+                os.close(fd)
+            sock.send(json.dumps({"pid": pid}).encode())
+        elif command["op"] == "wait":  # the exit status, waiting up to `seconds` for it
+            deadline = time.monotonic() + command["seconds"]
+            pid = command["pid"]
+            while pid not in _ended and time.monotonic() < deadline:
+                _reap()
+                time.sleep(0.0005)
+            _reap()
+            status, cpu = _ended.pop(pid, (None, 0.0))
+            sock.send(json.dumps({"status": status, "cpu_s": cpu}).encode())
+
+
+def _solution(sock: socket.socket, fds: list[int], command: dict, confine, report_bug) -> None:
+    """In the new child: read the program, confine, run it. Never returns."""
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        sock.close()
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the spawner gone (its slot killed): so is the run
+        chan, out_w, program_r = fds[:3]
+        ruleset_fd = fds[3] if len(fds) > 3 else None
+        request = _read_request(program_r)
+        confine.enter("solution", [chan], out_w, command["run_dir"], request, ruleset_fd=ruleset_fd)
+        solution_main(chan, request)
+    except BaseException:  # noqa: BLE001 - a harness bug, before any untrusted code ran
+        report_bug("solution setup")
+    finally:
+        os._exit(71)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from leti_env import Program
+from leti_env import ExecutorPool, Program
 from tests.conftest import canary_parent, leftover_processes
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
@@ -26,7 +26,7 @@ TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\nassert add(10, 5) == 15\
 SECRET = "leti-canary-secret-7f3a"
 TIMEOUT = 2.0
 DENIED = "Read-only file system|Permission denied|No such file or directory"  # read-only, refused, or not in the view at all
-NET_DENIED = "Permission denied|Network is unreachable"  # Landlock refuses TCP; the empty network namespace has no route
+NET_DENIED = "Permission denied|Operation not permitted|Network is unreachable"  # Landlock, seccomp, or no route
 REGEX_NEEDLES = (DENIED, NET_DENIED)
 
 
@@ -101,9 +101,24 @@ SET_TESTS = "assert set([add(1, 2)]) == set([3])\nassert set([add(10, 5)]) == se
 ISCLOSE_TESTS = "import math\nassert math.isclose(add(1, 2), 3)\nassert math.isclose(add(10, 5), 15)\n"
 
 
+LANDLOCK_ONLY = ["pidns", "netns", "mountns", "ipcns"]  # namespaces refused; Landlock, seccomp, cgroups
+
+
+@pytest.fixture(scope="module", params=["namespaces", "landlock"])
+def mode_pool(request, pool):
+    """The catalogue runs in the full mode and in the Landlock-only mode (as under Docker's seccomp)."""
+    if request.param == "namespaces":
+        yield pool
+    else:
+        with ExecutorPool(2, disable=LANDLOCK_ONLY) as landlock_pool:
+            assert landlock_pool.protections()["mode"] == "landlock"
+            yield landlock_pool
+
+
 @pytest.fixture(scope="module")
-def catalogue(pool):
+def catalogue(mode_pool):
     """Run every row once (in parallel, as a trainer would), then let each test check its own row."""
+    pool = mode_pool
     # Canaries on the real filesystem (not /tmp, which the sandbox replaces with a private tmpfs).
     canary_dir = Path(tempfile.mkdtemp(prefix=".leti-canaries-", dir=canary_parent()))
     canary = canary_dir / "canary.txt"
@@ -141,13 +156,16 @@ def catalogue(pool):
     elapsed = time.monotonic() - started
     time.sleep(0.3)
     leftover = set()
-    for worker in pool._workers:  # the zygote and its verifier remain; nothing else
+    for worker in pool._workers:  # the zygote, its spawner and its verifier remain; nothing else
         leftover |= leftover_processes(worker.proc.pid)
+    live = {str(p) for p in pool.harness_pids()}  # a live Landlock-only worker's own run folder
+    tmp_new = {n for n in set(os.listdir("/tmp")) - tmp_before
+               if not (n.startswith("leti-sandbox-") and n.split("-")[2] in live)}
     stop.set()
     acceptor.join()
     server.close()
     yield {"table": table, "results": results, "canary_dir": canary_dir, "connections": connections,
-           "leftover": leftover, "tmp_new": set(os.listdir("/tmp")) - tmp_before, "elapsed": elapsed}
+           "leftover": leftover, "tmp_new": tmp_new, "elapsed": elapsed}
     del os.environ["FAKE_SECRET"]
     shutil.rmtree(canary_dir)
 
@@ -182,7 +200,8 @@ def test_host_untouched(catalogue):
     assert catalogue["connections"] == [], "a program reached the test's loopback server"
 
 
-def test_nothing_left_behind(catalogue, pool):
+def test_nothing_left_behind(catalogue, mode_pool):
+    pool = mode_pool
     assert catalogue["leftover"] == set(), "processes survived their run"
     assert not {n for n in catalogue["tmp_new"] if n.startswith("leti")}, "temporary directories leaked"
     assert pool.run(["assert 1 + 1 == 2"])[0].passed  # the harness is still alive and correct

@@ -144,10 +144,7 @@ def test_mode_is_what_it_claims(mode_run):
     mode, out, _ = mode_run
     report = out["report"]
     assert report["mode"] == ("landlock" if mode == "landlock" else "namespaces"), report
-    assert report["seccomp"] and report["signal_isolation"]
-    # Without a minimal root, uid 0 stays only where uid nobody cannot read this Python (it lives
-    # under /root here); the report says so, and Landlock + seccomp still confine it (see above).
-    assert report["unprivileged_uid"] or any("uid nobody cannot read" in n for n in report["notes"])
+    assert report["seccomp"] and report["signal_isolation"] and report["unprivileged_uid"]
     assert out["key"] > 0, "the test could not create its own key"
     if mode == "root":
         assert report["separate_verifier_uid"] and report["minimal_root"] and report["cgroup_pids"]
@@ -156,6 +153,7 @@ def test_mode_is_what_it_claims(mode_run):
         assert report["user_namespace"] and report["minimal_root"] and report["signal_isolation"] == "landlock"
     if mode == "landlock":
         assert not report["minimal_root"] and report["landlock_filesystem"] and report["landlock_network"]
+        assert report["separate_verifier_uid"]  # uid nobody even where it cannot read this Python (/root)
 
 
 def test_nothing_outlives_the_process(mode_run):

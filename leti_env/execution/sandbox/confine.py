@@ -19,7 +19,8 @@ import landlock
 import seccomp
 from filesystem import ETC_FILES, SYSTEM_DIRS, python_paths
 from kernel import (
-    CLONE_NEWIPC, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, drop_capabilities, prctl, set_process_name, unshare,
+    CAP_DAC_READ_SEARCH, CLONE_NEWIPC, PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS, drop_capabilities,
+    prctl, set_process_name, unshare,
 )
 from process import NOBODY, VERIFIER_UID, _nobody_can_run_python, _set_rlimit
 
@@ -49,12 +50,22 @@ class Confinement:
         """Never uid 0 of the host: as root, the solution and the verifier get two unprivileged uids."""
         uid = os.getuid()
         self.solution_uid = self.verifier_uid = uid
+        self.keep_read_search = False
         if self.real_root and "setuid" not in self.disabled:
+            landlock_ok = "landlock" not in self.disabled and landlock.abi_version() > 0
             if self.view is not None or _nobody_can_run_python():
                 self.solution_uid, self.verifier_uid = NOBODY, VERIFIER_UID
+            elif landlock_ok:
+                # No minimal root, and this Python lives where nobody cannot read it (under /root):
+                # nobody keeps CAP_DAC_READ_SEARCH, and Landlock limits what it may read to
+                # Python and the system libraries. Better than uid 0: no host file is its own.
+                self.solution_uid, self.verifier_uid = NOBODY, VERIFIER_UID
+                self.keep_read_search = True
+                self.notes.append("uid nobody cannot read this Python installation: programs keep "
+                                  "CAP_DAC_READ_SEARCH, within Landlock's read rules")
             else:
-                self.notes.append("uid nobody cannot read this Python installation and there is no minimal "
-                                  "root: programs run as uid 0 with every capability dropped")
+                self.notes.append("uid nobody cannot read this Python installation and there is neither a "
+                                  "minimal root nor Landlock: programs run as uid 0 with every capability dropped")
         self.protections["unprivileged_uid"] = self.solution_uid != 0 or self.user_namespace
         self.protections["separate_verifier_uid"] = self.solution_uid != self.verifier_uid
 
@@ -161,10 +172,12 @@ class Confinement:
         except PermissionError:
             pass  # a user namespace with setgroups denied has none to drop
         if uid != os.getuid():
+            if self.keep_read_search:
+                prctl(PR_SET_KEEPCAPS, 1)
             os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)  # drops every capability
+            os.setresuid(uid, uid, uid)  # drops every capability (unless kept just above)
         prctl(PR_SET_NO_NEW_PRIVS, 1)  # exec can never regain privileges
-        drop_capabilities()
+        drop_capabilities(keep=CAP_DAC_READ_SEARCH if self.keep_read_search else None)
         prctl(PR_SET_DUMPABLE, 0)  # no ptrace, no /proc/<pid>/mem from peers
         if ruleset_fd is not None:
             landlock.restrict_with(ruleset_fd)

@@ -112,6 +112,8 @@ class Zygote:
         os.environ.update(SAFE_ENV)
         run_dir = "/tmp/run" if self.view else os.path.join(self.tmp_root, "run")
         os.environ.update({"HOME": run_dir, "TMPDIR": run_dir})
+        if "tempfile" in sys.modules:
+            sys.modules["tempfile"].tempdir = None  # cached by our own mkdtemp: programs get TMPDIR
         resolve_symbols()
         for name in PRELOAD:
             try:

@@ -68,7 +68,7 @@ with ExecutorPool(1) as pool:
 def per_run_overhead(tree: str) -> dict[str, float]:
     """ms per trivial program on one worker (best of 3 batches of 300), for the leti in ``tree``."""
     out = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, tree], capture_output=True, text=True, check=True)
-    return {k: float(v) for k, v in (line.split("=") for line in out.stdout.split())}
+    return {k: float(v) for k, v in (line.split("=") for line in out.stdout.splitlines())}
 
 
 def import_time() -> float:

@@ -28,6 +28,15 @@ def _exit_flushed(code: int) -> None:
     os._exit(code)
 
 
+def _flush_prints() -> None:
+    """Push buffered prints into the output pipe now: the zygote need not wait for the exit."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - the program's own streams; their failure is not ours
+            pass
+
+
 def solution_main(chan: int, request: dict) -> None:
     """Execute the program, then answer the verifier's requests until it hangs up. Never returns."""
     max_chars = request["max_feedback_chars"]
@@ -58,6 +67,7 @@ def solution_main(chan: int, request: dict) -> None:
             code = compile(request["solution"], FILENAME, "exec", dont_inherit=True)
             codes = code_objects(code)
             exec(code, namespace)
+            _flush_prints()
             send_msg(chan, ["loaded"])
         except SystemExit as exc:
             _exit_flushed(_exit_code(exc))
@@ -102,6 +112,7 @@ def solution_main(chan: int, request: dict) -> None:
                 reply = ["stop"] if op == "next" else ["err", describe(exc, codes)]
             except BaseException as exc:  # noqa: BLE001
                 reply = ["err", describe(exc, codes)]
+            _flush_prints()  # what it printed is in the output pipe before the verifier hears back
             try:
                 send_msg(chan, reply)
             except ValueError as exc:  # an oversized value

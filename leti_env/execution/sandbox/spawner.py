@@ -55,12 +55,12 @@ def serve(sock: socket.socket, confine, report_bug) -> None:
             return
         command = json.loads(message)
         if command["op"] == "fork":
-            pid = os.fork()
+            pid = _fork()
             if pid == 0:
                 _solution(sock, fds, command, confine, report_bug)
             for fd in fds:
                 os.close(fd)
-            sock.send(json.dumps({"pid": pid}).encode())
+            sock.send(json.dumps({"pid": pid} if pid > 0 else {"error": os.strerror(-pid)}).encode())
         elif command["op"] == "wait":  # the exit status, waiting up to `seconds` for it
             deadline = time.monotonic() + command["seconds"]
             pid = command["pid"]
@@ -70,6 +70,20 @@ def serve(sock: socket.socket, confine, report_bug) -> None:
             _reap()
             status, cpu = _ended.pop(pid, (None, 0.0))
             sock.send(json.dumps({"status": status, "cpu_s": cpu}).encode())
+
+
+def _fork() -> int:
+    """fork(), retried for a moment while the last run's killed processes still hold the slot's
+    pids; -errno if it keeps failing (the zygote then reports a sandbox error, and we live on)."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        try:
+            return os.fork()
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                return -(exc.errno or 1)
+            _reap()
+            time.sleep(0.002)
 
 
 def _solution(sock: socket.socket, fds: list[int], command: dict, confine, report_bug) -> None:

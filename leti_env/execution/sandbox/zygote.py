@@ -100,6 +100,7 @@ class Zygote:
         self.control: socket.socket | None = None
         self.control_reader: MessageReader | None = None
         self.verifier_runs = 0
+        self._rules_cache = None
         prctl(PR_SET_DUMPABLE, 0)  # programs cannot ptrace or read the zygote
         if self.pid_namespace:
             protections["process_tree_kill"] = "pid_namespace"
@@ -249,20 +250,22 @@ class Zygote:
         except OSError:
             self.broken = True
             raise
-        # This run's tmpfs (namespaces) or run directory (Landlock only) is new: so is its ruleset.
-        per_run_rules = self.confine.rules_for_run("/tmp" if self.view is not None else run_dir)
+        # This run's tmpfs (namespaces) or run directory (Landlock only) is new: so is its ruleset
+        # (a tmpfs handed on untouched from the last run keeps the last one).
+        per_run_rules = self._program_rules(run_dir)
         out_r, out_w = os.pipe()
         program_r, program_w = os.pipe()
         sock_u, sock_v = socket.socketpair()
         chan_u = sock_u.detach()
         fds = [chan_u, out_w, program_r] + ([per_run_rules.fd] if per_run_rules is not None else [])
         try:
-            u_pid = self._ask_spawner({"op": "fork", "run_dir": run_dir}, fds)["pid"]
+            reply = self._ask_spawner({"op": "fork", "run_dir": run_dir}, fds)
+            if "pid" not in reply:
+                raise OSError(f"could not start the program: {reply.get('error')}")
+            u_pid = reply["pid"]
         finally:
             for fd in fds[:3]:
                 os.close(fd)
-            if per_run_rules is not None:
-                per_run_rules.close()
         try:  # the solution process reads its own program (never its tests) from this pipe
             with open(program_w, "wb") as pipe:
                 pipe.write(json.dumps({k: request[k] for k in _SOLUTION_KEYS}).encode())
@@ -306,15 +309,16 @@ class Zygote:
                 elif self.control_reader.has_message():
                     verdict = self.control_reader.recv()
 
-        u_status, u_cpu = self._solution_status(u_pid, 0)
+        judged = verdict is not None and verdict.get("kind") in ("passed", "exception", "harness_error")
+        u_status, u_cpu = None, self._cpu_seconds(u_pid)
+        if not judged:  # how it ended is the verdict: wait a little for that (after "gone", its socket
+            # closed a moment before it can be reaped)
+            if pidfd is not None and verdict is not None:
+                select.select([pidfd], [], [], 0.25)
+            u_status, cpu = self._solution_status(u_pid, 0 if pidfd is not None or verdict is None else 0.25)
+            u_cpu = cpu or u_cpu
         if verdict is not None:
-            if u_status is None:
-                # With the verdict in, the verifier has hung up and the program exits (flushing its
-                # prints); after "gone", its socket closed a moment before it can be reaped. Wait a little.
-                if pidfd is not None:
-                    select.select([pidfd], [], [], 0.25 if verdict.get("kind") == "gone" else 0.05)
-                u_status, u_cpu = self._solution_status(u_pid, 0 if pidfd is not None else 0.05)
-            # What it printed before exiting is still in the pipe, exited or not.
+            # It flushed its prints before each reply: what it wrote is in the pipe already.
             while out_r in open_fds and len(output) < request["max_output_bytes"]:
                 if not select.select([out_r], [], [], 0)[0]:
                     break
@@ -327,9 +331,10 @@ class Zygote:
             os.close(pidfd)
         if verdict is None:  # the verifier is mid-run (timeout, output limit) or dead: replace it
             self._drop_verifier()
-        self._kill_run()
-        if u_status is None:
-            u_status, u_cpu = self._solution_status(u_pid, 2.0)
+        self._kill_run(wait=not judged)
+        if u_status is None and not judged:
+            u_status, cpu = self._solution_status(u_pid, 2.0)
+            u_cpu = cpu or u_cpu
         os.close(out_r)
         if not self._clear_run_dir():
             self.broken = True
@@ -345,13 +350,41 @@ class Zygote:
         result["feedback"] = truncate(result["feedback"], request["max_feedback_chars"])
         return result
 
+    def _program_rules(self, run_dir: str):
+        """The program's Landlock ruleset for this run's writable folder (kept while that folder is)."""
+        generation = self.view.tmp_generation if self.view is not None else None
+        cached = self._rules_cache
+        if cached is not None and generation is not None and cached[0] == generation:
+            return cached[1]
+        if cached is not None:
+            cached[1].close()
+        rules = self.confine.rules_for_run("/tmp" if self.view is not None else run_dir)
+        self._rules_cache = (generation, rules) if rules is not None else None
+        return rules
+
     def _solution_status(self, pid: int, seconds: float) -> tuple[int | None, float]:
         """How the solution process ended (the spawner reaps it), waiting up to ``seconds``."""
         reply = self._ask_spawner({"op": "wait", "pid": pid, "seconds": seconds})
         return reply["status"], reply["cpu_s"]
 
-    def _kill_run(self) -> None:
-        """Kill every process of the run (descendants, orphans, daemons), sparing the verifier."""
+    def _cpu_seconds(self, pid: int) -> float:
+        """CPU time of a live process so far (its /proc schedstat), 0.0 where that is unreadable."""
+        try:
+            fd = os.open(f"{pid}/schedstat", os.O_RDONLY, dir_fd=self.proc_fd)
+            try:
+                return int(os.read(fd, 256).split()[0]) / 1e9
+            finally:
+                os.close(fd)
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def _kill_run(self, wait: bool = True) -> None:
+        """Kill every process of the run (descendants, orphans, daemons), sparing the verifier.
+
+        ``wait=False``: stop once every process seen has been sent SIGKILL and a last look finds no
+        new one (a process with SIGKILL pending can no longer fork); they finish dying while the
+        next run starts, and the spawner or we reap them.
+        """
         keep = {os.getpid(), self.spawner_pid} | ({self.verifier_pid} if self.verifier_pid is not None else set())
         if self.pid_namespace and not self.scan_proc:
             # Init of a private PID namespace whose /proc we could not mount: -1 means "every process
@@ -360,6 +393,7 @@ class Zygote:
             self._drop_verifier(kill=False)
             self._reap_orphans()
             return
+        killed: set[int] = set()
         for _ in range(1000):
             if self.scan_proc:  # our own /proc of our own PID namespace: every pid here is ours
                 victims = {int(p) for p in os.listdir(self.proc_fd) if p.isdigit()}
@@ -367,15 +401,19 @@ class Zygote:
                 victims = set(self._children(os.getpid())) | set(self._children(self.spawner_pid))
                 victims |= set(self.cgroups.run_pids() if self.cgroups else ())
             victims -= keep
-            if not victims:
+            if not victims or (not wait and victims <= killed):
                 break
+            if len(killed | victims) > 4:
+                wait = True  # many processes (a fork bomb): they hold the slot's pids until reaped
+            killed |= victims
             for pid in victims:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
             self._reap_orphans(block=False)
-            time.sleep(0.0005)
+            if wait:
+                time.sleep(0.0005)
         else:  # something of the run would not die: never serve the next run beside it
             self.broken = True
         self._reap_orphans(block=False)

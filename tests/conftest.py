@@ -37,20 +37,9 @@ def pool():
 
 def descendants(pid: int) -> set[int]:
     """All live descendants of ``pid`` on the host (by walking /proc parent links)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    stat = f.read()
-                parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                pass
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
+    from leti_env.execution.pool import _descendants
+
+    return set(_descendants(pid))
 
 
 HARNESS_NAMES = {"leti-zygote", "leti-verifier", "leti-spawner"}

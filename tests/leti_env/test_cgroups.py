@@ -262,7 +262,7 @@ def test_remove_from_inside_the_run_group(groups):
     """The zygote joins ``run`` and later calls remove() itself: it must leave first, or its own
     membership keeps the group busy (what left ~80 groups behind)."""
     name = f"leti-{os.getpid()}"
-    obj = create(groups, name)  # the same directories the child's object names
+    create(groups, name)  # the same directories the child's object names
     result_r, result_w = os.pipe()
 
     def body():

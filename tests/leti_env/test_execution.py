@@ -241,3 +241,11 @@ def test_output_is_never_lost_when_the_run_ends_at_the_verdict(pool):
     programs = [f"print('marker-{i}')\n" + ("raise ValueError('x')\n" if i % 2 else "") for i in range(300)]
     results = pool.run(programs)
     assert [r.output for r in results] == [f"marker-{i}\n" for i in range(300)]
+
+
+def test_recursion_feedback_is_byte_identical_to_the_direct_fork_executor(pool):
+    """Programs get the stack headroom they had before the spawner existed (1000-frame limit, the
+    harness below them): a RecursionError's repeat count, part of the training text, is unchanged."""
+    result = pool.run(["def f(n):\n    return f(n + 1)\nf(0)\n"])[0]
+    assert result.feedback.endswith("    return f(n + 1)\n  [Previous line repeated 990 more times]\n"
+                                    "RecursionError: maximum recursion depth exceeded\n"), result.feedback

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from leti_env import ExecutorPool, Program, SandboxUnavailableError, SandboxWarning
-from tests.conftest import REPO, canary_parent
+from tests.conftest import REPO, canary_parent, process_name
 
 NAMESPACES = ["pidns", "netns", "mountns", "ipcns", "userns"]
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -192,7 +192,7 @@ def test_bad_sandbox_setting_is_a_clear_error(monkeypatch):
 def test_a_stopped_verifier_is_replaced(pool):
     """Class 6, from the outside: even if something stopped a verifier, the next run is judged."""
     pool.run(["pass"] * 4)
-    verifiers = [p for p in pool.harness_pids() if _comm(p) == "leti-verifier"]
+    verifiers = [p for p in pool.harness_pids() if process_name(p) == "leti-verifier"]
     assert verifiers
     for pid in verifiers:  # our own pool's processes
         os.kill(pid, signal.SIGSTOP)
@@ -201,11 +201,3 @@ def test_a_stopped_verifier_is_replaced(pool):
     for pid in verifiers:
         if _alive(pid):
             os.kill(pid, signal.SIGCONT)
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""

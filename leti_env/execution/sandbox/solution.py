@@ -37,8 +37,39 @@ def _flush_prints() -> None:
             pass
 
 
+# Stack headroom of the program: what it had when the zygote forked programs itself (recursion limit
+# 1000, a few harness frames below the program). Kept exactly, whatever the harness's own depth, so
+# that a RecursionError's feedback ("[Previous line repeated N more times]") stays byte-identical.
+PROGRAM_HEADROOM = 994
+_harness_depth: int | None = None  # stack budget used below solution_main (set by the spawner)
+
+
+def used_stack_budget() -> int:
+    """How much of the recursion limit the caller's stack uses (C-level calls count too: probed)."""
+    limit = sys.getrecursionlimit()
+
+    def down(n: int) -> int:
+        try:
+            return down(n + 1)
+        except RecursionError:
+            return n
+
+    return limit - down(0) - 1
+
+
+def set_harness_depth(depth: int) -> None:
+    global _harness_depth
+    _harness_depth = depth
+
+
+def _keep_headroom() -> None:
+    if _harness_depth is not None:
+        sys.setrecursionlimit(_harness_depth + PROGRAM_HEADROOM)
+
+
 def solution_main(chan: int, request: dict) -> None:
     """Execute the program, then answer the verifier's requests until it hangs up. Never returns."""
+    _keep_headroom()
     max_chars = request["max_feedback_chars"]
 
     def describe(exc: BaseException, codes: set) -> dict:

@@ -18,6 +18,7 @@ import socket
 import time
 
 from kernel import PR_SET_PDEATHSIG, prctl
+import solution
 from solution import solution_main
 
 _MAX_COMMAND = 4096
@@ -49,6 +50,8 @@ def _read_request(fd: int) -> dict:
 def serve(sock: socket.socket, confine, report_bug) -> None:
     """Answer the zygote until it hangs up: fork a solution process, or say how one ended."""
     signal.signal(signal.SIGCHLD, _reap)
+    # The stack below solution_main, measured once: serve -> _solution -> solution_main adds two calls.
+    solution.set_harness_depth(solution.used_stack_budget() + 2)
     while True:
         message, fds, _, _ = socket.recv_fds(sock, _MAX_COMMAND, 4)
         if not message:

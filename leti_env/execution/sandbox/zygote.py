@@ -128,19 +128,11 @@ class Zygote:
         self._start_spawner()  # now, before any request: its memory never holds a test or a program
 
     def _start_spawner(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                ours.close()
-                set_process_name("leti-spawner")
-                spawner.serve(theirs, self.confine, report_harness_bug)
-            except BaseException:  # noqa: BLE001
-                report_harness_bug("spawner")
-            finally:
-                os._exit(0)
-        theirs.close()
-        self.spawner_pid, self.spawner = pid, ours
+        def serve(theirs: socket.socket) -> None:
+            set_process_name("leti-spawner")
+            spawner.serve(theirs, self.confine, report_harness_bug)
+
+        self.spawner_pid, self.spawner = _fork_server("spawner", serve, socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
     def _ask_spawner(self, command: dict, fds: list[int] = ()) -> dict:
         try:
@@ -187,21 +179,13 @@ class Zygote:
         return state not in (b"T", b"t", b"Z", b"X")
 
     def _spawn_verifier(self) -> None:
-        ours, theirs = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                ours.close()
-                limits = {"memory_mb": self.config.get("memory_mb", 1024), "max_file_mb": 1}
-                self.confine.enter("verifier", [theirs.fileno()], self.devnull, "/", limits)
-                Verifier(theirs).serve()
-            except BaseException:  # noqa: BLE001
-                report_harness_bug("verifier")
-            finally:
-                os._exit(0)
-        theirs.close()
-        self.verifier_pid, self.control = pid, ours
-        self.control_reader = MessageReader(ours.fileno())
+        def serve(theirs: socket.socket) -> None:
+            limits = {"memory_mb": self.config.get("memory_mb", 1024), "max_file_mb": 1}
+            self.confine.enter("verifier", [theirs.fileno()], self.devnull, "/", limits)
+            Verifier(theirs).serve()
+
+        self.verifier_pid, self.control = _fork_server("verifier", serve)
+        self.control_reader = MessageReader(self.control.fileno())
         self.verifier_runs = 0
 
     def _drop_verifier(self, kill: bool = True) -> None:
@@ -475,6 +459,22 @@ class Zygote:
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _fork_server(role: str, serve, *socket_args) -> tuple[int, socket.socket]:
+    """Fork a helper process that runs ``serve(its end of a new socket pair)`` until it returns."""
+    ours, theirs = socket.socketpair(*socket_args)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            serve(theirs)
+        except BaseException:  # noqa: BLE001
+            report_harness_bug(role)
+        finally:
+            os._exit(0)
+    theirs.close()
+    return pid, ours
 
 
 def report_harness_bug(where: str) -> None:

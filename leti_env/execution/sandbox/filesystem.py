@@ -34,6 +34,7 @@ PROC_MASKED = ("kcore", "keys", "kmsg", "timer_list", "timer_stats", "sched_debu
 PROC_MASKED_DIRS = ("acpi", "scsi", "asound", "driver", "tty", "dynamic_debug")
 PACKAGE_DIRS = ("site-packages", "dist-packages")
 RUN_TMP = "/tmp"
+STAGING = "/.leti-staging"  # in the new root, mode 0700: programs (another uid) cannot look in
 RUN_DIR = "/tmp/run"
 _PRIVATE = ("/tmp",)  # per-run: a bound path under here is bound again inside each run's tmpfs
 
@@ -106,7 +107,9 @@ class RootView:
         self.config, self.notes = config, notes
         self.pid_namespace = pid_namespace
         self.run_uid = run_uid
-        self.private_binds: list[tuple[str, int]] = []  # (path, O_PATH fd): bound again in each run's /tmp
+        # (path, staged copy): what lives under /tmp is bound at a staging point of the new root
+        # (root-only, read-only) and from there into each run's own /tmp.
+        self.private_binds: list[tuple[str, str]] = []
         self.proc = False
         self.bound: list[str] = []
         self.tmp_generation = 0  # how many tmpfs this slot has mounted on /tmp (a new one: new rules)
@@ -137,7 +140,12 @@ class RootView:
                 os.symlink(target, root + path)
             for path, fd in sources.items():
                 if any(_under(path, p) for p in _PRIVATE):
-                    self.private_binds.append((path, fd))
+                    staged = f"{STAGING}/{len(self.private_binds)}"
+                    if not os.path.isdir(root + STAGING):
+                        os.mkdir(root + STAGING, 0o700)
+                    _place(root, staged, fd)
+                    os.close(fd)
+                    self.private_binds.append((path, staged))
                     continue
                 _place(root, path, fd)
                 os.close(fd)
@@ -227,10 +235,16 @@ class RootView:
         os.mkdir(RUN_DIR, 0o700)
         if uid != os.geteuid():
             os.chown(RUN_DIR, uid, gid)
-        for path, fd in self.private_binds:
-            _place("", path, fd)
+        for path, staged in self.private_binds:
+            target = path
+            if os.path.isdir(staged):
+                os.makedirs(target, mode=0o755, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+                _touch(target)
+            _bind_read_only(staged, target)
         self.tmp_generation += 1
-        self._pristine = None if self.private_binds else self._fingerprint()
+        self._pristine = self._fingerprint()
         return RUN_DIR
 
     def clear_tmp(self) -> None:

@@ -123,3 +123,22 @@ def test_unprivileged_user_gets_namespaces_and_a_read_only_root():
         assert not _processes_mentioning(str(base)), "a sandboxed process outlived its pool"
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_interpreter_whose_packages_live_under_tmp(tmp_path):
+    """A venv under /tmp (a clone in /tmp, CI scratch space): the run's private /tmp must not hide it,
+    and it stays read-only inside the sandbox."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "leti_probe_module.py").write_text("VALUE = 42\n")
+    os.chmod(tmp_path, 0o755)
+    with ExecutorPool(1, python=str(venv / "bin" / "python")) as pool:
+        results = pool.run([
+            Program("import leti_probe_module\ndef f():\n    return leti_probe_module.VALUE\n", "assert f() == 42\n"),
+            f"open({str(site / 'leti_probe_module.py')!r}, 'a')\n",
+            "import leti_probe_module\nopen('/tmp/run/x', 'w').write('the run folder is still writable')\n",
+        ] * 2)
+    assert [r.status for r in results] == ["passed", "error", "passed"] * 2, [r.feedback for r in results]
+    assert re.search("Read-only file system|Permission denied", results[1].feedback)
+    assert (site / "leti_probe_module.py").read_text() == "VALUE = 42\n"

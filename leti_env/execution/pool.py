@@ -117,8 +117,8 @@ class ExecutorPool:
             its files and network). Never on a machine that holds credentials. Also
             ``LETI_SANDBOX=unconfined``. Warns on every start.
         disable: Protections to switch off, for testing weaker hosts: any of ``pidns netns mountns
-            ipcns userns cgroup setuid seccomp landlock``. Also read from ``LETI_SANDBOX_DISABLE``
-            (comma-separated).
+            ipcns userns cgroup setuid seccomp landlock`` (``mountns`` also drops the PID namespace,
+            which needs a /proc of its own). Also read from ``LETI_SANDBOX_DISABLE`` (comma-separated).
         python: Interpreter that runs the programs (default: this one).
         tmpfs_mb: Size of each slot's private ``/tmp`` (what programs may write in all).
         pin_cpus: Pin worker ``i`` to the ``i``-th usable core when there are at least as many cores

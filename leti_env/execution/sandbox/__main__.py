@@ -60,6 +60,8 @@ def main(argv: list[str]) -> int:
     for key, flag in wanted.items():
         if key not in disabled:
             flags |= flag
+    if "mountns" in disabled:  # a PID namespace needs a /proc of its own, hence a mount namespace
+        flags &= ~CLONE_NEWPID
     wants_mounts = "mountns" not in disabled
     user_ns = os.geteuid() != 0 and "userns" not in disabled and (flags != 0 or wants_mounts)
     uid, gid = os.getuid(), os.getgid()

@@ -420,9 +420,7 @@ class Cgroups:
                         created.append(d)
                 run_dirs[controller] = run
                 parents[run] = own
-            self.paths = _depth_first(created)
-            _write(os.path.join(run_dirs["pids"], "pids.max"), str(int(pids_max)))
-            self.set_memory(memory_bytes)
+            self._limit(created, run_dirs["pids"], pids_max, memory_bytes)
         except BaseException:
             self.paths = _depth_first(created)
             self.remove()
@@ -467,14 +465,18 @@ class Cgroups:
             except FileExistsError:
                 pass
             created.append(run)
-            self.paths = _depth_first(created)
-            _write(os.path.join(run, "pids.max"), str(int(pids_max)))
-            self.set_memory(memory_bytes)
+            self._limit(created, run, pids_max, memory_bytes)
         except BaseException:
             self.paths = _depth_first(created)
             self.remove()
             raise
         return self
+
+    def _limit(self, created: list[str], pids_run: str, pids_max: int, memory_bytes: int) -> None:
+        """Record what was created (for removal), then set the run group's limits."""
+        self.paths = _depth_first(created)
+        _write(os.path.join(pids_run, "pids.max"), str(int(pids_max)))
+        self.set_memory(memory_bytes)
 
     def set_memory(self, memory_bytes: int) -> None:
         memory_bytes = int(memory_bytes)

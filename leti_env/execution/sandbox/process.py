@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import resource
-import select
 import signal
-import time
 
 NOBODY = 65534  # the solution process
 VERIFIER_UID = 65533  # the verifier: another uid, so the program cannot signal or trace it
@@ -115,20 +113,6 @@ def _poll_status(pid: int) -> int | None:
     except ChildProcessError:
         return None
     return status if got == pid else None
-
-
-def _wait_status(pid: int, seconds: float, pidfd: int | None = None) -> int | None:
-    """Wait up to ``seconds`` for ``pid`` to exit (woken by its pidfd where there is one)."""
-    if pidfd is not None:
-        select.select([pidfd], [], [], seconds)
-        return _poll_status(pid)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        status = _poll_status(pid)
-        if status is not None:
-            return status
-        time.sleep(0.0005)
-    return None
 
 
 def _reap(pid: int) -> int | None:

@@ -146,13 +146,15 @@ def test_an_interpreter_whose_packages_live_under_tmp(tmp_path):
 
 def test_without_a_mount_namespace_slots_are_not_restarted_and_leave_no_folder():
     """No mount namespace means no /proc of our own, so no PID namespace either: the zygote then
-    kills process trees as a subreaper, keeps its spawner, and removes its run folder on exit."""
+    kills process trees as a subreaper, keeps its spawner, and removes its run folder and cgroups on exit."""
     before = {n for n in os.listdir("/tmp") if n.startswith("leti-sandbox-")}
     with ExecutorPool(1, disable=["mountns"]) as pool:
         report = pool.protections()
         launcher = pool._workers[0].proc.pid
+        cgroups = pool._workers[0].cgroup_paths
         results = pool.run([Program(ORPHAN + SOLUTION, TESTS)] * 5)
         assert pool._workers[0].proc.pid == launcher, "the slot was restarted"
+    assert not [p for p in cgroups if os.path.exists(p)], "the slot's cgroups outlived it"
     assert [r.status for r in results] == ["passed"] * 5
     assert not report["pid_namespace"] and report["mode"] == "landlock"
     assert {n for n in os.listdir("/tmp") if n.startswith("leti-sandbox-")} == before

@@ -188,6 +188,8 @@ def _serve(config: dict, protections: dict, cgroups) -> int:
             if zygote.broken:
                 return 75
     finally:
+        if not protections["pid_namespace"]:  # else the namespace dies with us, and all in it
+            zygote.shutdown()
         if zygote.view is None:
             try:
                 zygote_module.remove_tree(zygote.tmp_root)

@@ -67,8 +67,11 @@ class Zygote:
         if cgroups is not None:
             cgroups.join_run()  # before the filesystem view changes
             cgroups.keep_open()
-        if self.privileged:
-            try:  # programs see their own cgroup as "/", not the host's container path
+        # Programs see their own cgroup as "/", not the host's container path. Only where the
+        # launcher is another process: it removes the cgroups, which a process inside this cgroup
+        # namespace could not leave.
+        if self.privileged and self.pid_namespace:
+            try:
                 unshare(CLONE_NEWCGROUP)
             except OSError:
                 pass
@@ -345,6 +348,18 @@ class Zygote:
         rules = self.confine.rules_for_run("/tmp" if self.view is not None else run_dir)
         self._rules_cache = (generation, rules) if rules is not None else None
         return rules
+
+    def shutdown(self) -> None:
+        """Stop the verifier, the spawner and anything left of a run, and wait for them: without a
+        PID namespace they would otherwise keep the slot's cgroups busy past our exit."""
+        self._drop_verifier()
+        self._kill_run()
+        try:
+            os.kill(self.spawner_pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.spawner.close()
+        _reap(self.spawner_pid)
 
     def _solution_status(self, pid: int, seconds: float) -> tuple[int | None, float]:
         """How the solution process ended (the spawner reaps it), waiting up to ``seconds``."""

@@ -131,6 +131,7 @@ def _syscall_probe() -> str:
         "        return 'allowed'\n"
         "    return os.strerror(ctypes.get_errno())\n"
         "found['unshare(CLONE_NEWUSER)'] = call('unshare', 0x10000000)\n"
+        "found['unshare(CLONE_NEWIPC)'] = call('unshare', 0x08000000)\n"
         "found['io_uring_setup'] = call('io_uring_setup', 1, None)\n"
         "found['perf_event_open'] = call('perf_event_open', None, 0, -1, -1, 0)\n"
         "found['bpf'] = call('bpf', 0, None, 0)\n"

@@ -158,3 +158,32 @@ def test_without_a_mount_namespace_slots_are_not_restarted_and_leave_no_folder()
     assert [r.status for r in results] == ["passed"] * 5
     assert not report["pid_namespace"] and report["mode"] == "landlock"
     assert {n for n in os.listdir("/tmp") if n.startswith("leti-sandbox-")} == before
+
+
+def test_spawner_remembers_a_bounded_number_of_exit_statuses():
+    """The spawner keeps each child's exit status until the zygote asks; for judged runs it never
+    asks. Those must not pile up: a slot lives for millions of runs, and every fork copies the
+    spawner's memory map, so a growing table would slow every later run."""
+    script = (
+        "import os, signal, sys, time\n"
+        f"sys.path.insert(0, {str(REPO / 'leti_env/execution/sandbox')!r})\n"
+        "import spawner\n"
+        "signal.signal(signal.SIGCHLD, spawner._reap)\n"
+        "pids = []\n"
+        "for i in range(spawner._MAX_ENDED + 60):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os._exit(i % 7)\n"
+        "    pids.append(pid)\n"
+        "    while pid not in spawner._ended:\n"
+        "        time.sleep(0.001)\n"
+        "print(len(spawner._ended), spawner._MAX_ENDED, os.WEXITSTATUS(spawner._ended[pids[-1]][0]),\n"
+        "      (len(pids) - 1) % 7, pids[0] in spawner._ended)\n"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=tempfile.gettempdir())
+    assert out.returncode == 0, out.stderr
+    kept, bound, last_status, expected_status, first_kept = out.stdout.split()
+    assert int(kept) <= int(bound)
+    assert last_status == expected_status  # the latest child's status is there, and right
+    assert first_kept == "False"  # the oldest was forgotten

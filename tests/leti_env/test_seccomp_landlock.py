@@ -164,6 +164,20 @@ def test_filter_logic(arch: str) -> None:
                 assert run_bpf(prog, nr[name], audit, ()) == (EPERM if attrs else seccomp.RET_ALLOW), name
 
 
+def test_ipc_unshare_allows_exactly_a_new_ipc_namespace() -> None:
+    """The spawner's filter (inherited by every program) lets unshare(CLONE_NEWIPC) through and
+    nothing else of unshare; without the option unshare is refused outright."""
+    for arch, nr in seccomp._TABLES.items():
+        audit = seccomp._AUDIT_ARCH[arch]
+        plain, spawner = seccomp._build(arch, False, False), seccomp._build(arch, False, False, False, True)
+        ipc = seccomp.CLONE_NEWIPC
+        assert run_bpf(plain, nr["unshare"], audit, (ipc,)) == seccomp.RET_EPERM
+        assert run_bpf(spawner, nr["unshare"], audit, (ipc,)) == seccomp.RET_ALLOW
+        for flags in (CLONE_NEWUSER, ipc | CLONE_NEWUSER, 0x00020000, 0x20000000, 0x00000200, 0):
+            assert run_bpf(spawner, nr["unshare"], audit, (flags,)) == seccomp.RET_EPERM, hex(flags)
+        assert run_bpf(spawner, nr["setns"], audit, (3, ipc)) == seccomp.RET_EPERM
+
+
 def test_tables_are_consistent() -> None:
     for arch, table in seccomp._TABLES.items():
         assert len(set(table.values())) == len(table), f"{arch}: duplicate syscall numbers"
@@ -212,6 +226,32 @@ def test_seccomp_denies_escape_syscalls() -> None:
     assert out.pop("mode") == "2"
     assert out.pop("personality_query") >= 0
     assert out == {k: -errno.EPERM for k in out}, out
+
+
+def test_inherited_ipc_unshare_filter_still_refuses_an_unprivileged_program() -> None:
+    """Installed once in a parent: the child makes its IPC namespace while it holds its
+    capabilities; once they are dropped, the same call fails (the kernel wants CAP_SYS_ADMIN),
+    and every other namespace stays refused by the filter itself."""
+    need_seccomp()
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create an IPC namespace")
+    prog = seccomp.build_filter(ipc_unshare=True)
+
+    def body() -> dict:
+        seccomp.install(prog)
+        out: dict = {}
+        pid = os.fork()  # the filter is inherited
+        if pid == 0:
+            code = 1 if raw("unshare", seccomp.CLONE_NEWIPC) == 0 else 2
+            os._exit(code)
+        out["child_with_caps"] = os.WEXITSTATUS(os.waitpid(pid, 0)[1])
+        out["newuser"] = raw("unshare", CLONE_NEWUSER)
+        os.setresgid(65534, 65534, 65534)
+        os.setresuid(65534, 65534, 65534)  # drops every capability
+        out["newipc_unprivileged"] = raw("unshare", seccomp.CLONE_NEWIPC)
+        return out
+
+    assert in_child(body) == {"child_with_caps": 1, "newuser": -errno.EPERM, "newipc_unprivileged": -errno.EPERM}
 
 
 def test_seccomp_control_without_filter() -> None:

@@ -43,6 +43,12 @@ class Confinement:
         self._choose_uids()
         self.per_run_ipc = bool(self.view) and zygote.privileged and "ipcns" not in self.disabled
         self._seccomp_filter = self._build_seccomp()
+        # The spawner installs the program's filter once and its children inherit it (installing
+        # one per run compiles it each time): the same filter, plus unshare(CLONE_NEWIPC) alone,
+        # which each child makes before it drops its capabilities.
+        self._spawner_filter = (self._build_seccomp(ipc_unshare=True)
+                                if self._seccomp_filter is not None and self.per_run_ipc else self._seccomp_filter)
+        self._inherited_filter = False
         self._rules = self._build_landlock()
         self.nproc_limit = 0
 
@@ -69,7 +75,7 @@ class Confinement:
         self.protections["unprivileged_uid"] = self.solution_uid != 0 or self.user_namespace
         self.protections["separate_verifier_uid"] = self.solution_uid != self.verifier_uid
 
-    def _build_seccomp(self) -> bytes | None:
+    def _build_seccomp(self, ipc_unshare: bool = False) -> bytes | None:
         ok, why = seccomp.available()
         if "seccomp" in self.disabled or not ok:
             if "seccomp" not in self.disabled:
@@ -79,7 +85,14 @@ class Confinement:
         self.protections["seccomp"] = True
         return seccomp.build_filter(deny_sysv_ipc=not self.per_run_ipc,
                                     restrict_sockets=not self.protections.get("network_namespace"),
-                                    deny_file_attrs=self.view is None)
+                                    deny_file_attrs=self.view is None, ipc_unshare=ipc_unshare)
+
+    def seal_spawner(self) -> None:
+        """In the spawner, once: load the program's seccomp filter, which every solution process
+        it forks then inherits (fork keeps filters; nothing can remove one)."""
+        if self._spawner_filter is not None:
+            seccomp.install(self._spawner_filter)
+            self._inherited_filter = True
 
     def _build_landlock(self) -> dict:
         """The verifier's ruleset, built once; the program's is built per run (``rules_for_run``)."""
@@ -185,7 +198,7 @@ class Confinement:
         elif ruleset is not None:
             ruleset.restrict_self()
             ruleset.close()
-        if self._seccomp_filter is not None:
+        if self._seccomp_filter is not None and not (role == "solution" and self._inherited_filter):
             seccomp.install(self._seccomp_filter)
         sys.setrecursionlimit(1000)
         if role == "solution":  # nor find the harness's modules already loaded

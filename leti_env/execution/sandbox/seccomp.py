@@ -106,6 +106,7 @@ RET_ERRNO = 0x00050000
 RET_EPERM = RET_ERRNO | 1
 RET_ENOSYS = RET_ERRNO | 38
 X32_SYSCALL_BIT = 0x40000000
+CLONE_NEWIPC = 0x08000000
 CLONE_NS_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
 
 # Classic BPF opcodes (linux/bpf_common.h).
@@ -169,15 +170,19 @@ def _assemble(lines: list) -> bytes:
     return b"".join(out)
 
 
-def _build(arch: str, deny_sysv_ipc: bool, restrict_sockets: bool, deny_file_attrs: bool = False) -> bytes:
+def _build(arch: str, deny_sysv_ipc: bool, restrict_sockets: bool, deny_file_attrs: bool = False,
+           ipc_unshare: bool = False) -> bytes:
     """The filter program for ``arch`` (separate from build_filter so tests can build both arches)."""
     nr = _TABLES[arch]
-    deny = [n for n in _DENY if n in nr] + (_SYSV_IPC if deny_sysv_ipc else [])
+    deny = [n for n in _DENY if n in nr and not (ipc_unshare and n == "unshare")]
+    deny += _SYSV_IPC if deny_sysv_ipc else []
     deny += [n for n in _FILE_ATTRS if n in nr] if deny_file_attrs else []
     p: list = [(_LD_W_ABS, _OFF_ARCH, 0, 0), (_JEQ, _AUDIT_ARCH[arch], 0, "deny"), (_LD_W_ABS, _OFF_NR, 0, 0)]
     if arch == "x86_64":
         p.append((_JGE, X32_SYSCALL_BIT, "deny", 0))
     p += [(_JEQ, nr[n], "deny", 0) for n in deny]
+    if ipc_unshare:
+        p.append((_JEQ, nr["unshare"], "unshare", 0))
     p += [(_JEQ, nr["clone3"], "enosys", 0), (_JEQ, nr["clone"], "clone", 0),
           (_JEQ, nr["personality"], "personality", 0)]
     if restrict_sockets:
@@ -188,6 +193,7 @@ def _build(arch: str, deny_sysv_ipc: bool, restrict_sockets: bool, deny_file_att
     p += [(_JEQ, nr[name], f"self{index}", 0) for name, index in _SELF_ONLY.items()]
     p += [(_RET_K, RET_ALLOW, 0, 0),
           "clone", (_LD_W_ABS, _arg(0), 0, 0), (_JSET, CLONE_NS_FLAGS, "deny", "allow"),
+          *(["unshare", (_LD_W_ABS, _arg(0), 0, 0), (_JEQ, CLONE_NEWIPC, "allow", "deny")] if ipc_unshare else []),
           "personality", (_LD_W_ABS, _arg(0), 0, 0), (_JEQ, 0, "allow", 0),
           (_JEQ, 0xFFFFFFFF, "allow", "deny")]
     if restrict_sockets:  # only AF_UNIX + SOCK_STREAM (flags SOCK_NONBLOCK/SOCK_CLOEXEC masked off)
@@ -224,7 +230,7 @@ def _prepare(program: bytes) -> _SockFprog:
 
 
 def build_filter(*, deny_sysv_ipc: bool = False, restrict_sockets: bool = False,
-                 deny_file_attrs: bool = False) -> bytes:
+                 deny_file_attrs: bool = False, ipc_unshare: bool = False) -> bytes:
     """The packed sock_filter array for this arch.
 
     ``deny_sysv_ipc``: for hosts without an IPC namespace (System V IPC would be host-global).
@@ -233,12 +239,16 @@ def build_filter(*, deny_sysv_ipc: bool = False, restrict_sockets: bool = False,
     stay unreachable).
     ``deny_file_attrs``: for hosts without a minimal root: no chmod, chown, utime or xattr changes
     (Landlock does not cover them, and the program may be able to open host files for reading).
+    ``ipc_unshare``: allow ``unshare(CLONE_NEWIPC)`` and nothing else of ``unshare``, so that a
+    filter installed once in a parent can be inherited by children that still make their own IPC
+    namespace (installing a filter costs a BPF compilation each time). The call needs
+    CAP_SYS_ADMIN, which a confined program never has, so for the program it fails all the same.
     Always: socket families other than AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK are refused, and
     prlimit, sched_set*, setpriority and ioprio_set work only on the calling process.
     """
     if _ARCH is None:
         raise OSError(f"seccomp filter: unsupported architecture {os.uname().machine}")
-    program = _build(_ARCH, deny_sysv_ipc, restrict_sockets, deny_file_attrs)
+    program = _build(_ARCH, deny_sysv_ipc, restrict_sockets, deny_file_attrs, ipc_unshare)
     _prepare(program)
     return program
 

@@ -21,7 +21,13 @@ from kernel import PR_SET_PDEATHSIG, prctl
 import solution
 from solution import solution_main
 
-_MAX_COMMAND = 4096
+# The zygote's commands and our replies are a few plain bytes, not JSON: everything this process
+# writes between a fork and its child's end is a page copied (fork shares memory copy-on-write), so
+# the loop below does as little as it can.
+FORK = b"F"  # with the run's descriptors; reply: the child's pid, or -errno
+WAIT = b"W"  # b"W<pid> <seconds>"; reply: b"<wait status or -1> <CPU seconds>"
+_MAX_COMMAND = 64
+_MAX_ENDED = 256  # exit statuses kept for a "wait" (the zygote asks only about its last run)
 _ended: dict[int, tuple[int, float]] = {}  # pid -> (wait status, CPU seconds)
 
 
@@ -34,6 +40,8 @@ def _reap(*_ignored) -> None:
         if pid == 0:
             return
         _ended[pid] = (status, usage.ru_utime + usage.ru_stime)
+        if len(_ended) > _MAX_ENDED:  # never asked about (its run was judged): forget the oldest
+            del _ended[next(iter(_ended))]
 
 
 def _read_request(fd: int) -> dict:
@@ -47,32 +55,34 @@ def _read_request(fd: int) -> dict:
     return json.loads(b"".join(chunks))
 
 
-def serve(sock: socket.socket, confine, report_bug) -> None:
+def serve(sock: socket.socket, confine, run_dir: str, report_bug) -> None:
     """Answer the zygote until it hangs up: fork a solution process, or say how one ended."""
     signal.signal(signal.SIGCHLD, _reap)
+    confine.seal_spawner()
     # The stack below solution_main, measured once: serve -> _solution -> solution_main adds two calls.
     solution.set_harness_depth(solution.used_stack_budget() + 2)
+    recv_fds, send, close = socket.recv_fds, sock.send, os.close
     while True:
-        message, fds, _, _ = socket.recv_fds(sock, _MAX_COMMAND, 4)
+        message, fds, _, _ = recv_fds(sock, _MAX_COMMAND, 4)
         if not message:
             return
-        command = json.loads(message)
-        if command["op"] == "fork":
+        if message == FORK:
             pid = _fork()
             if pid == 0:
-                _solution(sock, fds, command, confine, report_bug)
+                _solution(sock, fds, run_dir, confine, report_bug)
             for fd in fds:
-                os.close(fd)
-            sock.send(json.dumps({"pid": pid} if pid > 0 else {"error": os.strerror(-pid)}).encode())
-        elif command["op"] == "wait":  # the exit status, waiting up to `seconds` for it
-            deadline = time.monotonic() + command["seconds"]
-            pid = command["pid"]
+                close(fd)
+            send(b"%d" % pid)
+        elif message[:1] == WAIT:  # the exit status, waiting up to `seconds` for it
+            pid_text, seconds_text = message[1:].split()
+            pid = int(pid_text)
+            deadline = time.monotonic() + float(seconds_text)
             while pid not in _ended and time.monotonic() < deadline:
                 _reap()
                 time.sleep(0.0005)
             _reap()
-            status, cpu = _ended.pop(pid, (None, 0.0))
-            sock.send(json.dumps({"status": status, "cpu_s": cpu}).encode())
+            status, cpu = _ended.pop(pid, (-1, 0.0))
+            send(b"%d %r" % (status, cpu))
 
 
 def _fork() -> int:
@@ -89,7 +99,7 @@ def _fork() -> int:
             time.sleep(0.002)
 
 
-def _solution(sock: socket.socket, fds: list[int], command: dict, confine, report_bug) -> None:
+def _solution(sock: socket.socket, fds: list[int], run_dir: str, confine, report_bug) -> None:
     """In the new child: read the program, confine, run it. Never returns."""
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -98,7 +108,7 @@ def _solution(sock: socket.socket, fds: list[int], command: dict, confine, repor
         chan, out_w, program_r = fds[:3]
         ruleset_fd = fds[3] if len(fds) > 3 else None
         request = _read_request(program_r)
-        confine.enter("solution", [chan], out_w, command["run_dir"], request, ruleset_fd=ruleset_fd)
+        confine.enter("solution", [chan], out_w, run_dir, request, ruleset_fd=ruleset_fd)
         solution_main(chan, request)
     except BaseException:  # noqa: BLE001 - a harness bug, before any untrusted code ran
         report_bug("solution setup")

@@ -31,7 +31,7 @@ import codec
 import spawner
 from confine import Confinement
 from feedback import truncate
-from filesystem import RootView
+from filesystem import RUN_DIR, RootView
 from kernel import (
     CLONE_NEWCGROUP, CLONE_NEWNS, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, pidfd_open, prctl, resolve_symbols, set_process_name,
     unshare,
@@ -133,23 +133,27 @@ class Zygote:
     def _start_spawner(self) -> None:
         def serve(theirs: socket.socket) -> None:
             set_process_name("leti-spawner")
-            spawner.serve(theirs, self.confine, report_harness_bug)
+            spawner.serve(theirs, self.confine, self._run_dir_path(), report_harness_bug)
 
         self.spawner_pid, self.spawner = _fork_server("spawner", serve, socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
-    def _ask_spawner(self, command: dict, fds: list[int] = ()) -> dict:
+    def _ask_spawner(self, command: bytes, fds: list[int] = ()) -> list[bytes]:
         try:
             if fds:
-                socket.send_fds(self.spawner, [json.dumps(command).encode()], list(fds))
+                socket.send_fds(self.spawner, [command], list(fds))
             else:
-                self.spawner.send(json.dumps(command).encode())
-            reply = self.spawner.recv(4096)
+                self.spawner.send(command)
+            reply = self.spawner.recv(256)
         except OSError:
             reply = b""
         if not reply:  # it died: never respawn it from this (no longer clean) process
             self.broken = True
             raise OSError("the slot's spawner process died")
-        return json.loads(reply)
+        return reply.split()
+
+    def _run_dir_path(self) -> str:
+        """Where every run of this slot works (the same path each run; its contents are new)."""
+        return RUN_DIR if self.view is not None else os.path.join(self.tmp_root, "run")
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -207,7 +211,7 @@ class Zygote:
     def _fresh_run_dir(self) -> str:
         if self.view is not None:
             return self.view.fresh_tmp(self.solution_uid, self.solution_uid)
-        path = os.path.join(self.tmp_root, "run")
+        path = self._run_dir_path()
         os.mkdir(path, 0o700)
         if self.solution_uid != os.getuid():
             os.chown(path, self.solution_uid, self.solution_uid)
@@ -246,10 +250,9 @@ class Zygote:
         chan_u = sock_u.detach()
         fds = [chan_u, out_w, program_r] + ([per_run_rules.fd] if per_run_rules is not None else [])
         try:
-            reply = self._ask_spawner({"op": "fork", "run_dir": run_dir}, fds)
-            if "pid" not in reply:
-                raise OSError(f"could not start the program: {reply.get('error')}")
-            u_pid = reply["pid"]
+            u_pid = int(self._ask_spawner(spawner.FORK, fds)[0])
+            if u_pid <= 0:
+                raise OSError(f"could not start the program: {os.strerror(-u_pid)}")
         finally:
             for fd in fds[:3]:
                 os.close(fd)
@@ -363,8 +366,8 @@ class Zygote:
 
     def _solution_status(self, pid: int, seconds: float) -> tuple[int | None, float]:
         """How the solution process ended (the spawner reaps it), waiting up to ``seconds``."""
-        reply = self._ask_spawner({"op": "wait", "pid": pid, "seconds": seconds})
-        return reply["status"], reply["cpu_s"]
+        status, cpu = self._ask_spawner(b"%s%d %r" % (spawner.WAIT, pid, float(seconds)))
+        return (None if int(status) < 0 else int(status)), float(cpu)
 
     def _cpu_seconds(self, pid: int) -> float:
         """CPU time of a live process so far (its /proc schedstat), 0.0 where that is unreadable."""

@@ -130,6 +130,11 @@ class LetiConfig(SFTConfig):
             Quantise the quantisation constants too.
         bnb_4bit_compute_dtype (`str`, *optional*, defaults to `"bfloat16"`):
             Compute dtype of 4-bit layers.
+        adapter_dtype (`str`, *optional*, defaults to `"float32"`):
+            Storage dtype of the trainable parameters (LoRA A/B, new-token rows, saved modules) of a 4-bit model.
+            `"float32"` keeps fp32 master weights (compute still runs in `bnb_4bit_compute_dtype`/autocast):
+            at QLoRA learning rates (1e-5, 5e-6) AdamW's updates are below bf16's resolution, and most bf16
+            weights would never change. `"bfloat16"`: what TRL's `SFTTrainer` does to quantized models.
         lora_r (`int`, *optional*, defaults to `16`):
             LoRA rank.
         lora_alpha (`int`, *optional*, defaults to `32`):
@@ -243,6 +248,8 @@ class LetiConfig(SFTConfig):
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata={"help": "4-bit quantisation type."})
     bnb_4bit_use_double_quant: bool = field(default=True, metadata={"help": "Double quantisation."})
     bnb_4bit_compute_dtype: str = field(default="bfloat16", metadata={"help": "Compute dtype of 4-bit layers."})
+    adapter_dtype: Literal["float32", "bfloat16"] = field(
+        default="float32", metadata={"help": "Storage dtype of a 4-bit model's trainable parameters (float32: master weights)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
@@ -270,6 +277,7 @@ class LetiConfig(SFTConfig):
         self._check_choice("sequence_order", ("feedback_first", "feedback_last"))
         self._check_choice("keep_passing", ("all", "distinct"))
         self._check_choice("new_token_rows", ("auto", "trainable_tokens", "embeddings", "frozen"))
+        self._check_choice("adapter_dtype", ("float32", "bfloat16"))
         self._check_choice("eval_condition", ("good", "none", "bad"))
         self._check_choice("generation_backend", ("hf", "vllm"))
         self._check_choice("vllm_dtype", ("auto", "bfloat16", "float16", "float32"))

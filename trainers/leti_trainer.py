@@ -314,8 +314,16 @@ class LetiTrainer:
         if self._vllm is not None:
             self._vllm.sleep()  # training gets vLLM's GPU memory back
         args = dataclasses.replace(self.args, output_dir=str(folder / "sft"))
+        # SFTTrainer casts a quantized model's trainable parameters to bf16 (trl 1.16), where AdamW's
+        # small updates round away. Keep the fp32 tensors themselves (not a cast back: that would
+        # lose what the bf16 copy rounded off) and put them back once it is built.
+        keep = ({name: p.data for name, p in self.model.named_parameters() if p.requires_grad}
+                if self.args.load_in_4bit and self.args.adapter_dtype == "float32" else {})
         trainer = SFTTrainer(model=self.model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                              processing_class=self.tokenizer, callbacks=self.callbacks)
+        for name, param in trainer.model.named_parameters():
+            if name in keep and param.dtype != keep[name].dtype:
+                param.data = keep[name]
         result = trainer.train()
         self.model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module
         # the next iteration builds a fresh optimizer: free this one's state now (sampling needs the memory)
@@ -419,7 +427,8 @@ class LetiTrainer:
         """Execute (task, completion) pairs in the sandbox; results in input order.
 
         With ``deduplicate_execution`` a (task, program) pair already run in this run (this batch or an
-        earlier iteration) reuses its result.
+        earlier iteration) reuses its result, except a timeout: that verdict depends on the machine's
+        load at the time, so a later batch runs the program again.
         """
         from leti_env.execution import get_pool
 
@@ -445,7 +454,11 @@ class LetiTrainer:
             programs, timeout=self.args.execution_timeout, memory_mb=self.args.execution_memory_mb,
             max_feedback_chars=self.args.max_feedback_chars, progress=progress) if programs else []
         known.update((key, results[index]) for key, index in pending.items())
-        return [known[key] for key in keys]
+        out = [known[key] for key in keys]
+        for key, index in pending.items():
+            if results[index].status == "timeout":
+                known.pop(key, None)
+        return out
 
 
 class _Processes:

@@ -160,6 +160,55 @@ def test_qlora_4bit_runs_an_iteration_on_cpu(tmp_path, tiny_model_dir, mbpp_task
     assert math.isfinite(metrics["train/loss"]) and (tmp_path / "iteration-1" / "model" / "adapter_model.safetensors").exists()
 
 
+@pytest.mark.parametrize("adapter_dtype", ["float32", "bfloat16"])
+def test_qlora_master_weights_let_small_updates_land(tmp_path, tiny_model_dir, mbpp_tasks, adapter_dtype):
+    """At a QLoRA learning rate (1e-5), AdamW's steps are below bf16's resolution: TRL stores a quantized
+    model's trainable parameters in bf16, where most of them never change. leti keeps fp32 master
+    weights unless asked for TRL's behaviour (adapter_dtype="bfloat16")."""
+    config = small_config(tmp_path, num_iterations=1, load_in_4bit=True, bf16=True, eval_before_training=False,
+                          learning_rate=1e-5, per_device_train_batch_size=1, adapter_dtype=adapter_dtype)
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2])
+    assert trainer.new_token_mode() == "trainable_tokens"
+    before = {n: p.detach().float().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    after = {n: p.detach() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert set(after) == set(before)
+
+    def changed(names):
+        names = list(names)
+        assert names
+        return float(sum((after[n].float() != before[n]).sum() for n in names) / sum(before[n].numel() for n in names))
+
+    lora_a = changed(n for n in before if "lora_A" in n)  # lora_B starts at 0 and moves even in bf16
+    # the reward token of every training row (all of this random model's programs fail: <|bad|>) is an input
+    rollouts = load_rollouts(tmp_path / "iteration-1" / "rollouts")
+    assert rollouts and not any(r.reward for r in rollouts)
+    delta = next(n for n in before if "trainable_tokens_delta" in n)
+    bad_row = config.special_tokens.index(config.bad_token)
+    row_changed = float((after[delta][bad_row].float() != before[delta][bad_row]).float().mean())
+    if adapter_dtype == "float32":
+        assert {p.dtype for p in after.values()} == {torch.float32}
+        assert lora_a >= 0.99 and row_changed >= 0.99, (lora_a, row_changed)
+    else:  # TRL's behaviour, kept as an option: the same run leaves most of them bit-identical
+        assert {p.dtype for p in after.values()} == {torch.bfloat16}
+        assert lora_a < 0.5, lora_a
+
+
+def test_timeouts_are_executed_again_other_verdicts_reused(tmp_path, tiny_model_dir, mbpp_tasks):
+    """deduplicate_execution reuses a program's verdict in later batches, but not a timeout, which
+    depends on how loaded the machine was."""
+    config = small_config(tmp_path, execution_timeout=0.5, execution_workers=1)
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:1])
+    task = mbpp_tasks[0]
+    pairs = [(task, task.reference_solution), (task, "\nwhile True:\n    pass\n"), (task, "\nx = 1\n")]
+    first = trainer._run_many(pairs)
+    assert [r.status for r in first] == ["passed", "timeout", "error"]
+    second = trainer._run_many(pairs)
+    assert [r.status for r in second] == ["passed", "timeout", "error"]
+    assert second[0] is first[0] and second[2] is first[2]  # reused: not executed again
+    assert second[1] is not first[1]  # the timeout was executed again
+
+
 def test_tied_embeddings_train_the_whole_embedding(tmp_path, tiny_tied_model_dir, mbpp_tasks):
     config = small_config(tmp_path, num_iterations=1, eval_before_training=False)
     trainer = LetiTrainer(str(tiny_tied_model_dir), config, train_tasks=mbpp_tasks[:2])

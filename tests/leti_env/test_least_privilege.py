@@ -7,7 +7,10 @@ IPC objects, mounts). Modes:
 
 - root: namespaces, a minimal root, two unprivileged uids, seccomp, Landlock, cgroups;
 - rootless: uid 65534 through a user namespace (a system Python that uid can read);
-- landlock: namespaces refused (as under Docker's default seccomp profile): Landlock + seccomp.
+- landlock: namespaces switched off (``disable=``): Landlock + seccomp;
+- docker-seccomp: nothing switched off, but the calling process runs under a seccomp filter that
+  refuses namespaces, mounts and keyrings, as Docker's default profile does: the executor must
+  find that out by itself and fall back to Landlock + seccomp.
 
 Probes aim only at canaries they create; sensitive paths are opened, never written; device nodes
 are listed, never opened; signals go only to the executor's own processes.
@@ -38,11 +41,17 @@ import ctypes, json, os, signal, sys
 sys.path.insert(0, sys.argv[1])
 from execution import ExecutorPool
 from execution.selftest import run_self_test
-disable, kill_self = json.loads(sys.argv[2]), sys.argv[3] == "kill"
+disable, kill_self, refuse_namespaces = json.loads(sys.argv[2]), sys.argv[3] == "kill", sys.argv[4] == "seccomp"
 libc = ctypes.CDLL(None, use_errno=True)
 keyctl, add_key = {"x86_64": (250, 248), "aarch64": (219, 217)}[os.uname().machine]
 libc.syscall(keyctl, 1, b"leti-test-keyring")  # a new session keyring of this process only
 key = libc.syscall(add_key, b"user", b"leti-canary", b"leti-canary-secret", 18, -3)
+if refuse_namespaces:  # like Docker's default profile: no unshare, setns, mount or keyctl from here on
+    sys.path.insert(0, os.path.join(sys.argv[1], "execution", "sandbox"))
+    import seccomp
+    sys.path.pop(0)
+    del sys.modules["seccomp"]
+    seccomp.install(seccomp.build_filter())
 pool = ExecutorPool(2, disable=disable)
 report = pool.protections()
 pids = pool.harness_pids()
@@ -99,7 +108,7 @@ def _copy_package(for_nobody: bool) -> Path:
 
 
 def _run_mode(mode: str, kill_self: bool = False) -> tuple[dict, dict]:
-    disable = {"root": [], "rootless": [], "landlock": NAMESPACES + ["cgroup"]}[mode]
+    disable = {"root": [], "rootless": [], "landlock": NAMESPACES + ["cgroup"], "docker-seccomp": []}[mode]
     command = [sys.executable]
     if mode == "rootless":
         if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(SYSTEM_PYTHON):
@@ -108,7 +117,8 @@ def _run_mode(mode: str, kill_self: bool = False) -> tuple[dict, dict]:
     base = _copy_package(for_nobody=mode == "rootless")
     before = _host_state()
     try:
-        proc = subprocess.run(command + [str(base / "run.py"), str(base), json.dumps(disable), "kill" if kill_self else ""],
+        proc = subprocess.run(command + [str(base / "run.py"), str(base), json.dumps(disable), "kill" if kill_self else "",
+                                         "seccomp" if mode == "docker-seccomp" else ""],
                               capture_output=True, text=True, timeout=300, cwd=str(base),
                               env={"PATH": "/usr/bin:/bin", "HOME": str(base)})
         if not kill_self:
@@ -121,7 +131,7 @@ def _run_mode(mode: str, kill_self: bool = False) -> tuple[dict, dict]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", params=["root", "rootless", "landlock"])
+@pytest.fixture(scope="module", params=["root", "rootless", "landlock", "docker-seccomp"])
 def mode_run(request):
     out, before = _run_mode(request.param)
     return request.param, out, before
@@ -143,7 +153,7 @@ def test_attack_class_is_contained(mode_run, attack):
 def test_mode_is_what_it_claims(mode_run):
     mode, out, _ = mode_run
     report = out["report"]
-    assert report["mode"] == ("landlock" if mode == "landlock" else "namespaces"), report
+    assert report["mode"] == ("landlock" if mode in ("landlock", "docker-seccomp") else "namespaces"), report
     assert report["seccomp"] and report["signal_isolation"] and report["unprivileged_uid"]
     assert out["key"] > 0, "the test could not create its own key"
     if mode == "root":
@@ -151,9 +161,12 @@ def test_mode_is_what_it_claims(mode_run):
         assert report["per_run_ipc_namespace"] and report["session_keyring"]
     if mode == "rootless":
         assert report["user_namespace"] and report["minimal_root"] and report["signal_isolation"] == "landlock"
-    if mode == "landlock":
+    if mode in ("landlock", "docker-seccomp"):
         assert not report["minimal_root"] and report["landlock_filesystem"] and report["landlock_network"]
         assert report["separate_verifier_uid"]  # uid nobody even where it cannot read this Python (/root)
+    if mode == "docker-seccomp":  # found out, not told: the launcher's unshare was refused
+        assert not report["pid_namespace"] and not report["user_namespace"] and not report["session_keyring"]
+        assert any("unshare refused" in note for note in report["notes"]), report["notes"]
 
 
 def test_nothing_outlives_the_process(mode_run):

@@ -139,14 +139,44 @@ def _load_for_eval(path: str):
             raise
         raise ValueError(f"no model at {path!r}: not a folder here, and not loadable as a Hub id ({exc}). Pass a "
                          "LeTI run's iteration-N/model folder, a model folder, or a Hub id.") from None
+    if tokenizer.pad_token is None:  # CodeGen's: batched generation needs one (as in training)
+        tokenizer.pad_token = tokenizer.eos_token
+    import torch
+
+    device = {"device_map": {"": "cuda:0"}} if torch.cuda.is_available() else {}
     if (folder / "adapter_config.json").exists():
         from peft import PeftModel
 
         base_name = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base = AutoModelForCausalLM.from_pretrained(base_name)
-        base.resize_token_embeddings(len(tokenizer))
+        base = AutoModelForCausalLM.from_pretrained(base_name, **device, **_base_loading_of_run(folder))
+        # As the trainer did: grow the embedding only when the new tokens do not fit. Resizing to
+        # len(tokenizer) unconditionally would shrink a padded vocabulary (Qwen, CodeGen), and the
+        # saved embedding would no longer load.
+        if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
+            base.resize_token_embeddings(len(tokenizer))
         return PeftModel.from_pretrained(base, path), tokenizer
-    return AutoModelForCausalLM.from_pretrained(path), tokenizer
+    return AutoModelForCausalLM.from_pretrained(path, **device), tokenizer
+
+
+def _base_loading_of_run(folder: Path) -> dict:
+    """How the run that wrote ``folder`` (its ``iteration-N/model``) loaded the base model: 4-bit
+    when it trained QLoRA, so that eval scores the model that was trained. Other folders: as saved."""
+    config_path = folder.parent.parent / "config.json"
+    if not folder.parent.name.startswith("iteration-") or not config_path.exists():
+        return {}
+    try:
+        run = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not run.get("load_in_4bit"):
+        return {}
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return {"quantization_config": BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=run.get("bnb_4bit_quant_type", "nf4"),
+        bnb_4bit_use_double_quant=run.get("bnb_4bit_use_double_quant", True),
+        bnb_4bit_compute_dtype=getattr(torch, run.get("bnb_4bit_compute_dtype", "bfloat16")))}
 
 
 def export(argv: list[str]) -> int:

@@ -39,15 +39,18 @@ def build_tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = 4096
 
 def build_tiny_model(output_dir: str | Path, *, corpus: list[str] | None = None, vocab_size: int = 4096,
                      hidden_size: int = 128, num_layers: int = 4, num_heads: int = 4,
-                     tie_word_embeddings: bool = False, seed: int = 0) -> Path:
-    """Save a randomly initialised tiny Llama and its tokenizer to ``output_dir``; return the path."""
+                     tie_word_embeddings: bool = False, seed: int = 0, padded_rows: int = 0) -> Path:
+    """Save a randomly initialised tiny Llama and its tokenizer to ``output_dir``; return the path.
+
+    ``padded_rows``: embedding rows beyond the tokenizer's length, as Qwen and CodeGen ship them.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     output_dir = Path(output_dir)
     tokenizer = build_tiny_tokenizer(corpus, vocab_size)
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 3,
+    config = LlamaConfig(vocab_size=len(tokenizer) + padded_rows, hidden_size=hidden_size, intermediate_size=hidden_size * 3,
                          num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_heads,
                          max_position_embeddings=2048, tie_word_embeddings=tie_word_embeddings,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,

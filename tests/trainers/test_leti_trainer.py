@@ -189,6 +189,13 @@ def test_qlora_master_weights_let_small_updates_land(tmp_path, tiny_model_dir, m
     if adapter_dtype == "float32":
         assert {p.dtype for p in after.values()} == {torch.float32}
         assert lora_a >= 0.99 and row_changed >= 0.99, (lora_a, row_changed)
+        # `leti eval` scores the model that was trained: the base loaded in 4-bit as in the run
+        import bitsandbytes as bnb
+
+        from trainers.cli import _load_for_eval
+
+        model, _ = _load_for_eval(str(tmp_path / "iteration-1" / "model"))
+        assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     else:  # TRL's behaviour, kept as an option: the same run leaves most of them bit-identical
         assert {p.dtype for p in after.values()} == {torch.bfloat16}
         assert lora_a < 0.5, lora_a
@@ -207,6 +214,41 @@ def test_timeouts_are_executed_again_other_verdicts_reused(tmp_path, tiny_model_
     assert [r.status for r in second] == ["passed", "timeout", "error"]
     assert second[0] is first[0] and second[2] is first[2]  # reused: not executed again
     assert second[1] is not first[1]  # the timeout was executed again
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_eval_and_export_load_an_adapter_trained_on_a_padded_vocabulary(tmp_path, mbpp_tasks, tied):
+    """Qwen and CodeGen ship more embedding rows than tokens. The new tokens fit in those rows, so
+    training never resizes; loading for `leti eval`/`leti export` must not shrink them either (the
+    saved embedding would not load) and must give the trained model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from trainers.cli import _load_for_eval
+    from trainers.tiny import build_tiny_model
+    from trainers.vllm_backend import export_merged_model
+
+    base = build_tiny_model(tmp_path / "base", vocab_size=2048, hidden_size=64, num_layers=2,
+                            tie_word_embeddings=tied, padded_rows=64)
+    config = small_config(tmp_path / "run", num_iterations=1, eval_before_training=False)
+    trainer = LetiTrainer(str(base), config, train_tasks=mbpp_tasks[:2])
+    rows = trainer.model.get_input_embeddings().weight.shape[0]
+    assert rows > len(trainer.tokenizer) and trainer.new_token_mode() == ("embeddings" if tied else "trainable_tokens")
+    trainer.train()
+    ids = torch.tensor([trainer.tokenizer("def f(x):\n    return x")["input_ids"] + trainer.new_token_ids])
+    trainer.model.eval()
+    with torch.no_grad():
+        want = trainer.model(ids).logits
+
+    model, tokenizer = _load_for_eval(str(tmp_path / "run" / "iteration-1" / "model"))
+    model.eval()
+    with torch.no_grad():
+        got = model(ids).logits
+    assert got.shape == want.shape == (1, ids.shape[1], rows)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+    exported = AutoModelForCausalLM.from_pretrained(export_merged_model(model, tokenizer, tmp_path / "export"))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(ids).logits, want, rtol=1e-4, atol=1e-4)
 
 
 def test_tied_embeddings_train_the_whole_embedding(tmp_path, tiny_tied_model_dir, mbpp_tasks):

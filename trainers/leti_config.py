@@ -91,6 +91,10 @@ class LetiConfig(SFTConfig):
             a line, unless the task asks for the authors' split) and not for MBPP.
         append_eos (`bool`, *optional*, defaults to `False`):
             Append EOS to training rows (the authors' code does not).
+        reward_token_target (`bool`, *optional*, defaults to `True`):
+            Put one pad token (label -100) before each row, so that the model learns to predict the reward
+            token from it, as it did in the authors' left-padded batches. `False`: the reward token is the
+            row's first token, an input the loss never covers.
         keep_passing (`str`, *optional*, defaults to `"all"`):
             `"all"` passing samples (paper), or only `"distinct"` passing programs per prompt.
         passing_copies (`int`, *optional*, defaults to `1`):
@@ -225,6 +229,9 @@ class LetiConfig(SFTConfig):
     postprocess_rollouts: bool = field(
         default=False, metadata={"help": "Cut sampled programs at the task's stop strings before execution (EAE: on)."})
     append_eos: bool = field(default=False, metadata={"help": "Append EOS to training rows (the paper does not)."})
+    reward_token_target: bool = field(
+        default=True, metadata={"help": "Start each row with a pad token (label -100) so the reward token is predicted, "
+                                        "as in the authors' left-padded batches; False: it is only an input."})
     keep_passing: Literal["all", "distinct"] = field(
         default="all", metadata={"help": "Keep all passing samples (paper) or distinct passing programs only."})
     passing_copies: int = field(default=1, metadata={"help": "Repeat each kept passing sample this many times (paper: 1)."})

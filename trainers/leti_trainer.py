@@ -430,8 +430,6 @@ class LetiTrainer:
         earlier iteration) reuses its result, except a timeout: that verdict depends on the machine's
         load at the time, so a later batch runs the program again.
         """
-        from leti_env.execution import get_pool
-
         dedup = self.args.deduplicate_execution
         if len(self._execution_results) > 500_000:  # bounded memory on long runs with long programs
             self._execution_results.clear()
@@ -446,11 +444,7 @@ class LetiTrainer:
                 unique.append((task, completion))
             keys.append(key)
         programs = [task.program(completion) for task, completion in unique]
-        workers = self.args.execution_workers
-        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        if workers is None and local_processes > 1:  # the machine's cores are shared by its training processes
-            workers = max(1, (os.cpu_count() or 1) // local_processes)
-        results = get_pool(workers).run(
+        results = execution_pool(self.args.execution_workers).run(
             programs, timeout=self.args.execution_timeout, memory_mb=self.args.execution_memory_mb,
             max_feedback_chars=self.args.max_feedback_chars, progress=progress) if programs else []
         known.update((key, results[index]) for key, index in pending.items())
@@ -459,6 +453,16 @@ class LetiTrainer:
             if results[index].status == "timeout":
                 known.pop(key, None)
         return out
+
+
+def execution_pool(workers: int | None = None):
+    """This process's sandbox pool. The training processes of one machine (``accelerate launch``)
+    each run their workers on their own share of its cores: pinned all to the first cores, they
+    would run several times slower, and correct but slow programs would time out."""
+    from leti_env.execution import get_pool
+    from leti_env.execution.pool import local_cpu_share
+
+    return get_pool(workers, cpus=local_cpu_share())
 
 
 class _Processes:

@@ -94,19 +94,31 @@ def select_rollouts(rollouts: Sequence[Rollout], config: LetiConfig, seed: int =
 
 
 def tokenize_rows(texts: Iterable[str], tokenizer, config: LetiConfig) -> list[dict[str, list[int]]]:
-    """``input_ids`` and ``labels`` (equal: LeTI's loss covers every token, reward token and feedback too).
+    """``input_ids`` and ``labels``: LeTI's loss covers every token, the reward token and feedback too.
 
-    No BOS is added and EOS only with ``append_eos``; rows longer than ``max_length`` are cut at the end
-    (as the authors' ``truncation=True``). Padding is left to the collator, which masks it with -100.
+    With ``reward_token_target`` (the default) each row starts with one pad token whose label is -100:
+    a causal LM never predicts a row's first token, and the authors' left padding put a pad before
+    the reward token, so their model learned to predict it. No BOS is added and EOS only with
+    ``append_eos``; rows longer than ``max_length`` are cut at the end (as the authors'
+    ``truncation=True``). Padding is left to the collator, which masks it with -100.
     """
+    lead = []
+    if config.reward_token_target:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("reward_token_target=True needs a pad or EOS token to start each row with; the tokenizer "
+                             "has neither. Set tokenizer.pad_token, or reward_token_target=False.")
+        lead = [pad]
     rows = []
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = lead + tokenizer(text, add_special_tokens=False)["input_ids"]
         if config.append_eos:
             ids = ids + [tokenizer.eos_token_id]
         if config.max_length is not None:
             ids = ids[: config.max_length]
-        rows.append({"input_ids": ids, "labels": list(ids)})
+        labels = list(ids)
+        labels[: len(lead)] = [-100] * len(lead)
+        rows.append({"input_ids": ids, "labels": labels})
     return rows
 
 

@@ -309,7 +309,9 @@ class VLLMSampler:
         self._loaded_version = version
 
     def _reload(self) -> None:
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.export_dir)})
+        # No arguments: the export is always written to the folder the engine was built from, and V1
+        # workers' `reload_weights(self)` takes none (a `weights_path` keyword fails there).
+        self.llm.collective_rpc("reload_weights")
         self.llm.reset_prefix_cache()
 
 

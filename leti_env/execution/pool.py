@@ -42,6 +42,31 @@ class SandboxUnavailableError(RuntimeError):
     """The host cannot isolate programs (or lacks what ``strict=True`` requires)."""
 
 
+def _usable_cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return []
+
+
+def local_cpu_share() -> list[int] | None:
+    """This process's share of the machine's cores when a launcher (``accelerate``, ``torchrun``)
+    started several processes here (``LOCAL_WORLD_SIZE``, ``LOCAL_RANK``); None for a single process.
+
+    Each local rank gets a contiguous, disjoint block. A launcher that already bound each rank to
+    its own cores (the affinity is smaller than the machine) is left as it is.
+    """
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if local <= 1:
+        return None
+    cpus = _usable_cpus()
+    if not cpus or len(cpus) < (os.cpu_count() or len(cpus)) or len(cpus) < local:
+        return cpus or None
+    rank = int(os.environ.get("LOCAL_RANK", "0") or 0) % local
+    per = len(cpus) // local
+    return cpus[rank * per:(rank + 1) * per]
+
+
 def default_workers() -> int:
     """One worker per usable core: more would turn wall-clock limits into flaky timeouts."""
     try:
@@ -123,18 +148,28 @@ class ExecutorPool:
         tmpfs_mb: Size of each slot's private ``/tmp`` (what programs may write in all).
         pin_cpus: Pin worker ``i`` to the ``i``-th usable core when there are at least as many cores
             as workers (faster calls between the solution and verifier processes, steadier timing).
+        cpus: The cores this pool's workers may use (default: every core this process may use).
+            Several processes on one machine (the ranks of a data-parallel run) each pass their own
+            share, or their workers would all pin themselves to the same first cores.
     """
 
     def __init__(self, workers: int | None = None, *, memory_mb: int = 1024, pids_max: int = 128,
                  strict: bool | None = None, disable: Iterable[str] = (), python: str | None = None,
-                 tmpfs_mb: int = 256, pin_cpus: bool = True, allow_unconfined: bool | None = None):
+                 tmpfs_mb: int = 256, pin_cpus: bool = True, allow_unconfined: bool | None = None,
+                 cpus: Sequence[int] | None = None):
         disable = set(disable) | {d for d in os.environ.get("LETI_SANDBOX_DISABLE", "").split(",") if d}
         unknown = disable - _DISABLE_CHOICES
         if unknown:
             raise ValueError(f"unknown protections to disable: {sorted(unknown)}; choose from {sorted(_DISABLE_CHOICES)}")
         if workers is not None and workers < 1:
             raise ValueError(f"`workers` must be at least 1, got {workers}")
-        self.num_workers = workers or default_workers()
+        if cpus is not None:
+            cpus = sorted({int(c) for c in cpus})
+            usable = _usable_cpus()
+            if not cpus or (usable and not set(cpus) <= set(usable)):
+                raise ValueError(f"`cpus` must be a non-empty subset of this process's cores {usable}, got {cpus}")
+        self.cpus = cpus
+        self.num_workers = workers or (len(cpus) if cpus else default_workers())
         setting = os.environ.get("LETI_SANDBOX", "")
         if setting not in ("", "strict", "unconfined"):
             raise ValueError(f"LETI_SANDBOX={setting!r} is not a setting; use 'strict', 'unconfined' or leave it unset")
@@ -160,11 +195,10 @@ class ExecutorPool:
             self._check_protections(self._workers[-1].protections)
 
     def _worker_config(self, index: int) -> dict:
-        try:
-            cpus = sorted(os.sched_getaffinity(0))
-        except AttributeError:
-            cpus = []
-        pin = self.pin_cpus and len(cpus) >= self.num_workers
+        cpus = self.cpus or _usable_cpus()
+        # Given cores are a promise to stay on them (other processes use the rest): pin even when
+        # there are more workers than cores.
+        pin = self.pin_cpus and cpus and (len(cpus) >= self.num_workers or self.cpus is not None)
         return {**self.config, "cpu": cpus[index % len(cpus)] if pin else None}
 
     def _check_protections(self, protections: dict) -> None:
@@ -371,17 +405,19 @@ def _to_result(reply: dict) -> ExecutionResult:
 # Module-level convenience: one shared pool per (workers, options) in this process.
 # ----------------------------------------------------------------------------------------------
 
-_pools: dict[int, ExecutorPool] = {}
+_pools: dict[tuple[int, tuple[int, ...] | None], ExecutorPool] = {}
 _pools_lock = threading.Lock()
 
 
-def get_pool(workers: int | None = None) -> ExecutorPool:
-    """The process-wide pool with ``workers`` workers (default: one per core), created on first use."""
-    key = workers or default_workers()
+def get_pool(workers: int | None = None, cpus: Sequence[int] | None = None) -> ExecutorPool:
+    """The process-wide pool with ``workers`` workers on ``cpus`` (default: one per core, every core),
+    created on first use."""
+    cpus = sorted(set(cpus)) if cpus else None
+    key = (workers or (len(cpus) if cpus else default_workers()), tuple(cpus) if cpus else None)
     with _pools_lock:
         pool = _pools.get(key)
         if pool is None:
-            pool = _pools[key] = ExecutorPool(key)
+            pool = _pools[key] = ExecutorPool(key[0], cpus=cpus)
         return pool
 
 

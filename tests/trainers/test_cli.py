@@ -140,3 +140,28 @@ def test_every_run_seed_uses_the_one_cached_default_model(tmp_path, monkeypatch)
     other, _ = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(
         ["--config", str(DEFAULT_CONFIG), "--default_model_seed", "3", "--output_dir", str(tmp_path / "run")])
     assert _model_path("default", other.default_model_seed) == str(tmp_path / f"default-arith-v{VERSION}-seed3")
+
+
+def test_accelerate_ranks_run_their_sandbox_workers_on_disjoint_cores(tmp_path, env):
+    """Each local rank pins its workers to its own share of the cores (before: every rank pinned
+    them to the first cores, and they all ran there)."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs at least two cores")
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        "import json, os\n"
+        "from trainers.leti_trainer import execution_pool\n"
+        "pool = execution_pool()\n"
+        "assert pool.run(['assert 1 + 1 == 2'])[0].passed\n"
+        "cpus = sorted({c for pid in pool.harness_pids() for c in os.sched_getaffinity(pid)})\n"
+        "print('RANK', json.dumps({'rank': int(os.environ['LOCAL_RANK']), 'cpus': cpus}), flush=True)\n"
+        "pool.close()\n")
+    # --multi_gpu: the torchrun-style launcher (gloo on a CPU-only machine); `--cpu` would start one process
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = {r["rank"]: set(r["cpus"]) for r in (json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
+                                                 if line.startswith("RANK "))}
+    assert set(ranks) == {0, 1} and all(ranks.values())
+    assert not ranks[0] & ranks[1], ranks

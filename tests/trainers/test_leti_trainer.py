@@ -90,7 +90,7 @@ def test_replay_reads_the_latest_passing_programs_from_the_run_folder(tmp_path, 
     save_rollouts([rollout(3, "new", 1.0)], tmp_path / "iteration-3" / "rollouts")
     assert [r.program for r in trainer._earlier_passing(4)[task.task_id]] == ["new"]  # the latest replaces it
     rows = trainer.training_rows([rollout(4, "bad", 0.0)], 4)
-    texts = [trainer.tokenizer.decode(r["input_ids"]) for r in rows]
+    texts = [trainer.tokenizer.decode(r["input_ids"][1:]) for r in rows]  # [0]: the pad before the reward token
     assert texts[0].startswith("<|bad|>") and texts[1] == "<|good|>" + task.prompt + "new"
 
 
@@ -288,13 +288,13 @@ def test_pretraining_steps_alternate_through_trl(tmp_path, tiny_model_dir, mbpp_
     rollouts = trainer.collect_rollouts(1, tmp_path / "run" / "iteration-1" / "rollouts")
     rows = trainer.training_rows(rollouts, 1)
     reward_ids = set(trainer.new_token_ids[:2])
-    kinds = ["leti" if row["input_ids"][0] in reward_ids else "pretrain" for row in rows]
+    kinds = ["leti" if row["input_ids"][1] in reward_ids else "pretrain" for row in rows]  # [0]: the leading pad
     assert kinds == ["leti", "leti", "pretrain", "pretrain"] * 2
     sft = SFTTrainer(model=trainer.model, args=config, train_dataset=datasets.Dataset.from_list(rows),
                      processing_class=trainer.tokenizer)
     order = []
     for batch in sft.get_train_dataloader():  # the collator pads on the right: row starts are real tokens
-        starts = {int(t) for t in batch["input_ids"][:, 0]}
+        starts = {int(t) for t in batch["input_ids"][:, 1]}  # after the leading pad of LeTI rows
         order.append("leti" if starts <= reward_ids else "pretrain" if not starts & reward_ids else "mixed")
     assert order == ["leti", "pretrain", "leti", "pretrain"]
 

@@ -86,16 +86,45 @@ def test_labels_cover_every_token_and_padding_is_masked(config, tiny_model_dir):
     tokenizer.add_tokens(config.special_tokens, special_tokens=True)
     rows = tokenize_rows([training_text(GOOD, config), training_text(BAD, config)], tokenizer, config)
     for row in rows:
-        assert row["labels"] == row["input_ids"]  # loss on reward token, feedback, prompt and program
-    assert rows[1]["input_ids"][:2] == tokenizer.convert_tokens_to_ids(["<|bad|>", "<|lang_feedback|>"])  # no BOS
-    assert tokenizer.decode(rows[1]["input_ids"]) == training_text(BAD, config)
-    assert tokenizer.eos_token_id not in rows[0]["input_ids"]  # no EOS (the authors append none)
+        # one pad first, never a target; then the loss covers reward token, feedback, prompt and program
+        assert row["input_ids"][0] == tokenizer.pad_token_id and row["labels"][0] == -100
+        assert row["labels"][1:] == row["input_ids"][1:]
+    assert rows[1]["input_ids"][1:3] == tokenizer.convert_tokens_to_ids(["<|bad|>", "<|lang_feedback|>"])  # no BOS
+    assert tokenizer.decode(rows[1]["input_ids"][1:]) == training_text(BAD, config)
+    assert tokenizer.eos_token_id not in rows[0]["input_ids"][1:]  # no EOS (the authors append none)
     batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(rows)
     shorter = min(range(2), key=lambda i: len(rows[i]["input_ids"]))
     padding = batch["labels"][shorter][batch["attention_mask"][shorter] == 0]
     assert len(padding) > 0 and (padding == -100).all()
     eos_rows = tokenize_rows([training_text(GOOD, config)], tokenizer, with_(config, append_eos=True))
     assert eos_rows[0]["input_ids"][-1] == tokenizer.eos_token_id
+
+
+def test_the_reward_token_is_a_loss_target(config, tiny_model_dir):
+    """A causal LM's loss never covers a row's first token. The authors' left padding put a pad before
+    the reward token, so it was predicted; with reward_token_target=False it is only an input."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_tokens(config.special_tokens, special_tokens=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.resize_token_embeddings(len(tokenizer))
+    good = tokenizer.convert_tokens_to_ids(config.good_token)
+
+    def reward_token_loss_weight(cfg) -> float:
+        """How many positions of the collated row are trained to predict <|good|>."""
+        rows = tokenize_rows([training_text(GOOD, cfg)], tokenizer, cfg)
+        batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(rows)
+        targets = batch["labels"][0, 1:]  # what each position is trained to predict (HF shifts by one)
+        return float((targets == good).sum())
+
+    assert reward_token_loss_weight(config) == 1
+    assert reward_token_loss_weight(with_(config, reward_token_target=False)) == 0
+    rows = tokenize_rows([training_text(GOOD, config)], tokenizer, config)
+    out = model(input_ids=torch.tensor([rows[0]["input_ids"]]), labels=torch.tensor([rows[0]["labels"]]))
+    assert torch.isfinite(out.loss)
 
 
 def test_pretraining_alternates_one_step_each():

@@ -152,8 +152,12 @@ class _EngineStandIn:
             outputs.append(_FakeRequestOutput([_FakeOutput(row[ids.shape[1]:].tolist()) for row in out]))
         return outputs
 
-    def collective_rpc(self, method, kwargs=None):
-        assert method == "reload_weights" and kwargs["weights_path"] == self.path
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        # vLLM calls the method on every worker with these arguments; V1 GPU workers define
+        # `reload_weights(self)` with no arguments (it reloads from the folder the engine was built from)
+        return [getattr(self, f"_worker_{method}")(*args, **(kwargs or {}))]
+
+    def _worker_reload_weights(self):
         self.calls.append("reload")
         self._load()
 

@@ -205,6 +205,7 @@ class LetiTrainer:
             **{f"rollout/status/{s}": c / len(rollouts) for s, c in sorted(statuses.items())},
             "train/rows": len(rows),
             "train/loss": loss,
+            "run/processes": self.distributed.world,  # data-parallel processes that sampled and trained
         }
         if self.eval_tasks:
             with self._timed("evaluation"):

@@ -71,7 +71,8 @@ def test_set_up_errors_are_one_line_that_names_the_fix(tmp_path, env):
 
 def test_accelerate_launch_two_cpu_processes_through_one_iteration(tmp_path, env):
     # data-parallel: each process samples half the prompts; the main process alone writes the run folder
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "-m", "trainers.cli",
+    # --multi_gpu is the torchrun-style launcher (gloo on a CPU-only machine); `--cpu` starts ONE process
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m", "trainers.cli",
                "train", "--model_name_or_path", "tiny", "--max_train_tasks", "6", "--max_eval_tasks", "4",
                "--num_iterations", "1", "--num_generations_per_prompt", "2", "--max_new_tokens", "12",
                "--per_device_train_batch_size", "2", "--max_steps", "3", "--output_dir", str(tmp_path / "run")]
@@ -80,6 +81,7 @@ def test_accelerate_launch_two_cpu_processes_through_one_iteration(tmp_path, env
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in lines] == [0, 1]  # written once, not once per process
+    assert lines[1]["run/processes"] == 2  # really two processes (`--cpu` would have started one)
     assert lines[1]["rollout/count"] == 6 * 2  # the two shards gathered: every prompt sampled once
     import datasets
 

@@ -572,6 +572,11 @@ def _load_model(model: str | os.PathLike, args: LetiConfig):
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     kwargs: dict[str, Any] = {}
+    if not args.use_peft:
+        # Full fine-tuning trains the loaded weights themselves: fp32 master weights (bf16 only in the
+        # autocast compute), never a half-precision checkpoint's dtype (transformers loads "auto":
+        # CodeGen's fp16), where AdamW's small steps round away and fp16 overflows.
+        kwargs["dtype"] = torch.float32
     if args.load_in_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=args.bnb_4bit_quant_type,

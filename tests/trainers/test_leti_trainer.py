@@ -251,6 +251,21 @@ def test_eval_and_export_load_an_adapter_trained_on_a_padded_vocabulary(tmp_path
         torch.testing.assert_close(exported(ids).logits, want, rtol=1e-4, atol=1e-4)
 
 
+def test_full_fine_tuning_trains_fp32_weights_of_a_half_precision_checkpoint(tmp_path, tiny_model_dir, mbpp_tasks):
+    """CodeGen's checkpoints are fp16, and transformers loads a checkpoint's own dtype by default."""
+    from transformers import AutoModelForCausalLM
+
+    half = tmp_path / "fp16-model"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float16).save_pretrained(half)
+    from transformers import AutoTokenizer
+
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(half)
+    config = small_config(tmp_path / "run", use_peft=False, load_in_4bit=False, num_iterations=1,
+                          eval_before_training=False)
+    trainer = LetiTrainer(str(half), config, train_tasks=mbpp_tasks[:2])
+    assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
+
+
 def test_tied_embeddings_train_the_whole_embedding(tmp_path, tiny_tied_model_dir, mbpp_tasks):
     config = small_config(tmp_path, num_iterations=1, eval_before_training=False)
     trainer = LetiTrainer(str(tiny_tied_model_dir), config, train_tasks=mbpp_tasks[:2])

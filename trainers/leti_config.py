@@ -152,6 +152,10 @@ class LetiConfig(SFTConfig):
             (PEFT `trainable_token_indices`). `"embeddings"`: the whole input and output embeddings
             (`modules_to_save`). `"frozen"`: not trained. `"auto"`: `trainable_tokens`, or `embeddings` for models
             with tied input/output embeddings, where TRL 1.16's fused LM head cannot use trainable tokens.
+        train_output_head (`bool` or `None`, *optional*, defaults to `None`):
+            With `new_token_rows="trainable_tokens"` and an untied output head (CodeGen), train the head
+            too (`modules_to_save`): the feedback tokens are loss targets, and their output rows would
+            otherwise never learn. `None`: on where the head is untied. The authors trained every weight.
 
         > Parameters that control evaluation
 
@@ -263,6 +267,8 @@ class LetiConfig(SFTConfig):
     lora_target_modules: str = field(default="all-linear", metadata={"help": "Modules to adapt (comma-separated, or all-linear)."})
     new_token_rows: Literal["auto", "trainable_tokens", "embeddings", "frozen"] = field(
         default="auto", metadata={"help": "How the new tokens' embedding rows are trained."})
+    train_output_head: bool | None = field(
+        default=None, metadata={"help": "Also train an untied output head with trainable_tokens (None: yes where untied)."})
 
     # Parameters that control evaluation
     eval_num_samples: int = field(default=16, metadata={"help": "Samples per evaluation task."})

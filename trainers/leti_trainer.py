@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,12 @@ class LetiTrainer:
         extra: dict[str, Any] = {}
         if mode == "trainable_tokens":
             extra["trainable_token_indices"] = {embed_name: self.new_token_ids}
+            tied = bool(getattr(model.config, "tie_word_embeddings", False))
+            train_head = self.args.train_output_head if self.args.train_output_head is not None else not tied
+            if train_head and head_name and not tied:
+                # PEFT's trainable tokens cover the input rows only; TRL 1.16's fused LM head cannot read a
+                # TrainableTokens head (docs/trl_gym_notes.md 4.6), so the head is trained whole.
+                extra["modules_to_save"] = [head_name]
         elif mode == "embeddings":
             # TRL 1.16's fused LM head cannot read a tied TrainableTokens head (docs/trl_gym_notes.md 4.6):
             # train the whole embedding (and, when untied, the output head) instead.
@@ -344,8 +350,11 @@ class LetiTrainer:
                              max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
                              top_p=self.args.eval_top_p, call_seed=-1 - self._iteration)
         completions = [c for _, c in sorted(self.distributed.gather(list(zip(mine, local))), key=lambda x: x[0])]
-        report = pass_at_k_report(tasks, completions, self.args.eval_k, self._run_many) if self.distributed.is_main else None
-        return self.distributed.broadcast(report)
+        # Every process executes its share of the programs (with its own cores) and the verdicts are
+        # gathered: the same report everywhere, without the other processes idling in a collective
+        # while one executes everything (which can outlast the process group's timeout).
+        return pass_at_k_report(tasks, completions, self.args.eval_k,
+                                lambda pairs: shared_execution(self.distributed, self._run_many, pairs))
 
     def _sample(self, prompts: list[str], *, num_samples: int, max_new_tokens: int, temperature: float,
                 top_p: float = 1.0, top_k: int = 0, call_seed: int = 0, on_batch=None) -> list[list[str]]:
@@ -456,6 +465,15 @@ class LetiTrainer:
         return out
 
 
+def shared_execution(distributed: _Processes, run_many: Callable[[list], list], pairs: list) -> list:
+    """``run_many(pairs)``, split across the processes of a data-parallel run: each runs every
+    ``world``-th pair, and every process gets all results, in order. A collective call: every process
+    must make it, with the same ``pairs``."""
+    mine = distributed.share(range(len(pairs)))
+    local = list(zip(mine, run_many([pairs[i] for i in mine]) if mine else []))
+    return [result for _, result in sorted(distributed.gather(local), key=lambda x: x[0])]
+
+
 def execution_pool(workers: int | None = None):
     """This process's sandbox pool. The training processes of one machine (``accelerate launch``)
     each run their workers on their own share of its cores: pinned all to the first cores, they
@@ -479,7 +497,11 @@ class _Processes:
         if self.world > 1:
             from accelerate import PartialState
 
-            self.state = PartialState()  # joins the process group the launcher set up
+            from .leti_config import _has_accelerator
+
+            # Joins the process group the launcher set up. Without an accelerator, say so (gloo on the
+            # CPU): else a process not set up by TrainingArguments first would think it is alone.
+            self.state = PartialState(cpu=not _has_accelerator())
 
     @property
     def is_main(self) -> bool:

@@ -167,3 +167,34 @@ def test_accelerate_ranks_run_their_sandbox_workers_on_disjoint_cores(tmp_path, 
                                                  if line.startswith("RANK "))}
     assert set(ranks) == {0, 1} and all(ranks.values())
     assert not ranks[0] & ranks[1], ranks
+
+
+def test_evaluation_execution_is_shared_by_the_ranks(tmp_path, env):
+    """Each rank executes its share of the evaluation programs; every rank gets all verdicts, equal to
+    what one process gets alone (before: rank 0 executed all, the others waited in a collective)."""
+    script = tmp_path / "shared.py"
+    script.write_text(
+        "import json\n"
+        "from trainers.leti_trainer import _Processes, execution_pool, resolve_tasks, shared_execution\n"
+        "tasks = resolve_tasks('LETI-Arith')[:5]\n"
+        "pairs = [(t, c) for t in tasks for c in (t.reference_solution, '\\nx = 1\\n')]\n"
+        "executed = []\n"
+        "def run_many(chunk):\n"
+        "    executed.extend(t.task_id for t, _ in chunk)\n"
+        "    return execution_pool().run([t.program(c) for t, c in chunk])\n"
+        "results = shared_execution(_Processes(), run_many, pairs)\n"
+        "print('RESULT', json.dumps({'executed': executed, 'verdicts': [[r.status, r.feedback] for r in results]}), flush=True)\n")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = [json.loads(line.split(" ", 1)[1]) for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    assert len(ranks) == 2
+    assert sorted(len(r["executed"]) for r in ranks) == [5, 5]  # each executed half of the 10 programs
+    alone = subprocess.run([sys.executable, str(script)],
+                           capture_output=True, text=True, timeout=300, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)})
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    one = json.loads(next(line for line in alone.stdout.splitlines() if line.startswith("RESULT ")).split(" ", 1)[1])
+    assert len(one["executed"]) == 10
+    assert ranks[0]["verdicts"] == ranks[1]["verdicts"] == one["verdicts"]
+    assert {status for status, _ in one["verdicts"]} == {"passed", "error"}

@@ -266,6 +266,26 @@ def test_full_fine_tuning_trains_fp32_weights_of_a_half_precision_checkpoint(tmp
     assert {p.dtype for p in trainer.model.parameters() if p.requires_grad} == {torch.float32}
 
 
+@pytest.mark.parametrize("train_output_head", [None, False])
+def test_untied_output_rows_of_the_new_tokens_train(tmp_path, tiny_model_dir, mbpp_tasks, train_output_head):
+    """The feedback tokens are loss targets: an untied head's rows for them must learn (by default)."""
+    config = small_config(tmp_path, num_iterations=1, eval_before_training=False, train_output_head=train_output_head)
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2])
+    assert trainer.new_token_mode() == "trainable_tokens"
+    hidden = torch.randn(3, trainer.model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    feedback_ids = trainer.tokenizer.convert_tokens_to_ids([config.feedback_start_token, config.feedback_end_token])
+
+    def head_logits():
+        with torch.no_grad():
+            return trainer.model.get_output_embeddings()(hidden)[:, feedback_ids].clone()
+
+    before = head_logits()
+    trainer.train()
+    assert not any(r.reward for r in load_rollouts(tmp_path / "iteration-1" / "rollouts"))  # rows carry feedback
+    moved = not torch.equal(before, head_logits())
+    assert moved == (train_output_head is None), (train_output_head, moved)
+
+
 def test_tied_embeddings_train_the_whole_embedding(tmp_path, tiny_tied_model_dir, mbpp_tasks):
     config = small_config(tmp_path, num_iterations=1, eval_before_training=False)
     trainer = LetiTrainer(str(tiny_tied_model_dir), config, train_tasks=mbpp_tasks[:2])

@@ -190,6 +190,7 @@ def engine_stand_in(monkeypatch):
 
 def test_vllm_backend_samples_what_the_trained_weights_generate(tmp_path, tiny_model_dir, mbpp_tasks, engine_stand_in):
     config = small_config(tmp_path / "run", generation_backend="vllm", temperature=0.0, eval_temperature=0.0,
+                          learning_rate=1e-3,  # enough to change the samples, not to collapse them all into one
                           max_new_tokens=12)
     trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks, eval_tasks=mbpp_tasks[:2])
     metrics = trainer.train()

@@ -113,6 +113,9 @@ class LetiConfig(SFTConfig):
             folder saved with `save_to_disk`). `None`: no mix. The paper uses 50k Python files of The Stack.
         pretrain_data_dir (`str` or `None`, *optional*, defaults to `None`):
             `data_dir` of a Hub pre-training dataset (The Stack: `data/python`).
+        pretrain_revision (`str` or `None`, *optional*, defaults to `None`):
+            Revision of a Hub pre-training dataset, so that the same documents come first every time (the
+            authors used The Stack v1.1: `"v1.1"`). `None`: the dataset's main branch.
         pretrain_max_documents (`int` or `None`, *optional*, defaults to `None`):
             Read at most this many documents, streaming Hub datasets (the paper: the first 50,000 files).
         pretrain_text_field (`str`, *optional*, defaults to `"content"`):
@@ -121,6 +124,11 @@ class LetiConfig(SFTConfig):
             Tokens per pre-training block (`None`: `max_length`).
         pretrain_max_blocks (`int` or `None`, *optional*, defaults to `None`):
             Use at most this many blocks (`None`: all).
+        pretrain_test_size (`float` or `None`, *optional*, defaults to `0.1`):
+            As the authors: `train_test_split(test_size=0.1, seed=42)` of the documents read, keeping the
+            shuffled train part. `None`: every document, in the order read. The blocks are built once
+            per run (int32, in `<output_dir>/pretraining-blocks`), by the main process; every process
+            reads the same ones.
 
         > Parameters that control QLoRA
 
@@ -247,11 +255,15 @@ class LetiConfig(SFTConfig):
     # Parameters that control the pre-training mix
     pretrain_dataset: str | None = field(default=None, metadata={"help": "Plain text/code dataset for the 1:1 step mix (None: off)."})
     pretrain_data_dir: str | None = field(default=None, metadata={"help": "data_dir of a Hub pre-training dataset."})
+    pretrain_revision: str | None = field(default=None, metadata={"help": "Revision of a Hub pre-training dataset (The Stack: v1.1)."})
     pretrain_max_documents: int | None = field(
         default=None, metadata={"help": "Read at most this many pre-training documents (the paper: 50,000)."})
     pretrain_text_field: str = field(default="content", metadata={"help": "Text column of the pre-training dataset."})
     pretrain_block_size: int | None = field(default=None, metadata={"help": "Tokens per pre-training block (None: max_length)."})
     pretrain_max_blocks: int | None = field(default=None, metadata={"help": "At most this many pre-training blocks (None: all)."})
+    pretrain_test_size: float | None = field(
+        default=0.1, metadata={"help": "As the authors: train_test_split(test_size, seed=42) of the documents, keep the "
+                                       "shuffled train part (None: every document, in file order)."})
 
     # Parameters that control QLoRA
     use_peft: bool = field(default=True, metadata={"help": "Train LoRA adapters instead of all weights."})

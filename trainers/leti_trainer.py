@@ -17,7 +17,8 @@ from leti_env import CodeTask, execute_many
 
 from .evaluation import generate, pass_at_k_report, postprocess_for
 from .leti_config import LetiConfig
-from .sequences import Rollout, inference_prompt, interleave_pretraining, select_rollouts, tokenize_rows, training_text
+from .sequences import (Rollout, inference_prompt, interleave_pretraining_dataset, select_rollouts, tokenize_rows,
+                        training_text)
 
 
 def make_leti_env(env_id: str, prefix: str = "", **kwargs: Any):
@@ -265,7 +266,7 @@ class LetiTrainer:
         if self.args.pretrain_dataset and rows:
             world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
             per_step = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * world
-            rows = interleave_pretraining(rows, self.pretraining_rows(), per_step)
+            return interleave_pretraining_dataset(rows, self.pretraining_rows(), per_step)
         return rows
 
     def _earlier_passing(self, iteration: int) -> dict[str, list[Rollout]]:
@@ -283,35 +284,26 @@ class LetiTrainer:
         self._replay_memory = (memory, max(upto, iteration - 1))
         return memory
 
-    def pretraining_rows(self) -> list[dict]:
-        """Blocks of ``pretrain_block_size`` tokens from the concatenated pre-training texts."""
+    def pretraining_rows(self):
+        """The run's pre-training blocks (a ``datasets.Dataset`` of int32 ``input_ids``/``labels``).
+
+        Built once per run by the main process into ``<output_dir>/pretraining-blocks`` (as the
+        authors: the documents read, ``train_test_split(pretrain_test_size, seed=42)``, the train part
+        tokenized, concatenated and cut into blocks); every process, every iteration and a resumed
+        run read those same blocks from disk instead of holding Python lists.
+        """
         if self._pretrain_rows is None:
             import datasets
 
-            source = self.args.pretrain_dataset
-            if Path(source, "dataset_info.json").exists():
-                data = datasets.load_from_disk(source)
-            else:  # streamed, so a corpus the size of The Stack is never downloaded whole
-                data = datasets.load_dataset(source, data_dir=self.args.pretrain_data_dir, split="train", streaming=True)
-            field_name = self.args.pretrain_text_field
-            size = self.args.pretrain_block_size or self.args.max_length or 1024
-            stream: list[int] = []
-            blocks: list[dict] = []
-            for count, example in enumerate(data):
-                if self.args.pretrain_max_documents is not None and count >= self.args.pretrain_max_documents:
-                    break
-                if field_name not in example:
-                    raise ValueError(f"pre-training dataset {source!r} has no column {field_name!r} "
-                                     f"(columns: {sorted(example)}); set `pretrain_text_field`.")
-                stream += self.tokenizer(example[field_name], add_special_tokens=False)["input_ids"]
-                while len(stream) >= size:
-                    block, stream = stream[:size], stream[size:]
-                    blocks.append({"input_ids": block, "labels": list(block)})
-                if self.args.pretrain_max_blocks and len(blocks) >= self.args.pretrain_max_blocks:
-                    break
-            if not blocks:
-                raise ValueError(f"pre-training dataset {source!r} has fewer than {size} tokens; lower `pretrain_block_size`.")
-            self._pretrain_rows = blocks[: self.args.pretrain_max_blocks or None]
+            folder = self.output_dir / "pretraining-blocks"
+            if self.distributed.is_main and not (folder / "dataset_info.json").exists():
+                tmp = folder.with_name(folder.name + ".tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                folder.parent.mkdir(parents=True, exist_ok=True)
+                build_pretraining_blocks(self.args, self.tokenizer, tmp)
+                os.replace(tmp, folder)
+            self.distributed.wait()  # every process, always: whether to wait must not depend on a race
+            self._pretrain_rows = datasets.load_from_disk(str(folder))
         return self._pretrain_rows
 
     def _fit(self, rows: list[dict], folder: Path) -> float:
@@ -326,7 +318,8 @@ class LetiTrainer:
         # lose what the bf16 copy rounded off) and put them back once it is built.
         keep = ({name: p.data for name, p in self.model.named_parameters() if p.requires_grad}
                 if self.args.load_in_4bit and self.args.adapter_dtype == "float32" else {})
-        trainer = SFTTrainer(model=self.model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+        train_dataset = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(rows)
+        trainer = SFTTrainer(model=self.model, args=args, train_dataset=train_dataset,
                              processing_class=self.tokenizer, callbacks=self.callbacks)
         for name, param in trainer.model.named_parameters():
             if name in keep and param.dtype != keep[name].dtype:
@@ -463,6 +456,65 @@ class LetiTrainer:
             if results[index].status == "timeout":
                 known.pop(key, None)
         return out
+
+
+def build_pretraining_blocks(args: LetiConfig, tokenizer, folder: str | os.PathLike) -> None:
+    """Write the blocks of ``pretrain_block_size`` tokens of ``args.pretrain_dataset`` to ``folder``
+    (``save_to_disk``: int32 ``input_ids`` and ``labels``), as the authors built them: the first
+    ``pretrain_max_documents`` documents, ``train_test_split(pretrain_test_size, seed=42)``'s train
+    part, tokenized, concatenated and cut. The token stream never lives in Python lists."""
+    import datasets
+    import numpy as np
+    from datasets.arrow_writer import ArrowWriter
+
+    source = args.pretrain_dataset
+    if Path(source, "dataset_info.json").exists():
+        data = datasets.load_from_disk(source)
+    else:  # streamed, so a corpus the size of The Stack is never downloaded whole
+        data = datasets.load_dataset(source, data_dir=args.pretrain_data_dir, split="train", streaming=True,
+                                     **({"revision": args.pretrain_revision} if args.pretrain_revision else {}))
+    field_name = args.pretrain_text_field
+    texts = []
+    for count, example in enumerate(data):
+        if args.pretrain_max_documents is not None and count >= args.pretrain_max_documents:
+            break
+        if field_name not in example:
+            raise ValueError(f"pre-training dataset {source!r} has no column {field_name!r} "
+                             f"(columns: {sorted(example)}); set `pretrain_text_field`.")
+        texts.append(example[field_name])
+    documents = datasets.Dataset.from_dict({"text": texts})
+    del texts
+    if args.pretrain_test_size and len(documents) > 1:  # the authors' split, which also shuffles
+        documents = documents.train_test_split(test_size=args.pretrain_test_size, seed=42)["train"]
+    size = args.pretrain_block_size or args.max_length or 1024
+    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32")),
+                                  "labels": datasets.Sequence(datasets.Value("int32"))})
+    scratch = Path(folder).with_name(Path(folder).name + ".arrow")
+    writer = ArrowWriter(features=features, path=str(scratch))
+    stream, made = np.zeros(0, dtype=np.int32), 0
+    try:
+        for start in range(0, len(documents), 256):
+            ids = tokenizer(documents[start:start + 256]["text"], add_special_tokens=False)["input_ids"]
+            stream = np.concatenate([stream, *(np.asarray(i, dtype=np.int32) for i in ids)])
+            whole = len(stream) // size
+            if args.pretrain_max_blocks:
+                whole = min(whole, args.pretrain_max_blocks - made)
+            if whole:
+                cut = stream[: whole * size].reshape(whole, size)
+                writer.write_batch({"input_ids": list(cut), "labels": list(cut)})
+                made += whole
+                stream = stream[whole * size:]
+            if args.pretrain_max_blocks and made >= args.pretrain_max_blocks:
+                break
+        writer.finalize()
+    finally:
+        writer.close()
+    try:
+        if not made:
+            raise ValueError(f"pre-training dataset {source!r} has fewer than {size} tokens; lower `pretrain_block_size`.")
+        datasets.Dataset.from_file(str(scratch)).save_to_disk(str(folder))
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def shared_execution(distributed: _Processes, run_many: Callable[[list], list], pairs: list) -> list:

@@ -122,6 +122,24 @@ def tokenize_rows(texts: Iterable[str], tokenizer, config: LetiConfig) -> list[d
     return rows
 
 
+def interleave_pretraining_dataset(fcft_rows: list[dict], blocks, rows_per_step: int):
+    """``interleave_pretraining`` for blocks kept in a ``datasets.Dataset`` (on disk): the same order,
+    as one ``Dataset`` that selects blocks by index instead of copying them into Python lists."""
+    import datasets
+
+    features = blocks.features
+    leti = datasets.Dataset.from_dict({name: [row[name] for row in fcft_rows] for name in features}, features=features)
+    order: list[int] = []
+    cursor = 0
+    for start in range(0, len(fcft_rows), rows_per_step):
+        chunk = range(start, min(start + rows_per_step, len(fcft_rows)))
+        order += chunk
+        for _ in chunk:
+            order.append(len(fcft_rows) + cursor % len(blocks))
+            cursor += 1
+    return datasets.concatenate_datasets([leti, blocks]).select(order)
+
+
 def interleave_pretraining(fcft_rows: list[dict], pretrain_rows: list[dict], rows_per_step: int) -> list[dict]:
     """Alternate one optimizer step of LeTI rows with one step of pre-training rows (the paper's 1:1 mix).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 import sys
 
@@ -325,8 +326,8 @@ def test_pretraining_steps_alternate_through_trl(tmp_path, tiny_model_dir, mbpp_
     reward_ids = set(trainer.new_token_ids[:2])
     kinds = ["leti" if row["input_ids"][1] in reward_ids else "pretrain" for row in rows]  # [0]: the leading pad
     assert kinds == ["leti", "leti", "pretrain", "pretrain"] * 2
-    sft = SFTTrainer(model=trainer.model, args=config, train_dataset=datasets.Dataset.from_list(rows),
-                     processing_class=trainer.tokenizer)
+    assert isinstance(rows, datasets.Dataset)  # blocks stay in Arrow: selected by index, never copied to lists
+    sft = SFTTrainer(model=trainer.model, args=config, train_dataset=rows, processing_class=trainer.tokenizer)
     order = []
     for batch in sft.get_train_dataloader():  # the collator pads on the right: row starts are real tokens
         starts = {int(t) for t in batch["input_ids"][:, 1]}  # after the leading pad of LeTI rows
@@ -342,7 +343,7 @@ def test_pretraining_corpus_streamed_from_a_data_dir_stops_at_max_documents(tmp_
     (tmp_path / "corpus" / "data" / "python" / "part.jsonl").write_text("".join(json.dumps({"content": d}) + "\n" for d in docs))
     (tmp_path / "corpus" / "data" / "other" / "part.jsonl").write_text(json.dumps({"content": "NOT PYTHON " * 50}) + "\n")
     config = small_config(tmp_path / "run", pretrain_dataset=str(tmp_path / "corpus"), pretrain_data_dir="data/python",
-                          pretrain_max_documents=3, pretrain_block_size=16)
+                          pretrain_max_documents=3, pretrain_block_size=16, pretrain_test_size=None)  # file order
     trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2])
     text = trainer.tokenizer.decode([t for row in trainer.pretraining_rows() for t in row["input_ids"]])
     assert text.startswith(docs[0]) and "f2(x)" in text and "f3(x)" not in text and "NOT PYTHON" not in text
@@ -350,6 +351,29 @@ def test_pretraining_corpus_streamed_from_a_data_dir_stops_at_max_documents(tmp_
                        pretrain_text_field="code")
     with pytest.raises(ValueError, match="has no column 'code'.*set `pretrain_text_field`"):
         LetiTrainer(str(tiny_model_dir), bad, train_tasks=mbpp_tasks[:2]).pretraining_rows()
+
+
+def test_pretraining_blocks_are_built_once_as_int32_from_the_authors_split(tmp_path, tiny_model_dir, mbpp_tasks):
+    import datasets
+
+    docs = [f"def f{i}(x):\n    return x + {i}\n" * 6 for i in range(20)]
+    corpus = tmp_path / "corpus"
+    datasets.Dataset.from_dict({"content": docs}).save_to_disk(str(corpus))
+    config = small_config(tmp_path / "run", pretrain_dataset=str(corpus), pretrain_block_size=16)
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2])
+    blocks = trainer.pretraining_rows()
+    assert blocks.features["input_ids"].feature.dtype == "int32" and blocks.features["labels"].feature.dtype == "int32"
+    # the authors' documents: train_test_split(test_size=0.1, seed=42)'s shuffled train part, in that order
+    kept = datasets.Dataset.from_dict({"text": docs}).train_test_split(test_size=0.1, seed=42)["train"]["text"]
+    assert kept != docs[: len(kept)]
+    stream = [t for text in kept for t in trainer.tokenizer(text, add_special_tokens=False)["input_ids"]]
+    assert [t for row in blocks for t in row["input_ids"]] == stream[: len(blocks) * 16]
+    assert len(blocks) == len(stream) // 16
+    # built once, into the run folder: a resumed run (or another process) reads the same blocks
+    shutil.rmtree(corpus)
+    again = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2]).pretraining_rows()
+    assert [list(b) for b in again["input_ids"]] == [list(b) for b in blocks["input_ids"]]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("pretraining")) == ["pretraining-blocks"]
 
 
 def test_one_iteration_on_eae_with_its_stop_strings(tmp_path, tiny_model_dir):

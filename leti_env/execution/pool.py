@@ -53,14 +53,19 @@ def local_cpu_share() -> list[int] | None:
     """This process's share of the machine's cores when a launcher (``accelerate``, ``torchrun``)
     started several processes here (``LOCAL_WORLD_SIZE``, ``LOCAL_RANK``); None for a single process.
 
-    Each local rank gets a contiguous, disjoint block. A launcher that already bound each rank to
-    its own cores (the affinity is smaller than the machine) is left as it is.
+    Each local rank gets a contiguous, disjoint block of the cores it may use. A launcher that
+    already bound each rank to its own cores (this process may use fewer than the launcher, its
+    parent) is left as it is; a container's cpuset alone is not such a binding.
     """
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
     if local <= 1:
         return None
     cpus = _usable_cpus()
-    if not cpus or len(cpus) < (os.cpu_count() or len(cpus)) or len(cpus) < local:
+    try:
+        launcher = set(os.sched_getaffinity(os.getppid()))
+    except (AttributeError, OSError):
+        launcher = set(cpus)
+    if not cpus or set(cpus) < launcher or len(cpus) < local:
         return cpus or None
     rank = int(os.environ.get("LOCAL_RANK", "0") or 0) % local
     per = len(cpus) // local

@@ -187,3 +187,30 @@ def test_spawner_remembers_a_bounded_number_of_exit_statuses():
     assert int(kept) <= int(bound)
     assert last_status == expected_status  # the latest child's status is there, and right
     assert first_kept == "False"  # the oldest was forgotten
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_local_ranks_get_disjoint_cores_unless_the_launcher_bound_them():
+    """Under a multi-process launch each local rank pins its workers to its own block of cores; a rank
+    that its launcher already bound to fewer cores than the launcher's own keeps that binding."""
+    script = (
+        "import json, os, sys\n"
+        "from leti_env.execution.pool import local_cpu_share\n"
+        "out = {}\n"
+        "for rank in (0, 1):\n"
+        "    os.environ.update(LOCAL_WORLD_SIZE='2', LOCAL_RANK=str(rank))\n"
+        "    out[f'split{rank}'] = local_cpu_share()\n"
+        "first = sorted(os.sched_getaffinity(0))[-1]\n"
+        "os.sched_setaffinity(0, {first})  # as a launcher that binds its ranks would\n"
+        "out['bound'] = local_cpu_share()\n"
+        "os.environ.pop('LOCAL_WORLD_SIZE')\n"
+        "out['alone'] = local_cpu_share()\n"
+        "print(json.dumps(out))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=str(REPO))
+    assert out.returncode == 0, out.stderr
+    shares = json.loads(out.stdout)
+    cpus = sorted(os.sched_getaffinity(0))
+    assert shares["split0"] and shares["split1"] and not set(shares["split0"]) & set(shares["split1"])
+    assert set(shares["split0"]) | set(shares["split1"]) <= set(cpus)
+    assert shares["bound"] == [cpus[-1]] and shares["alone"] is None

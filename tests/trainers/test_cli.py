@@ -20,30 +20,6 @@ def run(*args: str, env: dict, timeout: int = 600) -> subprocess.CompletedProces
     return subprocess.run([*LETI, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
 
-def tagged(stdout: str, tag: str) -> list[dict]:
-    """The JSON objects the processes of a launch printed with ``emit(tag, ...)``."""
-    return [json.loads(line.split(" ", 1)[1]) for line in stdout.splitlines() if line.startswith(tag + " ")]
-
-
-# Prepended to the scripts the two-process tests launch: one write per line, so that the two
-# processes' lines never interleave on the shared stdout.
-EMIT = "import json, os\ndef emit(tag, obj):\n    os.write(1, (tag + ' ' + json.dumps(obj) + '\\n').encode())\n"
-
-
-def launch_two(script, env: dict, tag: str) -> list[dict]:
-    """Run ``script`` as two data-parallel processes; what each emitted under ``tag``.
-
-    ``--multi_gpu`` is the torchrun-style launcher (gloo on a CPU-only machine); ``--cpu`` would start
-    one process only."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", str(script)]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO,
-                         env={**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    assert out.returncode == 0, out.stderr[-3000:]
-    found = tagged(out.stdout, tag)
-    assert len(found) == 2, out.stdout
-    return found
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     return {**os.environ, "LETI_CACHE": str(tmp_path_factory.mktemp("cache")), "TRL_EXPERIMENTAL_SILENCE": "1",
@@ -166,73 +142,3 @@ def test_every_run_seed_uses_the_one_cached_default_model(tmp_path, monkeypatch)
     other, _ = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(
         ["--config", str(DEFAULT_CONFIG), "--default_model_seed", "3", "--output_dir", str(tmp_path / "run")])
     assert _model_path("default", other.default_model_seed) == str(tmp_path / f"default-arith-v{VERSION}-seed3")
-
-
-def test_accelerate_ranks_run_their_sandbox_workers_on_disjoint_cores(tmp_path, env):
-    """Each local rank pins its workers to its own share of the cores (before: every rank pinned
-    them to the first cores, and they all ran there)."""
-    if len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("needs at least two cores")
-    script = tmp_path / "ranks.py"
-    script.write_text(EMIT + (
-        "from trainers.leti_trainer import execution_pool\n"
-        "pool = execution_pool()\n"
-        "assert pool.run(['assert 1 + 1 == 2'])[0].passed\n"
-        "cpus = set()\n"
-        "for pid in pool.harness_pids():  # a run's last process may be exiting meanwhile\n"
-        "    try:\n"
-        "        cpus |= os.sched_getaffinity(pid)\n"
-        "    except ProcessLookupError:\n"
-        "        pass\n"
-        "emit('RANK', {'rank': int(os.environ['LOCAL_RANK']), 'cpus': sorted(cpus)})\n"
-        "pool.close()\n"))
-    ranks = {r["rank"]: set(r["cpus"]) for r in launch_two(script, env, "RANK")}
-    assert set(ranks) == {0, 1} and all(ranks.values())
-    assert not ranks[0] & ranks[1], ranks
-
-
-def test_evaluation_execution_is_shared_by_the_ranks(tmp_path, env):
-    """Each rank executes its share of the evaluation programs; every rank gets all verdicts, equal to
-    what one process gets alone (before: rank 0 executed all, the others waited in a collective)."""
-    script = tmp_path / "shared.py"
-    script.write_text(EMIT + (
-        "from trainers.leti_trainer import _Processes, execution_pool, resolve_tasks, shared_execution\n"
-        "tasks = resolve_tasks('LETI-Arith')[:5]\n"
-        "pairs = [(t, c) for t in tasks for c in (t.reference_solution, '\\nx = 1\\n')]\n"
-        "executed = []\n"
-        "def run_many(chunk):\n"
-        "    executed.extend(t.task_id for t, _ in chunk)\n"
-        "    return execution_pool().run([t.program(c) for t, c in chunk])\n"
-        "results = shared_execution(_Processes(), run_many, pairs)\n"
-        "emit('RESULT', {'executed': executed, 'verdicts': [[r.status, r.feedback] for r in results]})\n"))
-    ranks = launch_two(script, env, "RESULT")
-    assert sorted(len(r["executed"]) for r in ranks) == [5, 5]  # each executed half of the 10 programs
-    alone = subprocess.run([sys.executable, str(script)],
-                           capture_output=True, text=True, timeout=300, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)})
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    (one,) = tagged(alone.stdout, "RESULT")
-    assert len(one["executed"]) == 10
-    assert ranks[0]["verdicts"] == ranks[1]["verdicts"] == one["verdicts"]
-    assert {status for status, _ in one["verdicts"]} == {"passed", "error"}
-
-
-def test_every_rank_reads_the_same_pretraining_blocks(tmp_path, env, tiny_model_dir):
-    """The main process builds the blocks once; the other ranks wait for them and read the same ones."""
-    import datasets
-
-    corpus = tmp_path / "corpus"
-    datasets.Dataset.from_dict({"content": [f"def f{i}(x):\n    return x * {i}\n" * 5 for i in range(30)]}).save_to_disk(str(corpus))
-    script = tmp_path / "blocks.py"
-    script.write_text(EMIT + (
-        "import hashlib\n"
-        "from tests.trainers.conftest import small_config\n"
-        "from trainers import LetiTrainer\n"
-        f"config = small_config({str(tmp_path / 'run')!r}, pretrain_dataset={str(corpus)!r}, pretrain_block_size=16)\n"
-        f"trainer = LetiTrainer({str(tiny_model_dir)!r}, config, train_tasks='LETI-Arith')\n"
-        "blocks = trainer.pretraining_rows()\n"
-        "digest = hashlib.sha256(json.dumps([list(b) for b in blocks['input_ids']]).encode()).hexdigest()\n"
-        "emit('BLOCKS', {'rank': int(os.environ['RANK']), 'digest': digest, 'n': len(blocks)})\n"))
-    ranks = launch_two(script, env, "BLOCKS")
-    assert sorted(r["rank"] for r in ranks) == [0, 1]
-    assert ranks[0]["digest"] == ranks[1]["digest"] and ranks[0]["n"] > 0
-    assert (tmp_path / "run" / "pretraining-blocks" / "dataset_info.json").exists()

@@ -80,6 +80,14 @@ def _host_state() -> dict:
     return state
 
 
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -209,6 +217,10 @@ def test_a_stopped_verifier_is_replaced(pool):
     assert verifiers
     for pid in verifiers:  # our own pool's processes
         os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + 5  # a signal takes effect when its target next runs: wait until stopped
+    while time.monotonic() < deadline and not all(_state(pid) == "T" for pid in verifiers):
+        time.sleep(0.01)
+    assert all(_state(pid) == "T" for pid in verifiers)
     results = pool.run([Program("def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\n")] * 4, timeout=3)
     assert all(r.passed for r in results), [r.status for r in results]
     for pid in verifiers:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +52,14 @@ def build_model(folder: Path, tiny: bool) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="leti-gpu-"))
+    try:
+        return _measure(argv, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a 355M model and two trainers' outputs
+
+
+def _measure(argv: list[str] | None, work: Path) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="A tiny model: a smoke run of this script.")
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -71,7 +80,6 @@ def main(argv: list[str] | None = None) -> dict:
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
         parser.error("no CUDA device visible; use --device cpu (with --tiny) for a smoke run")
-    work = Path(tempfile.mkdtemp(prefix="leti-gpu-"))
     model_dir = build_model(work / "model", args.tiny)
     tasks = leti_env.load_mbpp("train")
     feedback = 'Traceback (most recent call last):\n  File "<string>", line 9, in <module>\n    assert f(1) == 2\nAssertionError\n'

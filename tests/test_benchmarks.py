@@ -12,7 +12,11 @@ from tests.conftest import REPO
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
 
-def test_gpu_benchmark_runs_its_training_and_sampling_code_on_a_cpu(capsys):
+def test_gpu_benchmark_runs_its_training_and_sampling_code_on_a_cpu(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where it builds its model: removed when it is done
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
     spec = importlib.util.spec_from_file_location("gpu_benchmark", REPO / "benchmarks" / "gpu.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -25,3 +29,4 @@ def test_gpu_benchmark_runs_its_training_and_sampling_code_on_a_cpu(capsys):
         assert results[name]["tokens"] > 0 and results[name]["tokens_per_s"] > 0
     assert math.isfinite(results["hf rollouts_per_s"]) and results["hf rollouts_per_s"] > 0
     assert "QLoRA / bf16 LoRA: tokens/s" in out and "sample vLLM: skipped (needs CUDA)" in out
+    assert not list(tmp_path.glob("leti-gpu-*")), "the benchmark left its model folder behind"

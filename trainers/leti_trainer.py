@@ -570,13 +570,6 @@ class _Processes:
 
         return gather_object(items)
 
-    def broadcast(self, value):
-        if self.state is None:
-            return value
-        from accelerate.utils import broadcast_object_list
-
-        return broadcast_object_list([value])[0]
-
     def wait(self) -> None:
         if self.state is not None:
             self.state.wait_for_everyone()

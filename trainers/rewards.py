@@ -49,12 +49,11 @@ class ExecutionReward:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], task_id: Sequence[str] | None = None,
                  tests: Sequence[str] | None = None, log_extra=None, log_metric=None, **kwargs) -> list[float]:
-        from leti_env.execution import get_pool
-        from leti_env.execution.pool import local_cpu_share
+        from .leti_trainer import execution_pool
 
-        pool = get_pool(self.workers, cpus=local_cpu_share())  # under a multi-process launch: this rank's cores
-        results = pool.run(self.programs(prompts, completions, task_id, tests), timeout=self.timeout,
-                           memory_mb=self.memory_mb, max_feedback_chars=self.max_feedback_chars)
+        results = execution_pool(self.workers).run(  # under a multi-process launch: on this rank's cores
+            self.programs(prompts, completions, task_id, tests), timeout=self.timeout, memory_mb=self.memory_mb,
+            max_feedback_chars=self.max_feedback_chars)
         if log_extra is not None:
             log_extra("feedback", [r.feedback for r in results])
             log_extra("status", [r.status for r in results])

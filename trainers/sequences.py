@@ -122,24 +122,6 @@ def tokenize_rows(texts: Iterable[str], tokenizer, config: LetiConfig) -> list[d
     return rows
 
 
-def interleave_pretraining_dataset(fcft_rows: list[dict], blocks, rows_per_step: int):
-    """``interleave_pretraining`` for blocks kept in a ``datasets.Dataset`` (on disk): the same order,
-    as one ``Dataset`` that selects blocks by index instead of copying them into Python lists."""
-    import datasets
-
-    features = blocks.features
-    leti = datasets.Dataset.from_dict({name: [row[name] for row in fcft_rows] for name in features}, features=features)
-    order: list[int] = []
-    cursor = 0
-    for start in range(0, len(fcft_rows), rows_per_step):
-        chunk = range(start, min(start + rows_per_step, len(fcft_rows)))
-        order += chunk
-        for _ in chunk:
-            order.append(len(fcft_rows) + cursor % len(blocks))
-            cursor += 1
-    return datasets.concatenate_datasets([leti, blocks]).select(order)
-
-
 def interleave_pretraining(fcft_rows: list[dict], pretrain_rows: list[dict], rows_per_step: int) -> list[dict]:
     """Alternate one optimizer step of LeTI rows with one step of pre-training rows (the paper's 1:1 mix).
 
@@ -149,12 +131,28 @@ def interleave_pretraining(fcft_rows: list[dict], pretrain_rows: list[dict], row
     """
     if not pretrain_rows:
         return list(fcft_rows)
-    out: list[dict] = []
+    both = list(fcft_rows) + list(pretrain_rows)
+    return [both[i] for i in _interleaved_order(len(fcft_rows), len(pretrain_rows), rows_per_step)]
+
+
+def interleave_pretraining_dataset(fcft_rows: list[dict], blocks, rows_per_step: int):
+    """``interleave_pretraining`` for blocks kept in a ``datasets.Dataset`` (on disk): the same order,
+    as one ``Dataset`` that selects blocks by index instead of copying them into Python lists."""
+    import datasets
+
+    features = blocks.features
+    leti = datasets.Dataset.from_dict({name: [row[name] for row in fcft_rows] for name in features}, features=features)
+    order = _interleaved_order(len(fcft_rows), len(blocks), rows_per_step)
+    return datasets.concatenate_datasets([leti, blocks]).select(order)
+
+
+def _interleaved_order(n_fcft: int, n_blocks: int, rows_per_step: int) -> list[int]:
+    """Indices into ``fcft rows + blocks``: each step of LeTI rows, then as many blocks (cycling)."""
+    order: list[int] = []
     cursor = 0
-    for start in range(0, len(fcft_rows), rows_per_step):
-        chunk = fcft_rows[start:start + rows_per_step]
-        out += chunk
-        for _ in range(len(chunk)):
-            out.append(pretrain_rows[cursor % len(pretrain_rows)])
-            cursor += 1
-    return out
+    for start in range(0, n_fcft, rows_per_step):
+        chunk = range(start, min(start + rows_per_step, n_fcft))
+        order += chunk
+        order += [n_fcft + (cursor + i) % n_blocks for i in range(len(chunk))]
+        cursor += len(chunk)
+    return order

@@ -74,10 +74,7 @@ def local_cpu_share() -> list[int] | None:
 
 def default_workers() -> int:
     """One worker per usable core: more would turn wall-clock limits into flaky timeouts."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(_usable_cpus()) or os.cpu_count() or 1)
 
 
 class _Worker:

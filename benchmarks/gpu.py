@@ -13,7 +13,7 @@ a bf16 base (LoRA weights in fp32 in both, PEFT's default). Printed: tokens/s (n
 (``torch.cuda.max_memory_allocated``), with the QLoRA / bf16 ratios.
 
 Sampling: the same prompts and ``--samples`` per prompt at temperature 1 from the bf16 model, with
-``trainers.evaluation.generate`` (transformers, shared prompt prefill) and, if vLLM is installed, with
+``trainers.sampling.generate`` (transformers, shared prompt prefill) and, if vLLM is installed, with
 ``trainers.vllm_backend.VLLMSampler`` (the engine ``generation_backend="vllm"`` uses; its first call, which
 builds the engine, is timed separately). Printed: rollouts/s of each and the vLLM / transformers ratio.
 """
@@ -74,7 +74,7 @@ def _measure(argv: list[str] | None, work: Path) -> dict:
 
     import leti_env
     from trainers import LetiConfig, LetiTrainer, Rollout
-    from trainers.evaluation import generate
+    from trainers.sampling import generate
     from trainers.sequences import inference_prompt
 
     cuda = args.device == "cuda"

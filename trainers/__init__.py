@@ -15,6 +15,7 @@ _EXPORTS = {
     "rollouts_to_sft_dataset": "rewards",
     "tasks_to_dataset": "rewards",
     "postprocess": "evaluation",
+    "generate": "sampling",
     "export_merged_model": "vllm_backend",
     "VLLMSampler": "vllm_backend",
     "build_tiny_model": "tiny",

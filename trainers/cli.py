@@ -104,11 +104,17 @@ def evaluate(argv: list[str]) -> int:
     parser.add_argument("--top_p", type=float, default=1.0)
     parser.add_argument("--max_new_tokens", type=int, default=384)
     parser.add_argument("--condition", choices=["good", "none", "bad"], default="good", help="reward-token prefix")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (each sample's draws are keyed by it)")
+    parser.add_argument("--batch_size", type=int, default=32,
+                        help="sequences per generate call (halved automatically on out-of-memory)")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1; got {args.batch_size}")
     bad_k = [k for k in args.k if k > args.num_samples]
     if bad_k:
         parser.error(f"pass@k needs --num_samples >= k; got --num_samples {args.num_samples} and k={bad_k}")
-    from .evaluation import generate, pass_at_k_report
+    from .evaluation import pass_at_k_report
+    from .sampling import generate
     from .leti_config import LetiConfig
     from .sequences import inference_prompt
 
@@ -120,7 +126,7 @@ def evaluate(argv: list[str]) -> int:
     config = LetiConfig(output_dir="/tmp/leti-eval", load_in_4bit=False, eval_k=args.k, eval_num_samples=args.num_samples)
     prompts = [inference_prompt(t.prompt, config, args.condition) for t in tasks]
     completions = generate(model, tokenizer, prompts, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, top_p=args.top_p)
+                           temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size, seed=args.seed)
     from leti_env import execute_many
 
     report = pass_at_k_report(tasks, completions, args.k, lambda pairs: execute_many([t.program(c) for t, c in pairs]))

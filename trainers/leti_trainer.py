@@ -15,8 +15,9 @@ from typing import Any
 
 from leti_env import CodeTask, execute_many
 
-from .evaluation import generate, pass_at_k_report, postprocess_for
+from .evaluation import pass_at_k_report, postprocess_for
 from .leti_config import LetiConfig
+from .sampling import generate
 from .sequences import (Rollout, inference_prompt, interleave_pretraining_dataset, select_rollouts, tokenize_rows,
                         training_text)
 
@@ -241,7 +242,7 @@ class LetiTrainer:
             with self._timed("sampling"):
                 completions = self._sample(prompts, num_samples=n, max_new_tokens=self.args.max_new_tokens,
                                            temperature=self.args.temperature, top_p=self.args.top_p,
-                                           top_k=self.args.top_k, call_seed=iteration,
+                                           top_k=self.args.top_k, call_seed=iteration, prompt_ids=mine,
                                            on_batch=lambda k: progress.advance(sampling, k))
             if self.args.postprocess_rollouts:
                 completions = [[postprocess_for(task, c) for c in samples] for task, samples in zip(tasks, completions)]
@@ -341,7 +342,7 @@ class LetiTrainer:
         prompts = [inference_prompt(tasks[i].prompt, self.args, self.args.eval_condition) for i in mine]
         local = self._sample(prompts, num_samples=self.args.eval_num_samples,
                              max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
-                             top_p=self.args.eval_top_p, call_seed=-1 - self._iteration)
+                             top_p=self.args.eval_top_p, call_seed=-1 - self._iteration, prompt_ids=mine)
         completions = [c for _, c in sorted(self.distributed.gather(list(zip(mine, local))), key=lambda x: x[0])]
         # Every process executes its share of the programs (with its own cores) and the verdicts are
         # gathered: the same report everywhere, without the other processes idling in a collective
@@ -350,8 +351,14 @@ class LetiTrainer:
                                 lambda pairs: shared_execution(self.distributed, self._run_many, pairs))
 
     def _sample(self, prompts: list[str], *, num_samples: int, max_new_tokens: int, temperature: float,
-                top_p: float = 1.0, top_k: int = 0, call_seed: int = 0, on_batch=None) -> list[list[str]]:
-        """Completions from the current weights, with the configured backend (transformers or vLLM)."""
+                top_p: float = 1.0, top_k: int = 0, call_seed: int = 0, prompt_ids: Sequence[int] | None = None,
+                on_batch=None) -> list[list[str]]:
+        """Completions from the current weights, with the configured backend (transformers or vLLM).
+
+        Each sample's randomness is keyed by (seed, ``call_seed``, the prompt's index in the whole task
+        list, the sample's index): the same programs on one process or several, at any batch size,
+        and after an out-of-memory retry.
+        """
         if self.args.generation_backend == "vllm":
             if self._vllm is None:
                 from .vllm_backend import VLLMSampler
@@ -364,10 +371,11 @@ class LetiTrainer:
             return self._vllm.generate(self.model, self.tokenizer, prompts, weights_version=self._weights_version,
                                        num_samples=num_samples, max_new_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p, top_k=top_k, call_seed=call_seed,
-                                       on_batch=on_batch)
+                                       prompt_ids=prompt_ids, on_batch=on_batch)
         return generate(self.model, self.tokenizer, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,
                         temperature=temperature, top_p=top_p, top_k=top_k, batch_size=self.args.generation_batch_size,
-                        share_prompt_prefill=self.args.share_prompt_prefill, on_batch=on_batch)
+                        share_prompt_prefill=self.args.share_prompt_prefill, on_batch=on_batch,
+                        seed=_call_seed(self.args.seed, call_seed), prompt_ids=prompt_ids)
 
     @contextlib.contextmanager
     def _timed(self, phase: str):
@@ -676,6 +684,11 @@ def _progress(show: bool = True):
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=_console(), transient=False, disable=not show)
+
+
+def _call_seed(seed: int, call: int) -> int:
+    """One sampling seed per (run seed, call): iterations and evaluations each draw fresh programs."""
+    return (seed * 1_000_003 + call * 10_007) % (2**31 - 1)
 
 
 def _console():

@@ -232,8 +232,12 @@ class VLLMSampler:
 
     def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], *, weights_version: int,
                  num_samples: int, max_new_tokens: int, temperature: float, top_p: float = 1.0, top_k: int = 0,
-                 call_seed: int = 0, on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
-        """Sample ``num_samples`` completions per prompt, as ``evaluation.generate`` does with transformers.
+                 call_seed: int = 0, prompt_ids: Sequence[int] | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+        """Sample ``num_samples`` completions per prompt, as ``sampling.generate`` does with transformers.
+
+        Each prompt's seed comes from ``seed``, ``call_seed`` and its id in ``prompt_ids`` (default: its
+        position), so a process that samples a share of the prompts draws what one process would.
 
         Completions are decoded with ``tokenizer`` (special tokens skipped), after the prompt's tokens, so
         both backends hand the executor the same kind of text. ``temperature == 0`` is greedy.
@@ -247,7 +251,7 @@ class VLLMSampler:
                                  top_p=1.0 if greedy else top_p, top_k=0 if greedy else top_k,
                                  max_tokens=max_new_tokens, seed=_prompt_seed(self.seed, call_seed, i),
                                  detokenize=False)
-                  for i in range(len(ids))]
+                  for i in (range(len(ids)) if prompt_ids is None else prompt_ids)]
         completions: list[list[str]] = []
         step = max(1, SEQUENCES_PER_CALL // num_samples)  # prompts per call: enough for vLLM's batching
         for start in range(0, len(ids), step):

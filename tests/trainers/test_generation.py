@@ -16,7 +16,7 @@ def model_and_tokenizer(tiny_model_dir):
 
 @pytest.mark.parametrize("batch_size", [64, 4, 2])  # several prompts per call; one; one prompt's samples split
 def test_shared_prefill_matches_plain_generate_greedy(model_and_tokenizer, batch_size):
-    from trainers.evaluation import generate
+    from trainers.sampling import generate
 
     model, tokenizer = model_and_tokenizer
     kwargs = dict(num_samples=3, max_new_tokens=12, temperature=0.0, batch_size=batch_size)
@@ -32,7 +32,7 @@ def test_shared_prefill_through_peft_and_sampling(model_and_tokenizer, tiny_mode
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from trainers.evaluation import _prompt_cache, generate
+    from trainers.sampling import _prompt_cache, generate
 
     _, tokenizer = model_and_tokenizer
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
@@ -50,7 +50,7 @@ def test_shared_prefill_through_peft_and_sampling(model_and_tokenizer, tiny_mode
 
 
 def test_one_token_prompts_fall_back_to_plain_generate(model_and_tokenizer):
-    from trainers.evaluation import _prompt_cache, generate
+    from trainers.sampling import _prompt_cache, generate
 
     model, tokenizer = model_and_tokenizer
     encoded = tokenizer(["x", "y"], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -63,7 +63,7 @@ def test_prompt_cache_counts_positions_like_generate(model_and_tokenizer):
     """The next-token logits from the cached prefix equal a full forward with generate's position ids."""
     import torch
 
-    from trainers.evaluation import _prompt_cache
+    from trainers.sampling import _prompt_cache
 
     model, tokenizer = model_and_tokenizer
     encoded = tokenizer(PROMPTS[:2], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -72,6 +72,86 @@ def test_prompt_cache_counts_positions_like_generate(model_and_tokenizer):
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -1]
         cache = _prompt_cache(model, encoded)
-        last = model(input_ids=ids[:, -1:], attention_mask=mask, past_key_values=cache,
+        last = model(input_ids=ids[:, -1:], attention_mask=mask, cache=cache,
                      position_ids=(mask.sum(-1, keepdim=True) - 1)).logits[:, -1]
     torch.testing.assert_close(last, full, atol=1e-4, rtol=1e-4)
+
+
+def test_samples_do_not_depend_on_batching(model_and_tokenizer):
+    """Each token of each sample is drawn from its own keyed uniform number: the batch size, the shared
+    prefill and a split of the prompts (with their global ids) leave every sample unchanged."""
+    import torch
+
+    from trainers.sampling import generate
+
+    model, tokenizer = model_and_tokenizer
+    kwargs = dict(num_samples=5, max_new_tokens=12, temperature=1.0, seed=3)
+    reference = generate(model, tokenizer, PROMPTS, batch_size=64, **kwargs)
+    assert len(set(reference[1])) > 1  # really sampled
+    for batch_size, share in ((64, False), (4, True), (2, True), (1, False)):
+        assert generate(model, tokenizer, PROMPTS, batch_size=batch_size, share_prompt_prefill=share,
+                        **kwargs) == reference, (batch_size, share)
+    # a process that samples prompts 1 and 2 of the list, named by their ids there
+    assert generate(model, tokenizer, PROMPTS[1:], prompt_ids=[1, 2], batch_size=3, **kwargs) == reference[1:]
+    assert generate(model, tokenizer, PROMPTS, batch_size=64, **{**kwargs, "seed": 4}) != reference
+    # without a seed, torch's global generator picks one: reproducible with manual_seed, fresh otherwise
+    torch.manual_seed(0)
+    first = generate(model, tokenizer, PROMPTS, num_samples=2, max_new_tokens=8, temperature=1.0, seed=None)
+    again = generate(model, tokenizer, PROMPTS, num_samples=2, max_new_tokens=8, temperature=1.0, seed=None)
+    torch.manual_seed(0)
+    assert generate(model, tokenizer, PROMPTS, num_samples=2, max_new_tokens=8, temperature=1.0, seed=None) == first
+    assert again != first
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(1.0, 0, 1.0), (0.5, 3, 0.9), (2.0, 2, 1.0)])
+def test_keyed_sampler_draws_from_the_filtered_distribution(temperature, top_k, top_p):
+    """40,000 keyed draws from one set of logits match transformers' filtered distribution."""
+    import torch
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    from trainers.sampling import KeyedSampler
+
+    n = 40_000
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]])
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)] + ([TopKLogitsWarper(top_k)] if top_k else [])
+                                  + ([TopPLogitsWarper(top_p)] if top_p < 1 else []))
+    expected = torch.softmax(warpers(torch.zeros(1, 1, dtype=torch.long), logits.clone()), -1)[0]
+    sampler = KeyedSampler([(12345, i) for i in range(n)], temperature, top_p=top_p, top_k=top_k)
+    scores = sampler(torch.zeros(n, 3, dtype=torch.long), logits.repeat(n, 1))
+    assert ((scores == 0).sum(-1) == 1).all() and torch.isinf(scores).sum() == n * 4  # one token per row
+    frequencies = torch.bincount(scores.argmax(-1), minlength=5).double() / n
+    assert (frequencies[expected == 0] == 0).all()  # filtered tokens are never drawn
+    torch.testing.assert_close(frequencies, expected.double(), atol=0.01, rtol=0)
+    # the next step draws anew: a different token for a sizeable share of rows
+    later = sampler(torch.zeros(n, 4, dtype=torch.long), logits.repeat(n, 1)).argmax(-1)
+    assert (later != scores.argmax(-1)).float().mean() > 0.2
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_the_samples(model_and_tokenizer, monkeypatch, caplog):
+    """A generate call of more than 4 sequences runs out of memory: the calls are retried in halves,
+    later calls are no larger, and the samples are those of a run without the fault."""
+    import torch
+
+    from trainers.sampling import generate
+
+    model, tokenizer = model_and_tokenizer
+    kwargs = dict(num_samples=3, max_new_tokens=10, temperature=1.0, seed=11, batch_size=64)
+    expected = generate(model, tokenizer, PROMPTS, **kwargs)
+    real, sizes = model.generate, []
+
+    def generate_with_little_memory(*args, **kw):
+        sizes.append(kw["input_ids"].shape[0])
+        if sizes[-1] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(model, "generate", generate_with_little_memory)
+    done = []
+    with caplog.at_level("WARNING", logger="trainers.sampling"):
+        assert generate(model, tokenizer, PROMPTS, on_batch=done.append, **kwargs) == expected
+    assert sizes[0] == 9 and max(sizes[1:]) <= 4 and sum(done) == 9  # 9, then 4 and at most 4 per call
+    assert sizes.count(9) == 1 and "generation_batch_size to at most 4" in caplog.text
+    sizes.clear()
+    monkeypatch.setattr(model, "generate", lambda *a, **kw: (_ for _ in ()).throw(torch.OutOfMemoryError("one")))
+    with pytest.raises(torch.OutOfMemoryError):  # not even one sequence fits: the error is the user's to see
+        generate(model, tokenizer, PROMPTS[:1], **kwargs)

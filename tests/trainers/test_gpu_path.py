@@ -276,3 +276,57 @@ def test_every_rank_reads_the_same_pretraining_blocks(tmp_path, env, tiny_model_
     assert sorted(r["rank"] for r in ranks) == [0, 1]
     assert ranks[0]["digest"] == ranks[1]["digest"] and ranks[0]["n"] > 0
     assert (tmp_path / "run" / "pretraining-blocks" / "dataset_info.json").exists()
+
+
+def test_out_of_memory_while_sampling_keeps_the_iteration_and_its_samples(tmp_path, tiny_model_dir, arith_tasks,
+                                                                         monkeypatch):
+    """An out-of-memory error in any generate call of more than 2 sequences: the iteration completes,
+    and it sampled the programs a run without the fault samples."""
+    import transformers
+
+    def programs(run_dir):
+        return [(r.task_id, r.sample_index, r.program) for r in load_rollouts(run_dir / "iteration-1" / "rollouts")]
+
+    common = dict(num_iterations=1, num_generations_per_prompt=4, generation_batch_size=64, eval_before_training=False)
+    LetiTrainer(str(tiny_model_dir), small_config(tmp_path / "plain", **common), train_tasks=arith_tasks).train()
+    real, sizes = transformers.GenerationMixin.generate, []
+
+    def generate_with_little_memory(self, *args, **kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        if sizes[-1] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", generate_with_little_memory)
+    LetiTrainer(str(tiny_model_dir), small_config(tmp_path / "faulty", **common), train_tasks=arith_tasks).train()
+    assert sizes[:2] == [8, 4] and set(sizes[2:]) == {2}  # 2 prompts x 4 samples; one prompt's 4; then pairs
+    assert (tmp_path / "faulty" / "iteration-1" / "COMPLETE").exists()
+    assert programs(tmp_path / "faulty") == programs(tmp_path / "plain")
+    assert len({c for _, _, c in programs(tmp_path / "plain")}) > 1
+
+
+@pytest.mark.slow
+def test_two_ranks_sample_the_programs_one_process_samples(tmp_path, env, tiny_model_dir):
+    """Each sample's draws are keyed by its prompt's index in the whole task list, so the rollouts of a
+    two-process run equal a one-process run's."""
+    script = tmp_path / "rollouts.py"
+    script.write_text(EMIT + (
+        "import sys\n"
+        "from tests.trainers.conftest import small_config\n"
+        "from trainers import LetiTrainer, resolve_tasks\n"
+        "config = small_config(sys.argv[1], num_generations_per_prompt=3, generation_batch_size=4)\n"
+        f"trainer = LetiTrainer({str(tiny_model_dir)!r}, config, train_tasks=resolve_tasks('LETI-Arith')[:5])\n"
+        "rollouts = trainer.collect_rollouts(1, trainer.output_dir / 'iteration-1' / 'rollouts')\n"
+        "emit('ROLLOUTS', [[r.task_id, r.sample_index, r.program, r.status] for r in rollouts])\n"))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               str(script), str(tmp_path / "two")]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO,
+                         env={**env, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = tagged(out.stdout, "ROLLOUTS")
+    alone = subprocess.run([sys.executable, str(script), str(tmp_path / "one")], capture_output=True, text=True,
+                           timeout=300, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)})
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    (one,) = tagged(alone.stdout, "ROLLOUTS")
+    assert len(ranks) == 2 and ranks[0] == ranks[1] == one
+    assert len(one) == 15 and len({c for _, _, c, _ in one}) > 5

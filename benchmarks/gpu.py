@@ -86,7 +86,7 @@ def _measure(argv: list[str] | None, work: Path) -> dict:
     rollouts = [Rollout(t.task_id, t.prompt, t.reference_solution, float(i % 2), "passed" if i % 2 else "failed",
                         "" if i % 2 else feedback) for i in range(args.rows) for t in [tasks[i % len(tasks)]]]
     common = dict(per_device_train_batch_size=args.batch, num_train_epochs=1, learning_rate=1e-4, logging_steps=1000,
-                  gradient_checkpointing=False, report_to="none", save_strategy="no", disable_tqdm=True,
+                  activation_checkpointing=False, report_to="none", save_strategy="no", disable_tqdm=True,
                   max_length=1024, use_cpu=not cuda, bf16=True, num_generations_per_prompt=args.samples,
                   max_new_tokens=args.max_new_tokens, bnb_4bit_compute_dtype="bfloat16")
     results: dict = {}
@@ -123,7 +123,7 @@ def _measure(argv: list[str] | None, work: Path) -> dict:
     del trainers["QLoRA 4-bit"]
 
     trainer = trainers["bf16 LoRA"]
-    prompts = [inference_prompt(t.prompt, trainer.args, "good") for t in tasks[:args.prompts]]
+    prompts = [inference_prompt(t.prompt, trainer.args, "good", trainer.tokenizer) for t in tasks[:args.prompts]]
     count = len(prompts) * args.samples
     start = time.perf_counter()
     generate(trainer.model, trainer.tokenizer, prompts, num_samples=args.samples, max_new_tokens=args.max_new_tokens,

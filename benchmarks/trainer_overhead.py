@@ -43,7 +43,7 @@ def main() -> None:
     rollouts = [Rollout(t.task_id, t.prompt, t.reference_solution, float(i % 2), "passed" if i % 2 else "failed",
                         "" if i % 2 else feedback) for i in range(args.rows) for t in [tasks[i % len(tasks)]]]
     common = dict(per_device_train_batch_size=args.batch, num_train_epochs=1, learning_rate=1e-4, logging_steps=1000,
-                  gradient_checkpointing=False, bf16=False, report_to="none", save_strategy="no", disable_tqdm=True,
+                  activation_checkpointing=False, bf16=False, report_to="none", save_strategy="no", disable_tqdm=True,
                   train_sampling_strategy="sequential", max_length=2048, use_cpu=True)
 
     config = LetiConfig(output_dir=str(work / "leti"), load_in_4bit=False, lora_r=16, **common)

@@ -22,26 +22,21 @@ from dataclasses import dataclass, field
 class ScriptArguments:
     model_name_or_path: str = field(default="tiny", metadata={"help": "Model id or path; `tiny` builds a tiny offline model."})
     env_id: str = field(default="LETI-MBPP", metadata={"help": "Registered leti environment of the tasks."})
-    train_split: str = field(default="train", metadata={"help": "Split of the training tasks (MBPP: train)."})
-    eval_split: str = field(default="test", metadata={"help": "Split of the evaluation tasks (MBPP: test)."})
+    train_split: str = field(default="train", metadata={"help": "Split of the training tasks (MBPP: train; `none` for "
+                                                               "environments without splits, e.g. LETI-HumanEval)."})
+    eval_split: str = field(default="test", metadata={"help": "Split of the evaluation tasks (MBPP: test; `none`: no splits)."})
     max_train_tasks: int | None = field(default=None, metadata={"help": "Use only the first N training tasks."})
     max_eval_tasks: int | None = field(default=None, metadata={"help": "Use only the first N evaluation tasks."})
 
 
 def main(script_args: ScriptArguments, config) -> None:
-    import gymnasium as gym
-
-    import leti_env  # noqa: F401 - registers the environments
+    from leti_env import load_tasks
     from trainers import LetiTrainer
     from trainers.tiny import tiny_model_path
 
     # 1. Tasks come from the environment: prompts and tests
-    def tasks(split, limit):
-        kwargs = {"split": split} if script_args.env_id == "LETI-MBPP" else {}
-        return gym.make(script_args.env_id, **kwargs).unwrapped.tasks[:limit]
-
-    train_tasks = tasks(script_args.train_split, script_args.max_train_tasks)
-    eval_tasks = tasks(script_args.eval_split, script_args.max_eval_tasks)
+    train_tasks = load_tasks(script_args.env_id, script_args.train_split, script_args.max_train_tasks)
+    eval_tasks = load_tasks(script_args.env_id, script_args.eval_split, script_args.max_eval_tasks)
     # 2. The trainer: QLoRA/LoRA settings live in the config (load_in_4bit, lora_r, ...)
     trainer = LetiTrainer(tiny_model_path(script_args.model_name_or_path), config, train_tasks=train_tasks,
                           eval_tasks=eval_tasks)

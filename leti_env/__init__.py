@@ -34,7 +34,8 @@ for _id, _entry_point in _ENVS.items():
 
 def __getattr__(name: str):
     # The env classes import gymnasium.spaces; keep `import leti_env` light until they are used.
-    if name in ("CodeEnv", "MBPPEnv", "HumanEvalEnv", "EAEEnv", "ArithEnv", "AnyText", "refinement_prompt"):
+    if name in ("CodeEnv", "MBPPEnv", "HumanEvalEnv", "EAEEnv", "ArithEnv", "AnyText", "refinement_prompt",
+                "make_leti_env", "load_tasks", "resolve_tasks"):
         from . import envs
 
         return getattr(envs, name)
@@ -44,5 +45,6 @@ def __getattr__(name: str):
 __all__ = [
     "AnyText", "ArithEnv", "CodeEnv", "CodeTask", "DatasetFormatError", "EAEEnv", "ExecutionResult", "ExecutorPool", "HumanEvalEnv",
     "MBPPEnv", "Program", "SandboxUnavailableError", "SandboxWarning", "execute", "execute_many", "load_humaneval",
-    "load_arith", "load_mbpp", "pass_at_k", "refinement_prompt", "sandbox_report",
+    "load_arith", "load_mbpp", "load_tasks", "make_leti_env", "pass_at_k", "refinement_prompt", "resolve_tasks",
+    "sandbox_report",
 ]

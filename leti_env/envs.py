@@ -191,3 +191,42 @@ class ArithEnv(CodeEnv):
         tasks = load_arith(split, seed=seed, num_train_two_step=num_train_two_step, num_heldout=num_heldout,  # type: ignore[arg-type]
                            num_asserts=num_asserts)
         super().__init__(tasks, timeout=timeout, **kwargs)
+
+
+def make_leti_env(env_id: str, prefix: str = "", **kwargs: Any) -> gym.Env:
+    """``gym.make`` with the registered leti ids listed when ``env_id`` is not one of them."""
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        known = sorted(i for i in gym.registry if i.startswith("LETI-"))
+        raise ValueError(f"{prefix}unknown environment id {env_id!r} ({exc}). Registered leti ids: {known}.") from None
+
+
+def load_tasks(env_id: str, split: str | None = None, limit: int | None = None) -> list[CodeTask]:
+    """The tasks of a registered environment: of ``split`` (``None`` or ``"none"`` for an environment
+    without splits, such as LETI-HumanEval and LETI-EAE), the first ``limit`` of them.
+
+    The one rule for the ``leti`` command, the example scripts and the trainers, so a split means the
+    same wherever it is given.
+    """
+    kwargs = {"split": split} if split not in (None, "none") else {}
+    try:
+        env = make_leti_env(env_id, **kwargs)
+    except TypeError as exc:
+        if "split" not in str(exc):
+            raise
+        raise ValueError(f"{env_id} has no splits: pass split none (got split={split!r}).") from None
+    return list(env.unwrapped.tasks[:limit])
+
+
+def resolve_tasks(source: Any, what: str = "tasks") -> list[CodeTask]:
+    """Tasks from a registered environment id, an environment, or a list of ``CodeTask``."""
+    if isinstance(source, str):
+        return list(make_leti_env(source, prefix=f"`{what}`: ").unwrapped.tasks)
+    if hasattr(source, "unwrapped") and hasattr(source.unwrapped, "tasks"):
+        return list(source.unwrapped.tasks)
+    if isinstance(source, Sequence) and all(isinstance(t, CodeTask) for t in source):
+        if not source:
+            raise ValueError(f"`{what}` is empty")
+        return list(source)
+    raise TypeError(f"`{what}` must be an environment id, a leti environment or a list of CodeTask, got {type(source).__name__}")

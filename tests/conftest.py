@@ -1,4 +1,9 @@
-"""Shared fixtures. Datasets come from ../shared/data (LETI_DATA_DIR); nothing touches the network."""
+"""Shared fixtures. Datasets: the full public MBPP and HumanEval from ../shared/data when it is beside
+the clone, else leti's own small task files in the same formats (tests/data); nothing touches the network.
+
+Tests of facts about the full datasets (sizes, every reference solution, specific upstream tasks) are
+marked ``full_data`` and skip on the small files; every other test runs on either.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,34 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-os.environ.setdefault("LETI_DATA_DIR", str(SHARED_DATA))
+FIXTURE_DATA = REPO / "tests" / "data"
+os.environ.setdefault("LETI_DATA_DIR", str(SHARED_DATA if (SHARED_DATA / "mbpp" / "mbpp.jsonl").is_file()
+                                          else FIXTURE_DATA))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+DATA_DIR = Path(os.environ["LETI_DATA_DIR"])
+FULL_DATA = DATA_DIR.resolve() != FIXTURE_DATA.resolve()
+# (full, sanitized) MBPP tasks per split, and HumanEval's size, in the data the tests read
+MBPP_SIZES = ({"prompt": (10, 7), "test": (500, 257), "validation": (90, 43), "train": (374, 120), "all": (974, 427)}
+              if FULL_DATA else
+              {"prompt": (3, 1), "test": (6, 3), "validation": (2, 1), "train": (8, 2), "all": (19, 7)})
+HUMANEVAL_SIZE = 164 if FULL_DATA else 5
+HUMANEVAL_FILE = DATA_DIR / "humaneval" / ("HumanEval.jsonl.gz" if FULL_DATA else "HumanEval.jsonl")
+full_data = pytest.mark.full_data
 
 
 def pytest_collection_modifyitems(config, items):
-    if not (Path(os.environ["LETI_DATA_DIR"]) / "mbpp" / "mbpp.jsonl").is_file():
-        skip = pytest.mark.skip(reason=f"no datasets in LETI_DATA_DIR={os.environ['LETI_DATA_DIR']}")
-        for item in items:
-            if "needs_data" in item.keywords:
-                item.add_marker(skip)
+    if FULL_DATA:
+        return
+    skip = pytest.mark.skip(reason=f"needs the full MBPP/HumanEval (../shared/data); LETI_DATA_DIR={DATA_DIR} "
+                                   "holds leti's small test files")
+    for item in items:
+        if "full_data" in item.keywords:
+            item.add_marker(skip)
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "needs_data: reads MBPP/HumanEval from LETI_DATA_DIR")
+    config.addinivalue_line("markers", "full_data: asserts facts of the full MBPP/HumanEval (skips without ../shared/data)")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
+pytestmark = pytest.mark.slow
 
 
 def test_gpu_benchmark_runs_its_training_and_sampling_code_on_a_cpu(capsys, tmp_path, monkeypatch):

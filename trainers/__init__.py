@@ -7,9 +7,9 @@ _EXPORTS = {
     "LetiConfig": "leti_config",
     "LetiTrainer": "leti_trainer",
     "Rollout": "sequences",
-    "load_rollouts": "leti_trainer",
-    "save_rollouts": "leti_trainer",
-    "resolve_tasks": "leti_trainer",
+    "load_rollouts": "rollouts",
+    "save_rollouts": "rollouts",
+    "resolve_tasks": "leti_trainer",  # (leti_env.resolve_tasks)
     "training_text": "sequences",
     "ExecutionReward": "rewards",
     "rollouts_to_sft_dataset": "rewards",

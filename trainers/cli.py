@@ -30,6 +30,8 @@ class TrainScriptArguments:
     eval_split: str | None = field(default="heldout", metadata={"help": "Split of the evaluation tasks (`none`: no evaluation)."})
     max_train_tasks: int | None = field(default=None, metadata={"help": "Use only the first N training tasks."})
     max_eval_tasks: int | None = field(default=None, metadata={"help": "Use only the first N evaluation tasks."})
+    verbose: bool = field(default=False, metadata={"help": "Also show transformers', datasets' and bitsandbytes' own "
+                                                           "logging, progress bars and deprecation notices."})
 
 
 # Raised by set-up (bad values, missing files or packages) with a message that names the fix
@@ -45,10 +47,9 @@ def _setup_failed(command: str, exc: Exception) -> int:
 
 
 def _tasks(env_id: str, split: str | None, limit: int | None):
-    from .leti_trainer import make_leti_env
+    from leti_env import load_tasks
 
-    kwargs = {"split": split} if split and split != "none" else {}
-    return make_leti_env(env_id, **kwargs).unwrapped.tasks[:limit]
+    return load_tasks(env_id, split, limit)
 
 
 def _model_path(name: str, seed: int) -> str:
@@ -61,11 +62,21 @@ def _model_path(name: str, seed: int) -> str:
     return tiny_model_path(name)
 
 
+def _quiet_unless_verbose(argv: list[str]) -> None:
+    """Before the libraries are imported (bitsandbytes logs at import): quiet unless ``--verbose``."""
+    if "--verbose" not in argv and "--verbose=true" not in argv:
+        from .console import quiet_libraries
+
+        quiet_libraries()
+
+
 def train(argv: list[str]) -> int:
+    _quiet_unless_verbose(argv)
     from trl import TrlParser
 
     from .leti_config import LetiConfig
-    from .leti_trainer import LetiTrainer, _Processes
+    from .distributed import Processes
+    from .leti_trainer import LetiTrainer
     from .report import write_report
 
     if "--config" not in argv:  # no recipe given: the built-in default, with any overrides on top
@@ -75,7 +86,7 @@ def train(argv: list[str]) -> int:
         train_tasks = _tasks(script.env_id, script.train_split, script.max_train_tasks)
         eval_tasks = _tasks(script.env_id, script.eval_split, script.max_eval_tasks) \
             if script.eval_split not in (None, "none") else None
-        with _Processes().main_first():  # under a multi-process launcher, the main process builds a missing model
+        with Processes().main_first():  # under a multi-process launcher, the main process builds a missing model
             model_path = _model_path(script.model_name_or_path, script.default_model_seed)
         trainer = LetiTrainer(model_path, config, train_tasks=train_tasks, eval_tasks=eval_tasks)
     except SETUP_ERRORS as exc:
@@ -105,9 +116,11 @@ def evaluate(argv: list[str]) -> int:
     parser.add_argument("--max_new_tokens", type=int, default=384)
     parser.add_argument("--condition", choices=["good", "none", "bad"], default="good", help="reward-token prefix")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (each sample's draws are keyed by it)")
+    parser.add_argument("--verbose", action="store_true", help="also show the libraries' own logging and warnings")
     parser.add_argument("--batch_size", type=int, default=32,
                         help="sequences per generate call (halved automatically on out-of-memory)")
     args = parser.parse_args(argv)
+    _quiet_unless_verbose(argv)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1; got {args.batch_size}")
     bad_k = [k for k in args.k if k > args.num_samples]
@@ -123,8 +136,10 @@ def evaluate(argv: list[str]) -> int:
         tasks = _tasks(args.env, args.split, args.max_tasks)
     except SETUP_ERRORS as exc:
         return _setup_failed("eval", exc)
-    config = LetiConfig(output_dir="/tmp/leti-eval", load_in_4bit=False, eval_k=args.k, eval_num_samples=args.num_samples)
-    prompts = [inference_prompt(t.prompt, config, args.condition) for t in tasks]
+    # the prompt starts as the run's training rows did (its reward tokens, the lead pad token or not)
+    config = LetiConfig(output_dir="/tmp/leti-eval", load_in_4bit=False, eval_k=args.k, eval_num_samples=args.num_samples,
+                        **_prompt_settings_of_run(Path(args.model)))
+    prompts = [inference_prompt(t.prompt, config, args.condition, tokenizer) for t in tasks]
     completions = generate(model, tokenizer, prompts, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
                            temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size, seed=args.seed)
     from leti_env import execute_many
@@ -164,16 +179,26 @@ def _load_for_eval(path: str):
     return AutoModelForCausalLM.from_pretrained(path, **device), tokenizer
 
 
-def _base_loading_of_run(folder: Path) -> dict:
-    """How the run that wrote ``folder`` (its ``iteration-N/model``) loaded the base model: 4-bit
-    when it trained QLoRA, so that eval scores the model that was trained. Other folders: as saved."""
+def _run_config(folder: Path) -> dict:
+    """The ``config.json`` of the LeTI run that wrote ``folder`` (its ``iteration-N/model``), or ``{}``."""
     config_path = folder.parent.parent / "config.json"
     if not folder.parent.name.startswith("iteration-") or not config_path.exists():
         return {}
     try:
-        run = json.loads(config_path.read_text())
+        return json.loads(config_path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def _prompt_settings_of_run(folder: Path) -> dict:
+    run = _run_config(folder)
+    return {k: run[k] for k in ("good_token", "bad_token", "reward_token_target") if k in run}
+
+
+def _base_loading_of_run(folder: Path) -> dict:
+    """How the run that wrote ``folder`` (its ``iteration-N/model``) loaded the base model: 4-bit
+    when it trained QLoRA, so that eval scores the model that was trained. Other folders: as saved."""
+    run = _run_config(folder)
     if not run.get("load_in_4bit"):
         return {}
     import torch
@@ -192,7 +217,9 @@ def export(argv: list[str]) -> int:
     parser.add_argument("--output", required=True, help="folder to write (replaced if it exists)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="weight dtype (default: the base model's)")
+    parser.add_argument("--verbose", action="store_true", help="also show the libraries' own logging and warnings")
     args = parser.parse_args(argv)
+    _quiet_unless_verbose(argv)
     if not Path(args.model).exists():
         parser.error(f"--model {args.model!r} does not exist (expected a LeTI run's iteration-N/model folder)")
     from .vllm_backend import export_merged_model

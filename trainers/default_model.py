@@ -12,7 +12,7 @@ How it is made (offline, ~2 minutes on 2 cores, cached under ``$LETI_CACHE``, de
    So the model learns what each operation word means and how to copy numbers, but it never sees
    a described two-step task: LeTI must teach those compositions through execution feedback alone.
 
-Made with the design measured in ``docs/cpu_testbed_probe.md`` (which learned; description-free
+Made with the design of ``docs/cpu_testbed.md`` (which learned; description-free
 pre-training did not). Measured here (seed 0, 300 training tasks x 8 samples at T=1): with 20% described
 examples the base model passes 23% of single-step and 4.7% of two-step samples, and LeTI's sampled pass
 rate rose 0.053 -> 0.079 in 5 iterations; with 35% it passes 77% / 2.2% and LeTI went 0.053 -> 0.132.
@@ -72,7 +72,7 @@ def build_default_tokenizer(seed: int = 0):
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                        pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>", "<|pad|>"],
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>", "<|pad|>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(_tokenizer_corpus(random.Random(seed)), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",

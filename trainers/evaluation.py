@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 
 from leti_env import CodeTask, pass_at_k
+from leti_env.tasks.base import cut_at_stop_words
+from leti_env.tasks.humaneval import STOP_WORDS as humaneval_stop_words
+from leti_env.tasks.mbpp import STOP_WORDS as mbpp_stop_words
 
 from .sampling import generate  # noqa: F401 - its former home; `trainers.sampling` is the one to import
 
-# Where a completion is cut when post-processing (the authors' lists, matched as plain substrings).
-MBPP_STOP_WORDS = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/")
-HUMANEVAL_STOP_WORDS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
-
-
-def stop_words_for(task: CodeTask) -> tuple[str, ...]:
-    if task.task_id.startswith("MBPP/"):
-        return MBPP_STOP_WORDS
-    if task.task_id.startswith("HumanEval/"):
-        return HUMANEVAL_STOP_WORDS
-    return tuple(task.metadata.get("stop_words", ()))
+# Kept for imports from before the stop words moved onto the tasks (``CodeTask.stop_words``)
+MBPP_STOP_WORDS = mbpp_stop_words
+HUMANEVAL_STOP_WORDS = humaneval_stop_words
+postprocess = cut_at_stop_words
 
 
 def postprocess_for(task: CodeTask, completion: str) -> str:
-    """Post-process with the task's own rule: a stop regex (EAE) or its stop words (MBPP/HumanEval)."""
-    pattern = task.metadata.get("stop_regex")
-    if pattern:
-        return re.split(pattern, completion, maxsplit=1)[0]
-    return postprocess(completion, stop_words_for(task))
-
-
-def postprocess(completion: str, stop_words: Sequence[str]) -> str:
-    """Cut ``completion`` at the first stop word.
-
-    Unlike the authors' code, the stop words are plain substrings (their MBPP regex contained an
-    unescaped ``|`` and so also cut at every ``/``), and a completion without a stop word is kept whole
-    (their HumanEval version returned ``""``).
-    """
-    cut = len(completion)
-    for word in stop_words:
-        index = completion.find(word)
-        if index != -1:
-            cut = min(cut, index)
-    return completion[:cut]
+    """Post-process with the task's own rule (``CodeTask.postprocess``: its stop regex or stop words)."""
+    return task.postprocess(completion)
 
 
 def pass_at_k_report(tasks: Sequence[CodeTask], completions: Sequence[Sequence[str]], ks: Sequence[int],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,7 +14,7 @@ from trl import SFTConfig
 class LetiConfig(SFTConfig):
     r"""
     Configuration for [`LetiTrainer`]. Only LeTI's own fields are listed; see [`~trl.SFTConfig`] for the rest.
-    Defaults follow the authors' code (``docs/leti_spec.md``); every deviation is an option.
+    Defaults follow the authors' code (``docs/recipe.md``); every deviation is an option.
 
     Parameters:
         > Parameters that control the LeTI loop
@@ -201,6 +203,10 @@ class LetiConfig(SFTConfig):
     train_sampling_strategy: str = field(default="sequential", metadata={"help": "Row order; `sequential` as the paper."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing inside an iteration (the trainer saves every iteration)."})
     report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (TRL `report_to`)."})
+    # TRL turns checkpointing on by default under transformers' old name, which transformers 5 deprecates with a
+    # FutureWarning on every config; leti leaves the old name unset (`activation_checkpointing` decides, on).
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated name of `activation_checkpointing` (transformers 5)."})
 
     # Parameters that control the LeTI loop
     num_iterations: int = field(default=10, metadata={"help": "LeTI iterations (sample, execute, fine-tune)."})
@@ -219,7 +225,7 @@ class LetiConfig(SFTConfig):
     vllm_gpu_memory_utilization: float = field(default=0.5, metadata={"help": "GPU memory share of the vLLM engine."})
     vllm_max_model_len: int | None = field(default=None, metadata={"help": "Prompt + completion tokens vLLM plans for."})
     vllm_enable_sleep_mode: bool = field(default=True, metadata={"help": "Release vLLM's GPU memory while training."})
-    vllm_dtype: str = field(default="auto", metadata={"help": "dtype of the vLLM export and engine (auto, bfloat16, float16, float32)."})
+    vllm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(default="auto", metadata={"help": "dtype of the vLLM export and engine (auto, bfloat16, float16, float32)."})
 
     # Parameters that control execution
     execution_timeout: float = field(default=5.0, metadata={"help": "Seconds per program."})
@@ -270,7 +276,8 @@ class LetiConfig(SFTConfig):
     load_in_4bit: bool = field(default=True, metadata={"help": "Load the base model in 4-bit (QLoRA)."})
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata={"help": "4-bit quantisation type."})
     bnb_4bit_use_double_quant: bool = field(default=True, metadata={"help": "Double quantisation."})
-    bnb_4bit_compute_dtype: str = field(default="bfloat16", metadata={"help": "Compute dtype of 4-bit layers."})
+    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = field(
+        default="bfloat16", metadata={"help": "Compute dtype of 4-bit layers."})
     adapter_dtype: Literal["float32", "bfloat16"] = field(
         default="float32", metadata={"help": "Storage dtype of a 4-bit model's trainable parameters (float32: master weights)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -295,18 +302,17 @@ class LetiConfig(SFTConfig):
     def __post_init__(self):
         if not self.use_cpu and not _has_accelerator():
             self.use_cpu = True  # a laptop run should not need to know transformers' flag for it
+        if self.gradient_checkpointing is None:
+            if getattr(self, "activation_checkpointing", False) is None:
+                self.activation_checkpointing = True  # TRL's default, under transformers 5's name
+            elif not hasattr(self, "activation_checkpointing"):  # transformers 4
+                self.gradient_checkpointing = True
         super().__post_init__()
         if isinstance(self.eval_k, str):  # from the command line: "1,10"
             self.eval_k = [int(k) for k in self.eval_k.split(",") if k]
-        self._check_choice("feedback_mode", ("text", "binary", "none"))
-        self._check_choice("sequence_order", ("feedback_first", "feedback_last"))
-        self._check_choice("keep_passing", ("all", "distinct"))
-        self._check_choice("new_token_rows", ("auto", "trainable_tokens", "embeddings", "frozen"))
-        self._check_choice("adapter_dtype", ("float32", "bfloat16"))
-        self._check_choice("eval_condition", ("good", "none", "bad"))
-        self._check_choice("generation_backend", ("hf", "vllm"))
-        self._check_choice("vllm_dtype", ("auto", "bfloat16", "float16", "float32"))
-        self._check_choice("bnb_4bit_quant_type", ("nf4", "fp4"))
+        for name, choices in _closed_sets().items():  # every Literal-typed field (a YAML value skips argparse's check)
+            if getattr(self, name) not in choices:
+                raise ValueError(f"`{name}` must be one of {list(choices)}, got {getattr(self, name)!r}.")
         for name in ("num_iterations", "num_generations_per_prompt", "max_new_tokens", "generation_batch_size",
                      "eval_num_samples", "eval_max_new_tokens", "max_feedback_chars", "lora_r", "passing_copies"):
             if getattr(self, name) < 1:
@@ -337,14 +343,22 @@ class LetiConfig(SFTConfig):
         if self.max_failures_per_prompt is not None and self.max_failures_per_prompt < 0:
             raise ValueError(f"`max_failures_per_prompt` must be >= 0 or None, got {self.max_failures_per_prompt}.")
 
-    def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
-        if getattr(self, name) not in choices:
-            raise ValueError(f"`{name}` must be one of {list(choices)}, got {getattr(self, name)!r}.")
-
     @property
     def special_tokens(self) -> list[str]:
         """The four LeTI tokens, in the order the authors add them to the tokenizer."""
         return [self.bad_token, self.good_token, self.feedback_start_token, self.feedback_end_token]
+
+
+@functools.cache
+def _closed_sets() -> dict[str, tuple]:
+    """``{field: allowed values}`` for LetiConfig's ``Literal`` fields: the type hint is the one list."""
+    namespace = {**vars(typing), **globals()}
+    found = {}
+    for name, annotation in LetiConfig.__annotations__.items():
+        hint = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307 - our own hints
+        if typing.get_origin(hint) is Literal:
+            found[name] = typing.get_args(hint)
+    return found
 
 
 def _has_accelerator() -> bool:

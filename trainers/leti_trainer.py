@@ -9,43 +9,23 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leti_env import CodeTask, execute_many
+from leti_env import CodeTask
+from leti_env.envs import make_leti_env, resolve_tasks  # noqa: F401 - their former home; import them from leti_env
 
+from .console import IterationTable, progress, third_party_deprecations_ignored, training_progress
+from .distributed import Processes, _Processes, execution_pool, shared_execution  # noqa: F401 - (_Processes: old name)
 from .evaluation import pass_at_k_report, postprocess_for
 from .leti_config import LetiConfig
+from .model_setup import _load_model, _load_tokenizer, _module_name, _movable, _require_bitsandbytes  # noqa: F401
+from .pretraining import build_pretraining_blocks
+from .rollouts import load_rollouts, save_rollouts
 from .sampling import generate
 from .sequences import (Rollout, inference_prompt, interleave_pretraining_dataset, select_rollouts, tokenize_rows,
                         training_text)
-
-
-def make_leti_env(env_id: str, prefix: str = "", **kwargs: Any):
-    """``gym.make`` with the registered leti ids listed when ``env_id`` is not one of them."""
-    import gymnasium as gym
-
-    import leti_env  # noqa: F401 - registers the ids
-
-    try:
-        return gym.make(env_id, **kwargs)
-    except gym.error.Error as exc:
-        known = sorted(i for i in gym.registry if i.startswith("LETI-"))
-        raise ValueError(f"{prefix}unknown environment id {env_id!r} ({exc}). Registered leti ids: {known}.") from None
-
-
-def resolve_tasks(source: Any, what: str = "tasks") -> list[CodeTask]:
-    """Tasks from a registered environment id, an environment, or a list of ``CodeTask``."""
-    if isinstance(source, str):
-        return list(make_leti_env(source, prefix=f"`{what}`: ").unwrapped.tasks)
-    if hasattr(source, "unwrapped") and hasattr(source.unwrapped, "tasks"):
-        return list(source.unwrapped.tasks)
-    if isinstance(source, Sequence) and all(isinstance(t, CodeTask) for t in source):
-        if not source:
-            raise ValueError(f"`{what}` is empty")
-        return list(source)
-    raise TypeError(f"`{what}` must be an environment id, a leti environment or a list of CodeTask, got {type(source).__name__}")
 
 
 class LetiTrainer:
@@ -89,7 +69,7 @@ class LetiTrainer:
             _require_bitsandbytes()
         self.callbacks = callbacks
         self.output_dir = Path(args.output_dir)
-        self.distributed = _Processes()
+        self.distributed = Processes()
         self._timings: dict[str, float] = {}  # wall time per phase of the current iteration
 
         # Tokenizer and model
@@ -116,6 +96,7 @@ class LetiTrainer:
         self._weights_version = 0  # bumped whenever the weights change, so vLLM reloads only when needed
         self._iteration = 0  # the last iteration trained (vLLM evaluation seeds: the same when resumed)
         self._vllm = None
+        self._table: IterationTable | None = None  # the console's per-iteration rows
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -123,7 +104,8 @@ class LetiTrainer:
         self.tokenizer.add_tokens(self.args.special_tokens, special_tokens=True)
         ids = self.tokenizer.convert_tokens_to_ids(self.args.special_tokens)
         rows = self.model.get_input_embeddings().weight.shape[0]
-        if max(ids) >= rows:  # CodeGen has spare rows (the authors never resize); most models need more
+        self._resized = max(ids) >= rows
+        if self._resized:  # CodeGen has spare rows (the authors never resize); most models need more
             self.model.resize_token_embeddings(len(self.tokenizer))
         return ids
 
@@ -140,7 +122,8 @@ class LetiTrainer:
 
         mode = self.new_token_mode()
         if self.args.load_in_4bit:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(self.args.gradient_checkpointing))
+            with third_party_deprecations_ignored():
+                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(self.args.gradient_checkpointing))
         embed_name = _module_name(model, model.get_input_embeddings())
         head = model.get_output_embeddings()
         head_name = _module_name(model, head) if head is not None else None
@@ -151,10 +134,10 @@ class LetiTrainer:
             train_head = self.args.train_output_head if self.args.train_output_head is not None else not tied
             if train_head and head_name and not tied:
                 # PEFT's trainable tokens cover the input rows only; TRL 1.16's fused LM head cannot read a
-                # TrainableTokens head (docs/trl_gym_notes.md 4.6), so the head is trained whole.
+                # TrainableTokens head, so the head is trained whole.
                 extra["modules_to_save"] = [head_name]
         elif mode == "embeddings":
-            # TRL 1.16's fused LM head cannot read a tied TrainableTokens head (docs/trl_gym_notes.md 4.6):
+            # TRL 1.16's fused LM head cannot read a tied TrainableTokens head:
             # train the whole embedding (and, when untied, the output head) instead.
             tied = bool(getattr(model.config, "tie_word_embeddings", False))
             extra["modules_to_save"] = [embed_name] + ([head_name] if head_name and not tied else [])
@@ -163,7 +146,8 @@ class LetiTrainer:
         config = LoraConfig(r=self.args.lora_r, lora_alpha=self.args.lora_alpha, lora_dropout=self.args.lora_dropout,
                             target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
                             task_type="CAUSAL_LM", **extra)
-        return get_peft_model(model, config)
+        with third_party_deprecations_ignored():
+            return get_peft_model(model, config)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -236,20 +220,20 @@ class LetiTrainer:
         n = self.args.num_generations_per_prompt
         mine = self.distributed.share(range(len(self.train_tasks)))  # this process's prompts (all of them on one)
         tasks = [self.train_tasks[i] for i in mine]
-        prompts = [inference_prompt(t.prompt, self.args, condition) for t in tasks]
-        with _progress(self.distributed.is_main) as progress:
-            sampling = progress.add_task(f"iteration {iteration}: sampling", total=len(prompts) * n)
+        prompts = [inference_prompt(t.prompt, self.args, condition, self.tokenizer) for t in tasks]
+        with progress(self.distributed.is_main) as shown:
+            sampling = shown.add_task(f"iteration {iteration}: sampling", total=len(prompts) * n)
             with self._timed("sampling"):
                 completions = self._sample(prompts, num_samples=n, max_new_tokens=self.args.max_new_tokens,
                                            temperature=self.args.temperature, top_p=self.args.top_p,
                                            top_k=self.args.top_k, call_seed=iteration, prompt_ids=mine,
-                                           on_batch=lambda k: progress.advance(sampling, k))
+                                           on_batch=lambda k: shown.advance(sampling, k))
             if self.args.postprocess_rollouts:
                 completions = [[postprocess_for(task, c) for c in samples] for task, samples in zip(tasks, completions)]
             pairs = [(task, c) for task, samples in zip(tasks, completions) for c in samples]
-            executing = progress.add_task(f"iteration {iteration}: executing", total=len(pairs))
+            executing = shown.add_task(f"iteration {iteration}: executing", total=len(pairs))
             with self._timed("execution"):
-                results = self._run_many(pairs, progress=lambda done, total: progress.update(executing, completed=done))
+                results = self._run_many(pairs, progress=lambda done, total: shown.update(executing, completed=done))
         local = [(mine[i // n], Rollout(task.task_id, task.prompt, completion, r.reward, r.status, r.feedback, iteration, i % n))
                  for i, ((task, completion), r) in enumerate(zip(pairs, results))]
         rollouts = [r for _, r in sorted(self.distributed.gather(local), key=lambda x: (x[0], x[1].sample_index))]
@@ -309,6 +293,7 @@ class LetiTrainer:
 
     def _fit(self, rows: list[dict], folder: Path) -> float:
         import datasets
+        from transformers import PrinterCallback, ProgressCallback
         from trl import SFTTrainer
 
         if self._vllm is not None:
@@ -320,12 +305,17 @@ class LetiTrainer:
         keep = ({name: p.data for name, p in self.model.named_parameters() if p.requires_grad}
                 if self.args.load_in_4bit and self.args.adapter_dtype == "float32" else {})
         train_dataset = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(rows)
-        trainer = SFTTrainer(model=self.model, args=args, train_dataset=train_dataset,
-                             processing_class=self.tokenizer, callbacks=self.callbacks)
-        for name, param in trainer.model.named_parameters():
-            if name in keep and param.dtype != keep[name].dtype:
-                param.data = keep[name]
-        result = trainer.train()
+        with third_party_deprecations_ignored(), progress(self.distributed.is_main) as shown:
+            trainer = SFTTrainer(model=self.model, args=args, train_dataset=train_dataset,
+                                 processing_class=self.tokenizer, callbacks=self.callbacks)
+            for name, param in trainer.model.named_parameters():
+                if name in keep and param.dtype != keep[name].dtype:
+                    param.data = keep[name]
+            # leti prints one row per iteration: not transformers' dict of every log call, nor its tqdm bar
+            trainer.remove_callback(PrinterCallback)
+            trainer.remove_callback(ProgressCallback)
+            trainer.add_callback(training_progress(shown, f"{folder.name.replace('-', ' ')}: training"))
+            result = trainer.train()
         self.model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module
         # the next iteration builds a fresh optimizer: free this one's state now (sampling needs the memory)
         trainer.optimizer = trainer.lr_scheduler = None
@@ -339,10 +329,13 @@ class LetiTrainer:
         """pass@k (and the per-sample pass rate), raw and post-processed, with the configured conditioning."""
         tasks = list(tasks if tasks is not None else self.eval_tasks)[: self.args.eval_max_tasks or None]
         mine = self.distributed.share(range(len(tasks)))
-        prompts = [inference_prompt(tasks[i].prompt, self.args, self.args.eval_condition) for i in mine]
-        local = self._sample(prompts, num_samples=self.args.eval_num_samples,
-                             max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
-                             top_p=self.args.eval_top_p, call_seed=-1 - self._iteration, prompt_ids=mine)
+        prompts = [inference_prompt(tasks[i].prompt, self.args, self.args.eval_condition, self.tokenizer) for i in mine]
+        with progress(self.distributed.is_main) as shown:
+            bar = shown.add_task(f"iteration {self._iteration}: evaluation", total=len(prompts) * self.args.eval_num_samples)
+            local = self._sample(prompts, num_samples=self.args.eval_num_samples,
+                                 max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
+                                 top_p=self.args.eval_top_p, call_seed=-1 - self._iteration, prompt_ids=mine,
+                                 on_batch=lambda k: shown.advance(bar, k))
         completions = [c for _, c in sorted(self.distributed.gather(list(zip(mine, local))), key=lambda x: x[0])]
         # Every process executes its share of the programs (with its own cores) and the verdicts are
         # gathered: the same report everywhere, without the other processes idling in a collective
@@ -408,14 +401,16 @@ class LetiTrainer:
             f.write(json.dumps(metrics) + "\n")
         if self.last_sft_trainer is not None:  # TRL's report_to integrations
             self.last_sft_trainer.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-                          if not k.startswith("rollout/status/"))
-        _console().print(f"[bold]LeTI[/bold] {shown}")
+        if self._table is None:
+            self._table = IterationTable(self.args.eval_k[0])
+        self._table.print(metrics)
 
     def _save_model(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp)
+        # A resized embedding must be saved with the adapter: say so, rather than have PEFT find out and warn
+        extra = {"save_embedding_layers": True} if self._resized and hasattr(self.model, "peft_config") else {}
+        self.model.save_pretrained(tmp, **extra)
         self.tokenizer.save_pretrained(tmp)
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
@@ -466,232 +461,6 @@ class LetiTrainer:
         return out
 
 
-def build_pretraining_blocks(args: LetiConfig, tokenizer, folder: str | os.PathLike) -> None:
-    """Write the blocks of ``pretrain_block_size`` tokens of ``args.pretrain_dataset`` to ``folder``
-    (``save_to_disk``: int32 ``input_ids`` and ``labels``), as the authors built them: the first
-    ``pretrain_max_documents`` documents, ``train_test_split(pretrain_test_size, seed=42)``'s train
-    part, tokenized, concatenated and cut. The token stream never lives in Python lists."""
-    import datasets
-    import numpy as np
-    from datasets.arrow_writer import ArrowWriter
-
-    source = args.pretrain_dataset
-    if Path(source, "dataset_info.json").exists():
-        data = datasets.load_from_disk(source)
-    else:  # streamed, so a corpus the size of The Stack is never downloaded whole
-        data = datasets.load_dataset(source, data_dir=args.pretrain_data_dir, split="train", streaming=True,
-                                     **({"revision": args.pretrain_revision} if args.pretrain_revision else {}))
-    field_name = args.pretrain_text_field
-    texts = []
-    for count, example in enumerate(data):
-        if args.pretrain_max_documents is not None and count >= args.pretrain_max_documents:
-            break
-        if field_name not in example:
-            raise ValueError(f"pre-training dataset {source!r} has no column {field_name!r} "
-                             f"(columns: {sorted(example)}); set `pretrain_text_field`.")
-        texts.append(example[field_name])
-    documents = datasets.Dataset.from_dict({"text": texts})
-    del texts
-    if args.pretrain_test_size and len(documents) > 1:  # the authors' split, which also shuffles
-        documents = documents.train_test_split(test_size=args.pretrain_test_size, seed=42)["train"]
-    size = args.pretrain_block_size or args.max_length or 1024
-    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32")),
-                                  "labels": datasets.Sequence(datasets.Value("int32"))})
-    scratch = Path(folder).with_name(Path(folder).name + ".arrow")
-    writer = ArrowWriter(features=features, path=str(scratch))
-    stream, made = np.zeros(0, dtype=np.int32), 0
-    try:
-        for start in range(0, len(documents), 256):
-            ids = tokenizer(documents[start:start + 256]["text"], add_special_tokens=False)["input_ids"]
-            stream = np.concatenate([stream, *(np.asarray(i, dtype=np.int32) for i in ids)])
-            whole = len(stream) // size
-            if args.pretrain_max_blocks:
-                whole = min(whole, args.pretrain_max_blocks - made)
-            if whole:
-                cut = stream[: whole * size].reshape(whole, size)
-                writer.write_batch({"input_ids": list(cut), "labels": list(cut)})
-                made += whole
-                stream = stream[whole * size:]
-            if args.pretrain_max_blocks and made >= args.pretrain_max_blocks:
-                break
-        writer.finalize()
-    finally:
-        writer.close()
-    try:
-        if not made:
-            raise ValueError(f"pre-training dataset {source!r} has fewer than {size} tokens; lower `pretrain_block_size`.")
-        datasets.Dataset.from_file(str(scratch)).save_to_disk(str(folder))
-    finally:
-        scratch.unlink(missing_ok=True)
-
-
-def shared_execution(distributed: _Processes, run_many: Callable[[list], list], pairs: list) -> list:
-    """``run_many(pairs)``, split across the processes of a data-parallel run: each runs every
-    ``world``-th pair, and every process gets all results, in order. A collective call: every process
-    must make it, with the same ``pairs``."""
-    mine = distributed.share(range(len(pairs)))
-    local = list(zip(mine, run_many([pairs[i] for i in mine]) if mine else []))
-    return [result for _, result in sorted(distributed.gather(local), key=lambda x: x[0])]
-
-
-def execution_pool(workers: int | None = None):
-    """This process's sandbox pool. The training processes of one machine (``accelerate launch``)
-    each run their workers on their own share of its cores: pinned all to the first cores, they
-    would run several times slower, and correct but slow programs would time out."""
-    from leti_env.execution import get_pool
-    from leti_env.execution.pool import local_cpu_share
-
-    return get_pool(workers, cpus=local_cpu_share())
-
-
-class _Processes:
-    """The processes of a data-parallel run (``accelerate launch``/``torchrun``); one process otherwise.
-
-    Sampling, execution and evaluation are split across processes by prompt and gathered, so every
-    process trains on the same rows (``SFTTrainer`` shards them); only the main process writes files.
-    """
-
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.state = None
-        if self.world > 1:
-            from accelerate import PartialState
-
-            from .leti_config import _has_accelerator
-
-            # Joins the process group the launcher set up. Without an accelerator, say so (gloo on the
-            # CPU): else a process not set up by TrainingArguments first would think it is alone.
-            self.state = PartialState(cpu=not _has_accelerator())
-
-    @property
-    def is_main(self) -> bool:
-        return self.state is None or self.state.is_main_process
-
-    def share(self, indices: range) -> list[int]:
-        """This process's indices: every ``world``-th one, so lengths differ by at most one."""
-        return list(indices) if self.state is None else list(indices)[self.state.process_index::self.world]
-
-    def gather(self, items: list) -> list:
-        if self.state is None:
-            return items
-        from accelerate.utils import gather_object
-
-        return gather_object(items)
-
-    def wait(self) -> None:
-        if self.state is not None:
-            self.state.wait_for_everyone()
-
-    @contextlib.contextmanager
-    def main_first(self):
-        """Run the block on the main process first, then on the others (e.g. building a cached model once)."""
-        if self.state is None:
-            yield
-        else:
-            with self.state.main_process_first():
-                yield
-
-
-# ----------------------------------------------------------------------------------------------
-# Rollouts on disk: a 🤗 dataset per iteration, written atomically.
-# ----------------------------------------------------------------------------------------------
-
-
-def save_rollouts(rollouts: Sequence[Rollout], path: str | Path) -> None:
-    import datasets
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    datasets.Dataset.from_list([dataclasses.asdict(r) for r in rollouts]).save_to_disk(str(tmp))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-
-
-def load_rollouts(path: str | Path) -> list[Rollout]:
-    import datasets
-
-    names = {f.name for f in dataclasses.fields(Rollout)}
-    return [Rollout(**{k: v for k, v in row.items() if k in names}) for row in datasets.load_from_disk(str(path))]
-
-
-# ----------------------------------------------------------------------------------------------
-# Helpers
-# ----------------------------------------------------------------------------------------------
-
-
-def _require_bitsandbytes() -> None:
-    try:
-        import bitsandbytes  # noqa: F401
-    except Exception as exc:  # ImportError, or a backend error on unsupported hardware
-        raise RuntimeError(
-            f"`load_in_4bit=True` needs bitsandbytes ({exc}). `pip install bitsandbytes`, or set load_in_4bit=False "
-            "(LoRA on full-precision weights)."
-        ) from None
-
-
-def _load_tokenizer(model: Any):
-    from transformers import AutoTokenizer
-
-    source = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
-    if not source:
-        raise ValueError("the model has no `name_or_path` to load a tokenizer from; pass processing_class=<tokenizer>.")
-    try:
-        return AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError, TypeError) as exc:
-        raise ValueError(f"could not load a tokenizer for {str(source)!r} ({exc}). Pass processing_class=<tokenizer>.") from None
-
-
-def _load_model(model: str | os.PathLike, args: LetiConfig):
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    kwargs: dict[str, Any] = {}
-    if not args.use_peft:
-        # Full fine-tuning trains the loaded weights themselves: fp32 master weights (bf16 only in the
-        # autocast compute), never a half-precision checkpoint's dtype (transformers loads "auto":
-        # CodeGen's fp16), where AdamW's small steps round away and fp16 overflows.
-        kwargs["dtype"] = torch.float32
-    if args.load_in_4bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=args.bnb_4bit_quant_type,
-            bnb_4bit_use_double_quant=args.bnb_4bit_use_double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, args.bnb_4bit_compute_dtype))
-        if args.device.type == "cuda":
-            # transformers' Trainer never moves a bitsandbytes model, so it must be loaded onto this process's GPU
-            kwargs["device_map"] = {"": str(args.device)}
-    try:
-        return AutoModelForCausalLM.from_pretrained(model, **kwargs)
-    except OSError as exc:
-        raise ValueError(f"could not load a causal LM from {str(model)!r}: {exc}") from None
-
-
-def _movable(model) -> bool:
-    """Whether the trainer may move ``model`` to its device (not quantized, not already spread by a device map)."""
-    return getattr(model, "quantization_method", None) is None and not getattr(model, "hf_device_map", None) \
-        and hasattr(model, "device")
-
-
-def _module_name(model, module) -> str:
-    for name, candidate in model.named_modules():
-        if candidate is module:
-            return name.split(".")[-1]
-    raise ValueError("could not find the embedding module by name")
-
-
-def _progress(show: bool = True):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=_console(), transient=False, disable=not show)
-
-
 def _call_seed(seed: int, call: int) -> int:
     """One sampling seed per (run seed, call): iterations and evaluations each draw fresh programs."""
     return (seed * 1_000_003 + call * 10_007) % (2**31 - 1)
-
-
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)

@@ -47,10 +47,30 @@ def training_text(rollout: Rollout, config: LetiConfig) -> str | None:
     return reward_token + rollout.prompt + rollout.program + span
 
 
-def inference_prompt(prompt: str, config: LetiConfig, condition: str = "good") -> str:
-    """The prompt the model samples from: prefixed with a reward token (``good``/``bad``) or not (``none``)."""
+def inference_prompt(prompt: str, config: LetiConfig, condition: str = "good", tokenizer=None) -> str:
+    """The prompt the model samples from: prefixed with a reward token (``good``/``bad``) or not (``none``).
+
+    With ``reward_token_target`` the training rows start with the tokenizer's pad token before the reward
+    token, so a conditioned prompt starts with it too (as text that the tokenizer reads back as that
+    token, attended like any other): the model then sees at sampling time exactly the start it was
+    trained on. Give ``tokenizer`` for that.
+    """
     prefix = {"good": config.good_token, "bad": config.bad_token, "none": ""}[condition]
+    if prefix and config.reward_token_target:
+        if tokenizer is None:
+            raise ValueError("with reward_token_target, training rows start with the tokenizer's pad token and so must "
+                             "conditioned prompts: pass tokenizer= to inference_prompt.")
+        prefix = row_lead_token(tokenizer) + prefix
     return prefix + prompt
+
+
+def row_lead_token(tokenizer) -> str:
+    """The token that starts every training row under ``reward_token_target``: pad, else EOS."""
+    token = tokenizer.pad_token if tokenizer.pad_token is not None else tokenizer.eos_token
+    if token is None:
+        raise ValueError("reward_token_target=True needs a pad or EOS token to start each row with; the tokenizer "
+                         "has neither. Set tokenizer.pad_token, or reward_token_target=False.")
+    return token
 
 
 def strip_reward_prefix(prompt: str, config: LetiConfig) -> str:
@@ -102,13 +122,7 @@ def tokenize_rows(texts: Iterable[str], tokenizer, config: LetiConfig) -> list[d
     ``append_eos``; rows longer than ``max_length`` are cut at the end (as the authors'
     ``truncation=True``). Padding is left to the collator, which masks it with -100.
     """
-    lead = []
-    if config.reward_token_target:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad is None:
-            raise ValueError("reward_token_target=True needs a pad or EOS token to start each row with; the tokenizer "
-                             "has neither. Set tokenizer.pad_token, or reward_token_target=False.")
-        lead = [pad]
+    lead = [tokenizer.convert_tokens_to_ids(row_lead_token(tokenizer))] if config.reward_token_target else []
     rows = []
     for text in texts:
         ids = lead + tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -80,8 +80,8 @@ def eae_task(mention: EventMention, ontology: Ontology | None = None, *, example
         tests=tests,
         reference_solution=gold_completion(mention, ontology),
         test_modules=((VERIFY_MODULE, _VERIFY_SOURCE),),
-        metadata={"event_type": mention.event_type, "mention": mention.to_dict(), "variable": event.variable,
-                  "stop_regex": STOP_REGEX_AUTHORS if authors_stop_split else STOP_REGEX},
+        metadata={"event_type": mention.event_type, "mention": mention.to_dict(), "variable": event.variable},
+        stop_regex=STOP_REGEX_AUTHORS if authors_stop_split else STOP_REGEX,
     )
 
 

@@ -34,6 +34,17 @@ _HOW_TO_ENABLE = (
 )
 
 
+def _caller_outside_leti() -> int:
+    """``stacklevel`` for a warning raised by the caller of this function: the first frame outside leti's
+    packages, so the warning names the user's line (their ``ExecutorPool``, ``gym.make`` or trainer)."""
+    packages = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,
+                os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "trainers") + os.sep)
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(packages):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 class SandboxWarning(UserWarning):
     """The kernel refused a protection the executor would normally apply."""
 
@@ -220,13 +231,13 @@ class ExecutorPool:
             self._warned_unconfined = True
             warnings.warn("leti sandbox is UNCONFINED (allow_unconfined): generated programs run as you, with "
                           "your files and network. Never do this on a machine that holds credentials.",
-                          SandboxWarning, stacklevel=4)
+                          SandboxWarning, stacklevel=_caller_outside_leti())
         elif missing and not self._warned:
             self._warned = True
             warnings.warn(
                 f"leti sandbox runs in {protections.get('mode')} mode, without: {', '.join(missing)}"
                 + (f" ({notes})" if notes else "") + ". See `python -m leti_env sandbox`.",
-                SandboxWarning, stacklevel=4,
+                SandboxWarning, stacklevel=_caller_outside_leti(),
             )
 
     def protections(self) -> dict:

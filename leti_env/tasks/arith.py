@@ -74,7 +74,8 @@ def _task(steps, split: str, index: int, rng: random.Random, num_asserts: int, m
     return CodeTask(task_id=f"Arith/{split}/{index}", prompt=f'"""\n{text}\n{shown}\n"""\n', tests="\n".join(asserts),
                     reference_solution=reference_program(steps), entry_point="f",
                     metadata={"text": text, "operations": [op for op, _, _ in steps], "constants": [c for _, c, _ in steps],
-                              "num_steps": len(steps), "stop_regex": STOP_REGEX})
+                              "num_steps": len(steps)},
+                    stop_regex=STOP_REGEX)
 
 
 def load_arith(split: ArithSplit = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 400,

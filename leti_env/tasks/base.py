@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..execution.program import Program
+
+
+def cut_at_stop_words(completion: str, stop_words: Sequence[str]) -> str:
+    """``completion`` up to the first occurrence of any of ``stop_words`` (plain substrings), or whole.
+
+    Unlike the LeTI authors' code, the words are matched as plain substrings (their MBPP pattern held an
+    unescaped ``|`` and so also cut at every ``/``), and a completion without a stop word is kept whole
+    (their HumanEval version returned ``""``).
+    """
+    cut = len(completion)
+    for word in stop_words:
+        index = completion.find(word)
+        if index != -1:
+            cut = min(cut, index)
+    return completion[:cut]
 
 
 class DatasetFormatError(ValueError):
@@ -33,6 +50,9 @@ class CodeTask:
             whose helper functions the tests call).
         metadata: Anything else from the dataset row (``text``, ``challenge_test_list``...).
         test_modules: Trusted helper modules the tests import, ``(name, source)`` pairs (see ``Program``).
+        stop_words: Where ``postprocess`` cuts a sampled completion: at the first of these plain
+            substrings (MBPP's and HumanEval's lists, as the LeTI authors evaluate them).
+        stop_regex: Or at the first match of this pattern (EAE, Arith); it wins over ``stop_words``.
     """
 
     task_id: str
@@ -44,6 +64,19 @@ class CodeTask:
     prelude: str = ""
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
     test_modules: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+    stop_words: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    stop_regex: str | None = field(default=None, compare=False, repr=False)
+
+    def postprocess(self, completion: str) -> str:
+        """``completion`` cut where this task's dataset says a program ends (its stop regex or words).
+
+        Sampled completions often run on past the function (another ``def``, a ``print``, a test). A
+        completion with no stop word is kept whole.
+        """
+        regex = self.stop_regex or self.metadata.get("stop_regex")  # (metadata: tasks made before these fields)
+        if regex:
+            return re.split(regex, completion, maxsplit=1)[0]
+        return cut_at_stop_words(completion, self.stop_words or tuple(self.metadata.get("stop_words", ())))
 
     def program(self, completion: str) -> Program:
         """The program that checks ``completion``, split into untrusted and trusted parts."""

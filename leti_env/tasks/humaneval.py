@@ -14,6 +14,8 @@ from pathlib import Path
 from .base import CodeTask, DatasetFormatError, data_dir, require_keys
 
 _NAMES = ("HumanEval.jsonl.gz", "HumanEval.jsonl")
+# Where the LeTI authors (and Codex's evaluation) cut a HumanEval completion: the function body ends
+STOP_WORDS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 _HUB_ID = "openai/openai_humaneval"
 
 
@@ -35,6 +37,7 @@ def load_humaneval(*, data_path: str | Path | None = None) -> list[CodeTask]:
             reference_solution=row["canonical_solution"],
             entry_point=row["entry_point"],
             prelude=row["prompt"],
+            stop_words=STOP_WORDS,
         ))
     tasks.sort(key=lambda t: int(t.task_id.rsplit("/", 1)[1]) if t.task_id.rsplit("/", 1)[-1].isdigit() else 0)
     return tasks

@@ -21,6 +21,8 @@ SPLITS: dict[str, range] = {
     "all": range(1, 975),
 }
 _FILES = {False: "mbpp.jsonl", True: "sanitized-mbpp.json"}
+# Where the LeTI authors cut an MBPP completion when post-processing (their list, matched as plain substrings)
+STOP_WORDS = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n<|/")
 _HUB_ID = "google-research-datasets/mbpp"
 
 
@@ -74,6 +76,7 @@ def load_mbpp(split: MBPPSplit = "test", *, sanitized: bool = False, data_path: 
             entry_point=entry_point,
             metadata={"text": text, "test_list": list(row["test_list"]), "sanitized": sanitized,
                       "challenge_test_list": list(row.get("challenge_test_list") or [])},
+            stop_words=STOP_WORDS,
         ))
     tasks.sort(key=lambda t: int(t.task_id.split("/")[1]))
     return tasks

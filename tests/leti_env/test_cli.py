@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.needs_data
+from tests.conftest import HUMANEVAL_SIZE, MBPP_SIZES
+
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -17,7 +18,9 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_envs_lists_ids_with_sizes():
     out = run("envs")
     assert out.returncode == 0, out.stderr
-    assert "LETI-MBPP            500 tasks" in out.stdout and "LETI-HumanEval       164 tasks" in out.stdout
+    mbpp, humaneval = MBPP_SIZES["test"][0], HUMANEVAL_SIZE
+    assert f"{'LETI-MBPP':<20} {mbpp} tasks\n" in out.stdout
+    assert f"{'LETI-HumanEval':<20} {humaneval} tasks\n" in out.stdout
 
 
 def test_demo_runs_reference_and_broken_solutions():

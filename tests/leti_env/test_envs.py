@@ -11,9 +11,13 @@ from gymnasium.utils.env_checker import check_env
 from gymnasium.vector import AutoresetMode
 
 import leti_env
-from leti_env import refinement_prompt
+from leti_env import load_mbpp, refinement_prompt
+from tests.conftest import MBPP_SIZES
 
-pytestmark = pytest.mark.needs_data
+MBPP_11 = next(t for t in load_mbpp("test") if t.task_id == "MBPP/11")  # remove_Occ upstream
+WRONG_11 = f"\ndef {MBPP_11.entry_point}(*args):\n    return args[0]\n"
+
+
 LETI_IDS = sorted(i for i in gym.registry if i.startswith("LETI-"))
 
 
@@ -31,7 +35,7 @@ def test_env_passes_checker(env_id):
 
 def test_module_prefixed_id_imports_the_package():
     env = gym.make("leti_env:LETI-MBPP", split="prompt")
-    assert len(env.unwrapped.tasks) == 10
+    assert len(env.unwrapped.tasks) == MBPP_SIZES["prompt"][0]
 
 
 def test_episode_protocol():
@@ -44,7 +48,7 @@ def test_episode_protocol():
     assert env.reset(options={"task_id": 11})[1]["task_id"] == "MBPP/11"
     with pytest.raises(TypeError, match="the action must be a str .* got int"):
         env.unwrapped.step(42)
-    obs, reward, terminated, truncated, info = env.step("\ndef remove_Occ(s, ch):\n    return s\n")
+    obs, reward, terminated, truncated, info = env.step(WRONG_11)
     assert (reward, terminated, truncated, info["status"]) == (0.0, True, False, "failed")
     assert obs == info["feedback"] and "AssertionError" in obs
     with pytest.raises(KeyError, match="no task 'MBPP/9999'"):
@@ -54,7 +58,7 @@ def test_episode_protocol():
 def test_refinement_episode():
     env = gym.make("LETI-MBPP", split="test", max_turns=3)
     prompt, _ = env.reset(options={"task_id": "MBPP/11"})
-    wrong = "\ndef remove_Occ(s, ch):\n    return s\n"
+    wrong = WRONG_11
     obs, reward, terminated, truncated, info = env.step(wrong)
     assert (reward, terminated, truncated, info["turn"]) == (0.0, False, False, 1)
     next_input = refinement_prompt(prompt, wrong, obs)
@@ -89,14 +93,27 @@ def test_vector_envs(vector_cls):
 
     if vector_cls == "sync":
         envs = gym.vector.SyncVectorEnv([make] * 2, autoreset_mode=AutoresetMode.SAME_STEP)
-    else:  # shared_memory=True corrupts Text observations in Gymnasium 1.4 (docs/trl_gym_notes.md 3.4)
+    else:  # shared_memory=True corrupts Text observations in Gymnasium 1.4
         envs = gym.vector.AsyncVectorEnv([make] * 2, shared_memory=False, autoreset_mode=AutoresetMode.SAME_STEP)
     try:
         obs, infos = envs.reset(seed=0, options={"task_id": "MBPP/11"})
-        assert obs[0].startswith('"""\nWrite a python function to remove first')
-        reference = "\ndef remove_Occ(s,ch): \r\n    for i in range(len(s)): \r\n        if (s[i] == ch): \r\n            s = s[0 : i] + s[i + 1:] \r\n            break\r\n    for i in range(len(s) - 1,-1,-1):  \r\n        if (s[i] == ch): \r\n            s = s[0 : i] + s[i + 1:] \r\n            break\r\n    return s "
-        obs, rewards, terminated, truncated, infos = envs.step((reference, "\nbroken("))
+        assert list(obs) == [MBPP_11.prompt] * 2
+        obs, rewards, terminated, truncated, infos = envs.step((MBPP_11.reference_solution, "\nbroken("))
         assert list(rewards) == [1.0, 0.0] and all(terminated)
         assert infos["final_info"]["status"][1] == "syntax_error"
     finally:
         envs.close()
+
+
+def test_load_tasks_is_the_one_split_rule():
+    """`leti`, the examples and the trainers read tasks through `load_tasks`: a split for environments
+    with splits, `none` for those without, and an error that says so otherwise."""
+    from leti_env import load_tasks
+
+    assert [t.task_id for t in load_tasks("LETI-MBPP", "test", 2)] == [t.task_id for t in load_mbpp("test")[:2]]
+    assert len(load_tasks("LETI-Arith", "heldout")) == 400
+    assert load_tasks("LETI-HumanEval", "none")[0].task_id == load_tasks("LETI-HumanEval")[0].task_id == "HumanEval/0"
+    with pytest.raises(ValueError, match="LETI-HumanEval has no splits: pass split none"):
+        load_tasks("LETI-HumanEval", "test")
+    with pytest.raises(ValueError, match="unknown environment id 'LETI-Nope'.*Registered leti ids"):
+        load_tasks("LETI-Nope")

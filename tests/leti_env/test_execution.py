@@ -17,7 +17,7 @@ def run1(pool, program, **kw) -> ExecutionResult:
     return pool.run([program], **{"timeout": 2.0, **kw})[0]
 
 
-# -- feedback, byte-exact (leti_spec.md section 1: header, <string> frames, exception line) ------------
+# -- feedback, byte-exact (docs/recipe.md: header, <string> frames, exception line) ------------
 
 
 def test_wrong_answer_feedback_matches_letis_format(pool):

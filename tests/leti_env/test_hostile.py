@@ -1,4 +1,5 @@
-"""The hostile-program catalogue (shared/docs/hostile_programs.md): every runnable row, host checked.
+"""The hostile-program catalogue (the maintainers' list of attacks; each row is a test here): every
+runnable row, host checked.
 
 Destructive rows aim at canaries in the test's own temp dir and a loopback port the test opened.
 The catalogue's NOT RUN rows (kill(-1), rm -rf ~, writes to /etc) are never run, sandboxed or not.

@@ -26,9 +26,10 @@ NO_NAMESPACES = ["pidns", "netns", "mountns", "ipcns", "cgroup"]
 
 
 def test_degraded_host_warns_and_still_kills_process_trees():
-    with pytest.warns(SandboxWarning, match="pid_namespace.*network_namespace"):
+    with pytest.warns(SandboxWarning, match="pid_namespace.*network_namespace") as caught:
         pool = ExecutorPool(2, disable=NO_NAMESPACES)
         report = pool.protections()
+    assert caught[0].filename == __file__  # the warning names the caller's line, not leti's internals
     with pool:
         assert report["pid_namespace"] is False and report["process_tree_kill"].startswith("subreaper")
         results = pool.run([Program(ORPHAN + SOLUTION, TESTS), Program(DAEMON + SOLUTION, TESTS),

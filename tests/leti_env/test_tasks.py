@@ -9,30 +9,42 @@ import pytest
 
 from leti_env import DatasetFormatError, load_humaneval, load_mbpp
 from leti_env.tasks import mbpp_prompt
+from tests.conftest import HUMANEVAL_FILE, HUMANEVAL_SIZE, MBPP_SIZES, full_data
 
-pytestmark = pytest.mark.needs_data
 DATA = os.environ["LETI_DATA_DIR"]
 
 
-@pytest.mark.parametrize("split, full, sanitized", [
-    ("prompt", 10, 7), ("test", 500, 257), ("validation", 90, 43), ("train", 374, 120), ("all", 974, 427)])
-def test_mbpp_split_sizes(split, full, sanitized):
+@pytest.mark.parametrize("split", ["prompt", "test", "validation", "train", "all"])
+def test_mbpp_split_sizes(split):
+    full, sanitized = MBPP_SIZES[split]
     assert len(load_mbpp(split)) == full
     assert len(load_mbpp(split, sanitized=True)) == sanitized
+    ids = [int(t.task_id.split("/")[1]) for t in load_mbpp(split)]
+    assert ids == sorted(ids) and all(i in {"prompt": range(1, 11), "test": range(11, 511),
+                                            "validation": range(511, 601), "train": range(601, 975),
+                                            "all": range(1, 975)}[split] for i in ids)
 
 
-def test_mbpp_prompt_and_program_are_exact():
+@full_data
+def test_mbpp_prompt_is_the_authors_text():
     task = next(t for t in load_mbpp("test") if t.task_id == "MBPP/11")
     first = 'assert remove_Occ("hello","l") == "heo"'
     assert task.prompt == f'"""\nWrite a python function to remove first and last occurrence of a given character from the string.\n{first}\n"""'
-    assert task.prompt == mbpp_prompt(task.metadata["text"], first)
     assert task.entry_point == "remove_Occ"
-    completion = "\ndef remove_Occ(s, ch):\n    return s"
+
+
+def test_mbpp_prompt_and_program_are_exact():
+    task = load_mbpp("test")[0]
+    first = task.metadata["test_list"][0]
+    assert task.prompt == f'"""\n{task.metadata["text"]}\n{first}\n"""'
+    assert task.prompt == mbpp_prompt(task.metadata["text"], first)
+    assert first.startswith(f"assert {task.entry_point}(")
+    completion = f"\ndef {task.entry_point}(s, ch):\n    return s"
     assert task.full_program(completion) == task.prompt + completion + "\n" + "\n".join(task.metadata["test_list"])
 
 
 def test_mbpp_setup_code_runs_after_the_solution_and_before_the_asserts():
-    task = next(t for t in load_mbpp("test") if t.task_id == "MBPP/367")
+    task = next(t for t in load_mbpp("test") if t.setup_code)  # MBPP/367 upstream: builds a tree of the solution's class
     program = task.full_program(task.reference_solution)
     solution_end = program.index(task.reference_solution) + len(task.reference_solution)
     setup_at = program.index(task.setup_code)
@@ -41,21 +53,24 @@ def test_mbpp_setup_code_runs_after_the_solution_and_before_the_asserts():
 
 def test_humaneval_program_is_human_evals():
     tasks = load_humaneval()
-    assert len(tasks) == 164 and tasks[0].task_id == "HumanEval/0"
+    assert len(tasks) == HUMANEVAL_SIZE and tasks[0].task_id == "HumanEval/0"
     t = tasks[0]
     assert t.full_program(t.reference_solution) == t.prompt + t.reference_solution + "\n" + t.tests
     assert t.tests.endswith(f"\ncheck({t.entry_point})")
 
 
+@full_data
 def test_sanitized_mbpp_runs_its_test_imports():
     task = next(t for t in load_mbpp("all", sanitized=True) if "import math" in t.tests)
     assert task.tests.startswith("import math")
 
 
 def test_data_path_can_be_a_file_or_a_folder():
-    assert len(load_mbpp("train", data_path=os.path.join(DATA, "mbpp", "mbpp.jsonl"))) == 374
-    assert len(load_mbpp("train", data_path=os.path.join(DATA, "mbpp"))) == 374
-    assert len(load_humaneval(data_path=os.path.join(DATA, "humaneval", "HumanEval.jsonl.gz"))) == 164
+    train = MBPP_SIZES["train"][0]
+    assert len(load_mbpp("train", data_path=os.path.join(DATA, "mbpp", "mbpp.jsonl"))) == train
+    assert len(load_mbpp("train", data_path=os.path.join(DATA, "mbpp"))) == train
+    assert len(load_humaneval(data_path=HUMANEVAL_FILE)) == HUMANEVAL_SIZE
+    assert len(load_humaneval(data_path=HUMANEVAL_FILE.parent)) == HUMANEVAL_SIZE
 
 
 def test_unknown_split():
@@ -112,6 +127,23 @@ def test_hub_path_when_no_local_copy(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: calls.append(args) or hub)
     tasks = load_mbpp("test")
     assert calls == [("google-research-datasets/mbpp", "full")]
-    assert len(tasks) == 500 and tasks[0].task_id == "MBPP/11"
+    assert len(tasks) == MBPP_SIZES["test"][0] and tasks[0].task_id == "MBPP/11"
     assert tasks[0].full_program(tasks[0].reference_solution) == next(
         t for t in load_mbpp("test", data_path=DATA) if t.task_id == "MBPP/11").full_program(tasks[0].reference_solution)
+
+
+def test_each_task_carries_where_a_completion_ends():
+    """Post-processing is the task's: MBPP's and HumanEval's stop words (plain substrings), Arith's and
+    EAE's stop regex; tasks that put them in metadata (before the fields existed) still work."""
+    from leti_env import CodeTask, load_arith
+
+    mbpp = load_mbpp("test")[0]
+    assert mbpp.postprocess("\ndef f(a):\n    return a // 2\nprint(f(3))\nassert f(4) == 2") == "\ndef f(a):\n    return a // 2"
+    assert mbpp.postprocess("\ndef f(a):\n    return a") == "\ndef f(a):\n    return a"  # no stop word: kept whole
+    humaneval = load_humaneval()[0]
+    assert humaneval.postprocess("    return 1\n\ndef other():\n    pass\n") == "    return 1\n"
+    arith = load_arith("train")[0]
+    assert arith.postprocess("def f(x):\n    return x + 2\nf(3)\n") == "def f(x):\n    return x + 2"
+    legacy = CodeTask("T/1", "p", "assert True", metadata={"stop_words": ["\nSTOP"]})
+    assert legacy.postprocess("a\nb\nSTOP\nc") == "a\nb"
+    assert CodeTask("T/2", "p", "assert True").postprocess("anything\nprint(1)") == "anything\nprint(1)"

@@ -37,7 +37,7 @@ def small_config(output_dir, **overrides):
 
     values = dict(output_dir=str(output_dir), num_iterations=2, num_generations_per_prompt=2, max_new_tokens=16,
                   eval_num_samples=2, eval_k=[1], eval_max_new_tokens=8, load_in_4bit=False,
-                  per_device_train_batch_size=4, num_train_epochs=1, learning_rate=1e-2, gradient_checkpointing=False,
+                  per_device_train_batch_size=4, num_train_epochs=1, learning_rate=1e-2, activation_checkpointing=False,
                   bf16=False, logging_steps=1, disable_tqdm=True, seed=0)
     values.update(overrides)
     return LetiConfig(**values)

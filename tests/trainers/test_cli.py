@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
+pytestmark = pytest.mark.slow
 LETI = [sys.executable, "-m", "trainers.cli"]
 
 
@@ -51,13 +51,47 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
     assert json.loads(out.stdout)["tasks"] == 3
 
 
+QUIET_RUN = """
+import sys, warnings
+# a warning attributed to leti's own code is an error; so is any FutureWarning (a deprecated call)
+warnings.filterwarnings("error", module=r"(trainers|leti_env)(\\.|$)")
+warnings.filterwarnings("error", category=FutureWarning)
+from trainers.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("recipe", [[], ["--use_peft", "true", "--load_in_4bit", "true", "--bf16", "true",
+                                         "--activation_checkpointing", "true"]], ids=["default", "qlora"])
+def test_train_console_is_one_row_per_iteration(tmp_path, env, recipe):
+    """Nothing but the table (and the run folder's paths) at the default level: no library logging,
+    progress bars of datasets or transformers, dicts of metrics, nor warnings; --verbose brings them back."""
+    args = ["train", "--model_name_or_path", "tiny", "--max_train_tasks", "6", "--max_eval_tasks", "4",
+            "--num_iterations", "2", "--num_generations_per_prompt", "2", "--max_new_tokens", "12", "--max_steps", "2",
+            *recipe]
+    out = subprocess.run([sys.executable, "-c", QUIET_RUN, *args, "--output_dir", str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = out.stderr.splitlines()  # the console (stderr): the table and nothing else
+    assert re.fullmatch(r" +iter +sampled pass +held-out pass@1 +rows +loss +sample s +exec s +train s +eval s", table[0])
+    assert [line.split()[0] for line in table[1:]] == ["0", "1", "2"], table
+    assert out.stdout.splitlines() == [f"run folder: {tmp_path / 'run'}", f"  {tmp_path / 'run' / 'pass_rate.png'}",
+                                       f"  {tmp_path / 'run' / 'report.md'}"]
+    if recipe:
+        return
+    verbose = run(*args, "--num_iterations", "1", "--output_dir", str(tmp_path / "verbose"), "--verbose", env=env)
+    assert verbose.returncode == 0 and "Saving the dataset" in verbose.stderr  # datasets' own bars are back
+
+
 def test_eval_rejects_k_above_samples(env):
     out = run("eval", "--model", "x", "--num_samples", "2", "--k", "10", env=env)
     assert out.returncode == 2 and "pass@k needs --num_samples >= k" in out.stderr
 
 
 def test_set_up_errors_are_one_line_that_names_the_fix(tmp_path, env):
-    cases = [(["train", "--model_name_or_path", "tiny", "--vllm_dtype", "float8"], "`vllm_dtype` must be one of"),
+    recipe = tmp_path / "recipe.yaml"  # a YAML value skips argparse's choices: the config's own check names it
+    recipe.write_text("model_name_or_path: tiny\nbnb_4bit_compute_dtype: bf16\n")
+    cases = [(["train", "--config", str(recipe)], r"`bnb_4bit_compute_dtype` must be one of \['bfloat16', 'float16', 'float32'\], got 'bf16'"),
              (["train", "--env_id", "LETI-Nope"], "unknown environment id 'LETI-Nope'.*Registered leti ids"),
              (["eval", "--model", str(tmp_path / "nowhere"), "--env", "LETI-Arith"], "no model at .*iteration-N/model")]
     for args, message in cases:
@@ -67,6 +101,8 @@ def test_set_up_errors_are_one_line_that_names_the_fix(tmp_path, env):
     assert not (tmp_path / "run").exists()
     out = run("train", "--env_id", "LETI-Nope", env={**env, "LETI_TRACEBACK": "1"})
     assert out.returncode == 1 and "Traceback" in out.stderr
+    out = run("train", "--model_name_or_path", "tiny", "--vllm_dtype", "float8", env=env)  # the flag: argparse's check
+    assert out.returncode == 2 and "invalid choice: 'float8'" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_accelerate_launch_two_cpu_processes_through_one_iteration(tmp_path, env):

@@ -235,14 +235,14 @@ def test_evaluation_execution_is_shared_by_the_ranks(tmp_path, env):
     what one process gets alone (before: rank 0 executed all, the others waited in a collective)."""
     script = tmp_path / "shared.py"
     script.write_text(EMIT + (
-        "from trainers.leti_trainer import _Processes, execution_pool, resolve_tasks, shared_execution\n"
+        "from trainers.distributed import Processes, execution_pool, shared_execution\nfrom leti_env import resolve_tasks\n"
         "tasks = resolve_tasks('LETI-Arith')[:5]\n"
         "pairs = [(t, c) for t in tasks for c in (t.reference_solution, '\\nx = 1\\n')]\n"
         "executed = []\n"
         "def run_many(chunk):\n"
         "    executed.extend(t.task_id for t, _ in chunk)\n"
         "    return execution_pool().run([t.program(c) for t, c in chunk])\n"
-        "results = shared_execution(_Processes(), run_many, pairs)\n"
+        "results = shared_execution(Processes(), run_many, pairs)\n"
         "emit('RESULT', {'executed': executed, 'verdicts': [[r.status, r.feedback] for r in results]})\n"))
     ranks = launch_two(script, env, "RESULT")
     assert sorted(len(r["executed"]) for r in ranks) == [5, 5]  # each executed half of the 10 programs

@@ -37,6 +37,8 @@ def test_paper_defaults(tmp_path):
     ({"eval_k": [1, 100]}, "pass@k needs 1 <= k <= eval_num_samples, but eval_k=[1, 100] and eval_num_samples=16. Raise"),
     ({"load_in_4bit": True, "use_peft": False}, "`load_in_4bit=True` needs `use_peft=True`"),
     ({"feedback_mode": "verbose"}, "`feedback_mode` must be one of ['text', 'binary', 'none'], got 'verbose'"),
+    ({"bnb_4bit_compute_dtype": "bf16"}, "`bnb_4bit_compute_dtype` must be one of ['bfloat16', 'float16', 'float32']"),
+    ({"vllm_dtype": "float8"}, "`vllm_dtype` must be one of ['auto', 'bfloat16', 'float16', 'float32'], got 'float8'"),
     ({"good_token": "<|bad|>"}, "the four LeTI tokens must be distinct"),
     ({"num_generations_per_prompt": 0}, "`num_generations_per_prompt` must be at least 1, got 0"),
     ({"execution_timeout": 0}, "`execution_timeout` must be positive"),

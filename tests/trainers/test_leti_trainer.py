@@ -13,7 +13,7 @@ import torch
 from tests.trainers.conftest import small_config
 from trainers import LetiTrainer, load_rollouts
 
-pytestmark = pytest.mark.needs_data
+
 
 
 def token_rows(trainer, ids):
@@ -21,8 +21,15 @@ def token_rows(trainer, ids):
         return trainer.model.get_input_embeddings()(torch.tensor(ids)).clone()
 
 
-def lora_weight(model):
-    return next(p for n, p in model.named_parameters() if "lora_B" in n).detach().clone()
+def lora_weights(model) -> dict:
+    """Every LoRA A and B matrix (B starts at zero: a trained adapter has moved it)."""
+    return {n: p.detach().float().clone() for n, p in model.named_parameters() if "lora_A" in n or "lora_B" in n}
+
+
+def assert_lora_trained(before: dict, after: dict) -> None:
+    assert before and set(before) == set(after)
+    assert all(not torch.equal(before[n], after[n]) for n in before if "lora_B" in n)  # every B left zero
+    assert sum(not torch.equal(before[n], after[n]) for n in before if "lora_A" in n) == len(before) // 2
 
 
 def test_two_iterations_on_mbpp(tmp_path, tiny_model_dir, mbpp_tasks):
@@ -33,8 +40,10 @@ def test_two_iterations_on_mbpp(tmp_path, tiny_model_dir, mbpp_tasks):
     before = token_rows(trainer, ids)
     plain_before = token_rows(trainer, [10, 11])
     base = next(p for n, p in trainer.model.named_parameters() if n.endswith("q_proj.base_layer.weight")).detach().clone()
+    lora_before = lora_weights(trainer.model)
 
     metrics = trainer.train()
+    assert_lora_trained(lora_before, lora_weights(trainer.model))
 
     assert metrics["iteration"] == 2 and math.isfinite(metrics["train/loss"]) and "eval/pass@1" in metrics
     history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -157,7 +166,9 @@ def test_qlora_4bit_runs_an_iteration_on_cpu(tmp_path, tiny_model_dir, mbpp_task
     config = small_config(tmp_path, num_iterations=1, load_in_4bit=True, bf16=True, eval_before_training=False)
     trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2])
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
+    lora_before = lora_weights(trainer.model)
     metrics = trainer.train()
+    assert_lora_trained(lora_before, lora_weights(trainer.model))
     assert math.isfinite(metrics["train/loss"]) and (tmp_path / "iteration-1" / "model" / "adapter_model.safetensors").exists()
 
 
@@ -165,9 +176,10 @@ def test_tied_embeddings_train_the_whole_embedding(tmp_path, tiny_tied_model_dir
     config = small_config(tmp_path, num_iterations=1, eval_before_training=False)
     trainer = LetiTrainer(str(tiny_tied_model_dir), config, train_tasks=mbpp_tasks[:2])
     assert trainer.new_token_mode() == "embeddings"
-    before = token_rows(trainer, trainer.new_token_ids)
+    before, lora_before = token_rows(trainer, trainer.new_token_ids), lora_weights(trainer.model)
     trainer.train()
     assert not torch.allclose(before[0], token_rows(trainer, trainer.new_token_ids)[0])
+    assert_lora_trained(lora_before, lora_weights(trainer.model))
 
 
 def test_bad_setups_fail_before_sampling(tmp_path, tiny_model_dir, mbpp_tasks, monkeypatch):

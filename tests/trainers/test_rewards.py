@@ -7,7 +7,7 @@ import pytest
 from tests.trainers.conftest import small_config
 from trainers import ExecutionReward, LetiTrainer, rollouts_to_sft_dataset, tasks_to_dataset
 
-pytestmark = pytest.mark.needs_data
+
 
 
 def test_rewards_equal_the_environments(mbpp_tasks):

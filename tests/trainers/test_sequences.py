@@ -1,4 +1,4 @@
-"""LeTI rows byte-exact against leti_spec.md section 2, row selection, labels, padding, step order."""
+"""LeTI rows byte-exact against the authors' format (docs/recipe.md), row selection, labels, padding, step order."""
 
 from __future__ import annotations
 
@@ -44,11 +44,29 @@ def test_feedback_last_order(config):
 
 
 def test_conditioning_uses_removeprefix_not_lstrip(config):
+    config = with_(config, reward_token_target=False)
     humaneval_like = "def f(x):\n    pass\n"
     conditioned = inference_prompt(humaneval_like, config, "good")
     assert conditioned == "<|good|>def f(x):\n    pass\n"
     assert strip_reward_prefix(conditioned, config) == humaneval_like  # lstrip("<|good|>") would eat the "d"
     assert inference_prompt(PROMPT, config, "none") == PROMPT and inference_prompt(PROMPT, config, "bad").startswith("<|bad|>")
+
+
+def test_a_conditioned_prompt_starts_as_the_training_rows_do(config, tiny_model_dir):
+    """With reward_token_target the rows start with a pad token before the reward token: a conditioned
+    prompt is the same tokens as the start of a passing row, so sampling sees what training taught."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.add_tokens(config.special_tokens, special_tokens=True)
+    (row,) = tokenize_rows([training_text(GOOD, config)], tokenizer, config)
+    prompt_ids = tokenizer(inference_prompt(PROMPT, config, "good", tokenizer), add_special_tokens=False)["input_ids"]
+    assert row["input_ids"][:len(prompt_ids)] == prompt_ids and prompt_ids[0] == tokenizer.pad_token_id
+    assert row["labels"][0] == -100 and row["labels"][1] == prompt_ids[1]  # the reward token is a target
+    assert inference_prompt(PROMPT, config, "none", tokenizer) == PROMPT  # unconditioned: as the base model knows it
+    with pytest.raises(ValueError, match="pass tokenizer= to inference_prompt"):
+        inference_prompt(PROMPT, config, "good")
 
 
 def test_selection_options(config):

@@ -23,7 +23,7 @@ from trainers.sampling import generate
 from trainers.sequences import inference_prompt
 from trainers.vllm_backend import export_merged_model, merged_state_dict
 
-pytestmark = pytest.mark.needs_data
+
 
 
 def _perturb_adapters(model, seed: int = 0) -> None:
@@ -203,7 +203,7 @@ def test_vllm_backend_samples_what_the_trained_weights_generate(tmp_path, tiny_m
         if iteration == 2:
             reference._load_weights(tmp_path / "run" / "iteration-1" / "model")
         condition = "good" if iteration > 1 else "none"
-        prompts = [inference_prompt(t.prompt, config, condition) for t in mbpp_tasks]
+        prompts = [inference_prompt(t.prompt, config, condition, reference.tokenizer) for t in mbpp_tasks]
         expected = generate(reference.model, reference.tokenizer, prompts, num_samples=2, max_new_tokens=12,
                             temperature=0.0)
         rollouts = load_rollouts(tmp_path / "run" / f"iteration-{iteration}" / "rollouts")

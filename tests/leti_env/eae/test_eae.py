@@ -48,7 +48,7 @@ def test_every_event_type_renders_to_code_that_runs():
         assert all(getattr(instance, a) == [] for a in event.attributes)
 
 
-# Type hints per class, as eae_notes.md section 1.3 lists them (facts of the rendering).
+# Type hints per class, as the ACE05 ontology and role-entity files give them (facts of the rendering).
 HINTS = {
     "Movement": "agent: List[GPE | ORG | PER], artifact: List[FAC | ORG | PER | VEH | WEA], destination: List[FAC | GPE | LOC], "
                 "origin: List[FAC | GPE | LOC], vehicle: List[VEH]",

@@ -12,6 +12,7 @@ LetiTrainer / SFTTrainer. The LeTI side is `LetiTrainer._fit`, i.e. exactly what
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import tempfile
 import time
@@ -27,6 +28,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
 
+    work = Path(tempfile.mkdtemp(prefix="leti-overhead-"))
+    try:
+        _measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # a model and every round's trainer output
+
+
+def _measure(args, work: Path) -> None:
     import datasets
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -36,7 +45,6 @@ def main() -> None:
     from trainers import LetiConfig, LetiTrainer, Rollout
     from trainers.tiny import build_tiny_model
 
-    work = Path(tempfile.mkdtemp(prefix="leti-overhead-"))
     model_dir = build_tiny_model(work / "model", hidden_size=args.hidden, num_layers=args.layers)
     tasks = leti_env.load_mbpp("train")[:32]
     feedback = 'Traceback (most recent call last):\n  File "<string>", line 9, in <module>\n    assert f(1) == 2\nAssertionError\n'

@@ -126,8 +126,6 @@ def half_passing_rollouts(tasks, count: int):
 
 @check
 def qlora_updates(ctx) -> dict:
-    import torch
-
     from trainers import LetiTrainer
 
     model_dir = ctx.model("codegen-small")
@@ -161,8 +159,6 @@ def qlora_updates(ctx) -> dict:
 
 @check
 def memory(ctx) -> dict:
-    import torch
-
     from trainers import LetiTrainer
 
     model_dir = ctx.model("codegen-350M")

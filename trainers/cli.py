@@ -62,16 +62,16 @@ def _model_path(name: str, seed: int) -> str:
     return tiny_model_path(name)
 
 
-def _quiet_unless_verbose(argv: list[str]) -> None:
+def _quiet_unless(verbose: bool) -> None:
     """Before the libraries are imported (bitsandbytes logs at import): quiet unless ``--verbose``."""
-    if "--verbose" not in argv and "--verbose=true" not in argv:
+    if not verbose:
         from .console import quiet_libraries
 
         quiet_libraries()
 
 
 def train(argv: list[str]) -> int:
-    _quiet_unless_verbose(argv)
+    _quiet_unless("--verbose" in argv or "--verbose=true" in argv)  # before TrlParser imports the libraries
     from trl import TrlParser
 
     from .leti_config import LetiConfig
@@ -120,7 +120,7 @@ def evaluate(argv: list[str]) -> int:
     parser.add_argument("--batch_size", type=int, default=32,
                         help="sequences per generate call (halved automatically on out-of-memory)")
     args = parser.parse_args(argv)
-    _quiet_unless_verbose(argv)
+    _quiet_unless(args.verbose)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1; got {args.batch_size}")
     bad_k = [k for k in args.k if k > args.num_samples]
@@ -219,7 +219,7 @@ def export(argv: list[str]) -> int:
                         help="weight dtype (default: the base model's)")
     parser.add_argument("--verbose", action="store_true", help="also show the libraries' own logging and warnings")
     args = parser.parse_args(argv)
-    _quiet_unless_verbose(argv)
+    _quiet_unless(args.verbose)
     if not Path(args.model).exists():
         parser.error(f"--model {args.model!r} does not exist (expected a LeTI run's iteration-N/model folder)")
     from .vllm_backend import export_merged_model

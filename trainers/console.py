@@ -33,6 +33,10 @@ def quiet_libraries() -> None:
     datasets.disable_progress_bars()
     for name in ("bitsandbytes", "trl", "peft", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    _ignore_third_party_deprecations()
+
+
+def _ignore_third_party_deprecations() -> None:
     for pattern in THIRD_PARTY_DEPRECATIONS:
         warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
 
@@ -42,8 +46,7 @@ def third_party_deprecations_ignored():
     """Within: the deprecation notices of ``THIRD_PARTY_DEPRECATIONS`` are not shown (leti's calls into peft
     and TRL trigger them; only those libraries can change the calls inside)."""
     with warnings.catch_warnings():
-        for pattern in THIRD_PARTY_DEPRECATIONS:
-            warnings.filterwarnings("ignore", message=pattern, category=FutureWarning)
+        _ignore_third_party_deprecations()
         yield
 
 

@@ -88,7 +88,7 @@ def _measure(argv: list[str] | None, work: Path) -> dict:
     common = dict(per_device_train_batch_size=args.batch, num_train_epochs=1, learning_rate=1e-4, logging_steps=1000,
                   activation_checkpointing=False, report_to="none", save_strategy="no", disable_tqdm=True,
                   max_length=1024, use_cpu=not cuda, bf16=True, num_generations_per_prompt=args.samples,
-                  max_new_tokens=args.max_new_tokens, bnb_4bit_compute_dtype="bfloat16")
+                  max_new_tokens=args.max_new_tokens, dtype="bfloat16")
     results: dict = {}
 
     def peak_reset():
@@ -135,21 +135,21 @@ def _measure(argv: list[str] | None, work: Path) -> dict:
     if importlib.util.find_spec("vllm") is None or not cuda:
         print("sample vLLM: skipped (" + ("vLLM is not installed" if cuda else "needs CUDA") + ")")
         return results
+    from trainers.sampling import SamplingParams
     from trainers.vllm_backend import VLLMSampler
 
     sampler = VLLMSampler(work / "vllm-model", gpu_memory_utilization=0.5)
     start = time.perf_counter()
-    sampler.generate(trainer.model, trainer.tokenizer, prompts[:1], weights_version=0, num_samples=1,
-                     max_new_tokens=8, temperature=1.0)
+    sampler.generate(trainer.model, trainer.tokenizer, prompts[:1], SamplingParams(1, 8, 1.0), seed=0)
     setup = time.perf_counter() - start
     start = time.perf_counter()
-    sampler.generate(trainer.model, trainer.tokenizer, prompts, weights_version=0, num_samples=args.samples,
-                     max_new_tokens=args.max_new_tokens, temperature=1.0, call_seed=1)
+    sampler.generate(trainer.model, trainer.tokenizer, prompts, SamplingParams(args.samples, args.max_new_tokens, 1.0),
+                     seed=1)
     vllm = count / (time.perf_counter() - start)
     start = time.perf_counter()
     sampler.sleep()
-    sampler.generate(trainer.model, trainer.tokenizer, prompts[:1], weights_version=1, num_samples=1,
-                     max_new_tokens=8, temperature=1.0)
+    sampler.weights_changed()
+    sampler.generate(trainer.model, trainer.tokenizer, prompts[:1], SamplingParams(1, 8, 1.0), seed=0)
     reload = time.perf_counter() - start
     results.update({"vllm rollouts_per_s": vllm, "vllm setup_s": setup, "vllm reload_s": reload})
     print(f"sample vLLM: {vllm:,.1f} rollouts/s; engine setup {setup:.1f} s (export + start), weight reload "

@@ -24,14 +24,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from trl import TrlParser
-
     from leti_env.tasks.arith import load_arith
     from trainers import LetiConfig, LetiTrainer, load_rollouts
-    from trainers.cli import DEFAULT_CONFIG, TrainScriptArguments
+    from trainers.cli import DEFAULT_CONFIG
+    from trainers.parser import make_parser
 
     run = Path(args.run)
-    _, base = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(
+    _, base = make_parser().parse_args_and_config(
         ["--config", str(DEFAULT_CONFIG), "--output_dir", tempfile.mkdtemp(), "--num_train_epochs", "1"])
     model = run / f"iteration-{args.iteration - 1}" / "model" if args.iteration > 1 else None
     if model is None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 @dataclass
 class ScriptArguments:
     rollouts: str = field(metadata={"help": "A rollouts folder saved by LetiTrainer (iteration-N/rollouts)."})
-    model_name_or_path: str = field(default="tiny", metadata={"help": "Model id or path; `tiny` builds a tiny offline model."})
 
 
 def main(script_args: ScriptArguments, config) -> None:
@@ -25,7 +24,7 @@ def main(script_args: ScriptArguments, config) -> None:
     from trainers import rollouts_to_sft_dataset
     from trainers.tiny import tiny_model_path
 
-    path = tiny_model_path(script_args.model_name_or_path)
+    path = tiny_model_path(config.model_name_or_path)  # (a LetiConfig field: TRL's ModelConfig name)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     # 1. LeTI's four tokens, then room for them in the embeddings
@@ -44,7 +43,9 @@ def make_parser():
 
     from trainers import LetiConfig
 
-    return TrlParser((ScriptArguments, LetiConfig))
+    parser = TrlParser((ScriptArguments, LetiConfig))
+    parser.set_defaults(model_name_or_path="tiny")  # `tiny` builds a tiny offline model
+    return parser
 
 
 if __name__ == "__main__":

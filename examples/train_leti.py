@@ -13,20 +13,13 @@ Smoke run on a CPU (tiny offline model, four tasks, seconds):
     python examples/train_leti.py --model_name_or_path tiny --max_train_tasks 4 --max_eval_tasks 2 \
         --num_iterations 1 --num_generations_per_prompt 2 --max_new_tokens 16 --eval_num_samples 2 --eval_k 1 \
         --load_in_4bit false --output_dir runs/smoke
+
+The flags are `leti train`'s (one parser, `trainers.parser.make_parser`): TRL's SFTConfig and ModelConfig
+flags (`--lora_r`, `--load_in_4bit`, `--dtype`, ...), LeTI's, and the tasks'. Only the defaults differ:
+here MBPP's train/test splits and the tiny model.
 """
 
-from dataclasses import dataclass, field
-
-
-@dataclass
-class ScriptArguments:
-    model_name_or_path: str = field(default="tiny", metadata={"help": "Model id or path; `tiny` builds a tiny offline model."})
-    env_id: str = field(default="LETI-MBPP", metadata={"help": "Registered leti environment of the tasks."})
-    train_split: str = field(default="train", metadata={"help": "Split of the training tasks (MBPP: train; `none` for "
-                                                               "environments without splits, e.g. LETI-HumanEval)."})
-    eval_split: str = field(default="test", metadata={"help": "Split of the evaluation tasks (MBPP: test; `none`: no splits)."})
-    max_train_tasks: int | None = field(default=None, metadata={"help": "Use only the first N training tasks."})
-    max_eval_tasks: int | None = field(default=None, metadata={"help": "Use only the first N evaluation tasks."})
+from trainers.parser import ScriptArguments
 
 
 def main(script_args: ScriptArguments, config) -> None:
@@ -37,8 +30,8 @@ def main(script_args: ScriptArguments, config) -> None:
     # 1. Tasks come from the environment: prompts and tests
     train_tasks = load_tasks(script_args.env_id, script_args.train_split, script_args.max_train_tasks)
     eval_tasks = load_tasks(script_args.env_id, script_args.eval_split, script_args.max_eval_tasks)
-    # 2. The trainer: QLoRA/LoRA settings live in the config (load_in_4bit, lora_r, ...)
-    trainer = LetiTrainer(tiny_model_path(script_args.model_name_or_path), config, train_tasks=train_tasks,
+    # 2. The trainer: model, QLoRA/LoRA settings (TRL's ModelConfig fields) and LeTI's live in the config
+    trainer = LetiTrainer(tiny_model_path(config.model_name_or_path), config, train_tasks=train_tasks,
                           eval_tasks=eval_tasks)
     # 3. Each iteration: sample -> execute -> LeTI rows -> SFT steps -> save -> pass@k
     metrics = trainer.train()
@@ -46,11 +39,9 @@ def main(script_args: ScriptArguments, config) -> None:
 
 
 def make_parser():
-    from trl import TrlParser
+    from trainers.parser import make_parser as leti_parser
 
-    from trainers import LetiConfig
-
-    return TrlParser((ScriptArguments, LetiConfig))
+    return leti_parser(model_name_or_path="tiny", env_id="LETI-MBPP", eval_split="test")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from .execution import (
     Program,
     SandboxUnavailableError,
     SandboxWarning,
+    TaskRunner,
     execute,
     execute_many,
     sandbox_report,
@@ -35,7 +36,7 @@ for _id, _entry_point in _ENVS.items():
 def __getattr__(name: str):
     # The env classes import gymnasium.spaces; keep `import leti_env` light until they are used.
     if name in ("CodeEnv", "MBPPEnv", "HumanEvalEnv", "EAEEnv", "ArithEnv", "AnyText", "refinement_prompt",
-                "make_leti_env", "load_tasks", "resolve_tasks"):
+                "make_leti_env", "load_env", "load_tasks", "resolve_tasks"):
         from . import envs
 
         return getattr(envs, name)
@@ -44,7 +45,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "AnyText", "ArithEnv", "CodeEnv", "CodeTask", "DatasetFormatError", "EAEEnv", "ExecutionResult", "ExecutorPool", "HumanEvalEnv",
-    "MBPPEnv", "Program", "SandboxUnavailableError", "SandboxWarning", "execute", "execute_many", "load_humaneval",
-    "load_arith", "load_mbpp", "load_tasks", "make_leti_env", "pass_at_k", "refinement_prompt", "resolve_tasks",
+    "MBPPEnv", "Program", "SandboxUnavailableError", "SandboxWarning", "TaskRunner", "execute", "execute_many", "load_humaneval",
+    "load_arith", "load_env", "load_mbpp", "load_tasks", "make_leti_env", "pass_at_k", "refinement_prompt", "resolve_tasks",
     "sandbox_report",
 ]

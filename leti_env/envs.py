@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium import spaces
 
-from .execution import ExecutionResult, get_pool
+from .execution import ExecutionResult, TaskRunner
 from .tasks import CodeTask, load_humaneval, load_mbpp
 
 
@@ -90,6 +90,8 @@ class CodeEnv(gym.Env[str, str]):
         self._by_id = {t.task_id: t for t in self.tasks}
         self.timeout, self.memory_mb, self.max_turns = timeout, memory_mb, max_turns
         self.max_feedback_chars, self.workers = max_feedback_chars, workers
+        self.runner = TaskRunner(timeout=timeout, memory_mb=memory_mb, max_feedback_chars=max_feedback_chars,
+                                 workers=workers)
         self.observation_space = AnyText(max(max_program_chars, 1 << 20))
         self.action_space = AnyText(max_program_chars)
         self._task: CodeTask | None = None
@@ -140,10 +142,12 @@ class CodeEnv(gym.Env[str, str]):
         return self.run_many([(task, completion)])[0]
 
     def run_many(self, pairs: Sequence[tuple[CodeTask, str]]) -> list[ExecutionResult]:
-        """Execute many (task, completion) pairs in parallel: the fast path for trainers."""
-        programs = [task.program(completion) for task, completion in pairs]
-        return get_pool(self.workers).run(programs, timeout=self.timeout, memory_mb=self.memory_mb,
-                                          max_feedback_chars=self.max_feedback_chars)
+        """Execute many (task, completion) pairs in parallel, with this environment's limits.
+
+        It runs on ``self.runner`` (a ``TaskRunner``), the executor leti's trainer, reward and ``leti eval``
+        use too; a trainer of your own can take that runner (or build one) to get the same verdicts.
+        """
+        return self.runner.run(pairs)
 
 
 class MBPPEnv(CodeEnv):
@@ -209,14 +213,20 @@ def load_tasks(env_id: str, split: str | None = None, limit: int | None = None) 
     The one rule for the ``leti`` command, the example scripts and the trainers, so a split means the
     same wherever it is given.
     """
-    kwargs = {"split": split} if split not in (None, "none") else {}
+    return list(load_env(env_id, split).tasks[:limit])
+
+
+def load_env(env_id: str, split: str | None = None, **kwargs: Any) -> CodeEnv:
+    """The unwrapped environment of ``split`` (as ``load_tasks`` reads it): its tasks, and its ``runner``
+    with the environment's own limits (LETI-EAE's 30 s timeout, LETI-Arith's 1 s)."""
+    if split not in (None, "none"):
+        kwargs["split"] = split
     try:
-        env = make_leti_env(env_id, **kwargs)
+        return make_leti_env(env_id, **kwargs).unwrapped
     except TypeError as exc:
         if "split" not in str(exc):
             raise
         raise ValueError(f"{env_id} has no splits: pass split none (got split={split!r}).") from None
-    return list(env.unwrapped.tasks[:limit])
 
 
 def resolve_tasks(source: Any, what: str = "tasks") -> list[CodeTask]:

@@ -170,8 +170,10 @@ def memory(ctx) -> dict:
     prompt = trainer.tokenizer.decode(trainer.tokenizer("def f(x):\n    return x + 1\n" * 200)["input_ids"][:s.prompt_tokens])
     reset_peak(ctx)
     start = time.perf_counter()
-    samples = trainer._sample([prompt], num_samples=s.generation_batch_size, max_new_tokens=s.max_new_tokens,
-                              temperature=1.0)
+    from trainers.sampling import SamplingParams
+
+    samples = trainer.collector.sampler.generate(trainer.model, trainer.tokenizer, [prompt],
+                                                 SamplingParams(s.generation_batch_size, s.max_new_tokens, 1.0), seed=0)
     sampling_s, sampling_peak = time.perf_counter() - start, peak_gib(ctx)
     generated = sum(len(trainer.tokenizer(c)["input_ids"]) for c in samples[0])
     # rows as long as the recipe's pre-training blocks: the longest the recipe trains on
@@ -242,6 +244,7 @@ def vllm(ctx) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from trainers.sampling import SamplingParams
     from trainers.vllm_backend import VLLMSampler
 
     folder = ctx.model("llama-small")
@@ -249,17 +252,18 @@ def vllm(ctx) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     prompts = [t.prompt for t in ctx.tasks[:8]]
     sampler = VLLMSampler(ctx.work / "vllm-model", gpu_memory_utilization=0.3, enable_sleep_mode=True)
-    kwargs = dict(num_samples=4, max_new_tokens=32, temperature=1.0, call_seed=0)
+    params = SamplingParams(num_samples=4, max_new_tokens=32, temperature=1.0)
     start = time.perf_counter()
-    first = sampler.generate(model, tokenizer, prompts, weights_version=0, **kwargs)
+    first = sampler.generate(model, tokenizer, prompts, params, seed=0)
     build_s = time.perf_counter() - start
-    again = sampler.generate(model, tokenizer, prompts, weights_version=0, **kwargs)
+    again = sampler.generate(model, tokenizer, prompts, params, seed=0)
     sampler.sleep()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
+    sampler.weights_changed()
     start = time.perf_counter()
-    changed = sampler.generate(model, tokenizer, prompts, weights_version=1, **kwargs)
+    changed = sampler.generate(model, tokenizer, prompts, params, seed=0)
     reload_s = time.perf_counter() - start
     differ = sum(a != b for x, y in zip(first, changed) for a, b in zip(x, y)) / sum(len(x) for x in first)
     return {"build_and_sample_s": round(build_s, 1), "sleep_wake_reload_sample_s": round(reload_s, 1),

@@ -6,7 +6,12 @@ Imports are lazy: ``import trainers`` does not import torch or trl until a name 
 _EXPORTS = {
     "LetiConfig": "leti_config",
     "LetiTrainer": "leti_trainer",
-    "Rollout": "sequences",
+    "Rollout": "rollouts",
+    "RolloutCollector": "rollouts",
+    "Sampler": "sampling",
+    "SamplingParams": "sampling",
+    "TransformersSampler": "sampling",
+    "make_parser": "parser",
     "load_rollouts": "rollouts",
     "save_rollouts": "rollouts",
     "resolve_tasks": "leti_trainer",  # (leti_env.resolve_tasks)
@@ -16,7 +21,7 @@ _EXPORTS = {
     "tasks_to_dataset": "rewards",
     "postprocess": "evaluation",
     "generate": "sampling",
-    "export_merged_model": "vllm_backend",
+    "export_merged_model": "export",
     "VLLMSampler": "vllm_backend",
     "build_tiny_model": "tiny",
 }

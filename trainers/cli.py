@@ -13,25 +13,9 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
-
-
-@dataclass
-class TrainScriptArguments:
-    model_name_or_path: str = field(default="default", metadata={"help": "Model id or path; `default`: the built-in "
-                                                                         "default model (built and cached on first use); `tiny`: an untrained tiny model."})
-    default_model_seed: int = field(default=0, metadata={"help": "Seed of the built-in default model (one cached model "
-                                                                  "shared by runs of any --seed, like a released checkpoint)."})
-    env_id: str = field(default="LETI-Arith", metadata={"help": "Environment of the tasks."})
-    train_split: str | None = field(default="train", metadata={"help": "Split of the training tasks (`none` for envs without splits)."})
-    eval_split: str | None = field(default="heldout", metadata={"help": "Split of the evaluation tasks (`none`: no evaluation)."})
-    max_train_tasks: int | None = field(default=None, metadata={"help": "Use only the first N training tasks."})
-    max_eval_tasks: int | None = field(default=None, metadata={"help": "Use only the first N evaluation tasks."})
-    verbose: bool = field(default=False, metadata={"help": "Also show transformers', datasets' and bitsandbytes' own "
-                                                           "logging, progress bars and deprecation notices."})
 
 
 # Raised by set-up (bad values, missing files or packages) with a message that names the fix
@@ -72,22 +56,20 @@ def _quiet_unless(verbose: bool) -> None:
 
 def train(argv: list[str]) -> int:
     _quiet_unless("--verbose" in argv or "--verbose=true" in argv)  # before TrlParser imports the libraries
-    from trl import TrlParser
-
-    from .leti_config import LetiConfig
     from .distributed import Processes
     from .leti_trainer import LetiTrainer
+    from .parser import make_parser
     from .report import write_report
 
     if "--config" not in argv:  # no recipe given: the built-in default, with any overrides on top
         argv = ["--config", str(DEFAULT_CONFIG), *argv]
     try:  # set-up: a bad value or a missing dependency is reported as one line naming the fix
-        script, config = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(argv)
+        script, config = make_parser(model_name_or_path="default").parse_args_and_config(argv)
         train_tasks = _tasks(script.env_id, script.train_split, script.max_train_tasks)
         eval_tasks = _tasks(script.env_id, script.eval_split, script.max_eval_tasks) \
             if script.eval_split not in (None, "none") else None
         with Processes().main_first():  # under a multi-process launcher, the main process builds a missing model
-            model_path = _model_path(script.model_name_or_path, script.default_model_seed)
+            model_path = _model_path(config.model_name_or_path or "default", script.default_model_seed)
         trainer = LetiTrainer(model_path, config, train_tasks=train_tasks, eval_tasks=eval_tasks)
     except SETUP_ERRORS as exc:
         return _setup_failed("train", exc)
@@ -116,6 +98,8 @@ def evaluate(argv: list[str]) -> int:
     parser.add_argument("--max_new_tokens", type=int, default=384)
     parser.add_argument("--condition", choices=["good", "none", "bad"], default="good", help="reward-token prefix")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (each sample's draws are keyed by it)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds per program (default: the environment's: 5 for MBPP/HumanEval, 30 for EAE, 1 for Arith)")
     parser.add_argument("--verbose", action="store_true", help="also show the libraries' own logging and warnings")
     parser.add_argument("--batch_size", type=int, default=32,
                         help="sequences per generate call (halved automatically on out-of-memory)")
@@ -123,28 +107,36 @@ def evaluate(argv: list[str]) -> int:
     _quiet_unless(args.verbose)
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1; got {args.batch_size}")
+    if args.timeout is not None and not args.timeout > 0:
+        parser.error(f"--timeout must be positive; got {args.timeout}")
     bad_k = [k for k in args.k if k > args.num_samples]
     if bad_k:
         parser.error(f"pass@k needs --num_samples >= k; got --num_samples {args.num_samples} and k={bad_k}")
-    from .evaluation import pass_at_k_report
-    from .sampling import generate
+    from leti_env import TaskRunner, load_env
+
     from .leti_config import LetiConfig
+    from .rollouts import RolloutCollector
+    from .sampling import SamplingParams, TransformersSampler
     from .sequences import inference_prompt
 
     try:
         model, tokenizer = _load_for_eval(args.model)
-        tasks = _tasks(args.env, args.split, args.max_tasks)
+        env = load_env(args.env, args.split)
     except SETUP_ERRORS as exc:
         return _setup_failed("eval", exc)
+    tasks = env.tasks[: args.max_tasks]
+    # the environment's own executor and limits, unless --timeout says otherwise
+    runner = env.runner if args.timeout is None else TaskRunner(timeout=args.timeout, memory_mb=env.memory_mb,
+                                                                max_feedback_chars=env.max_feedback_chars)
     # the prompt starts as the run's training rows did (its reward tokens, the lead pad token or not)
     config = LetiConfig(output_dir="/tmp/leti-eval", load_in_4bit=False, eval_k=args.k, eval_num_samples=args.num_samples,
                         **_prompt_settings_of_run(Path(args.model)))
     prompts = [inference_prompt(t.prompt, config, args.condition, tokenizer) for t in tasks]
-    completions = generate(model, tokenizer, prompts, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size, seed=args.seed)
-    from leti_env import execute_many
-
-    report = pass_at_k_report(tasks, completions, args.k, lambda pairs: execute_many([t.program(c) for t, c in pairs]))
+    # the trainer's own evaluation path: same sampler, same executor, same report
+    collector = RolloutCollector(TransformersSampler(args.batch_size), runner)
+    report = collector.evaluate(model, tokenizer, tasks, prompts,
+                                SamplingParams(args.num_samples, args.max_new_tokens, args.temperature, args.top_p),
+                                args.k, seed=args.seed, label=f"evaluating {args.env}")
     print(json.dumps({"env": args.env, "split": args.split, "tasks": len(tasks), **report}, indent=2))
     return 0
 
@@ -196,18 +188,22 @@ def _prompt_settings_of_run(folder: Path) -> dict:
 
 
 def _base_loading_of_run(folder: Path) -> dict:
-    """How the run that wrote ``folder`` (its ``iteration-N/model``) loaded the base model: 4-bit
-    when it trained QLoRA, so that eval scores the model that was trained. Other folders: as saved."""
-    run = _run_config(folder)
-    if not run.get("load_in_4bit"):
-        return {}
-    import torch
-    from transformers import BitsAndBytesConfig
+    """How the run that wrote ``folder`` (its ``iteration-N/model``) loaded the base model: 4-bit when it
+    trained QLoRA, so that eval scores the model that was trained. Other folders: as saved."""
+    from types import SimpleNamespace
 
-    return {"quantization_config": BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type=run.get("bnb_4bit_quant_type", "nf4"),
-        bnb_4bit_use_double_quant=run.get("bnb_4bit_use_double_quant", True),
-        bnb_4bit_compute_dtype=getattr(torch, run.get("bnb_4bit_compute_dtype", "bfloat16")))}
+    from .model_setup import model_loading_kwargs
+
+    run = _run_config(folder)
+    if not run:
+        return {}
+    nested = run.get("use_bnb_nested_quant", run.get("bnb_4bit_use_double_quant", True))  # (leti 0.1's name)
+    kwargs = model_loading_kwargs(SimpleNamespace(**{**run, "use_bnb_nested_quant": nested}))
+    if run.get("bnb_4bit_compute_dtype") and "quantization_config" in kwargs:  # a leti 0.1 run's compute dtype
+        import torch
+
+        kwargs["quantization_config"].bnb_4bit_compute_dtype = getattr(torch, run["bnb_4bit_compute_dtype"])
+    return kwargs
 
 
 def export(argv: list[str]) -> int:

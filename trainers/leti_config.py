@@ -1,20 +1,38 @@
-"""Configuration of the LeTI trainer (``LetiTrainer``)."""
+"""Configuration of the LeTI trainer (``LetiTrainer``).
+
+About 400 lines, most of them the documentation of each field (TRL's style: one docstring entry and one
+help string per field), kept next to the field it describes."""
 
 from __future__ import annotations
 
 import functools
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
-from trl import SFTConfig
+from trl import ModelConfig, SFTConfig
+
+# Fields whose names changed to TRL's ModelConfig names, refused with the new name for one release (0.2)
+RENAMED_FIELDS = {"bnb_4bit_use_double_quant": "use_bnb_nested_quant", "bnb_4bit_compute_dtype": "dtype"}
+
+
+def refuse_renamed(names, where: str = "") -> None:
+    """A one-line error naming the new field for any old field name in ``names``."""
+    old = [name for name in names if name in RENAMED_FIELDS]
+    if old:
+        moves = ", ".join(f"`{name}` is now `{RENAMED_FIELDS[name]}`" for name in old)
+        raise ValueError(f"{where}{moves} (the name TRL's ModelConfig uses, so TRL's flags and YAML work unchanged). "
+                         "Rename it; the value means the same, and `dtype` also sets the dtype the model loads in.")
 
 
 @dataclass
-class LetiConfig(SFTConfig):
+class LetiConfig(SFTConfig, ModelConfig):
     r"""
-    Configuration for [`LetiTrainer`]. Only LeTI's own fields are listed; see [`~trl.SFTConfig`] for the rest.
-    Defaults follow the authors' code (``docs/recipe.md``); every deviation is an option.
+    Configuration for [`LetiTrainer`]: TRL's [`~trl.SFTConfig`] (training) and [`~trl.ModelConfig`] (the model,
+    LoRA and quantization: a TRL script's flags and YAML work unchanged), with LeTI's fields and defaults.
+    Only LeTI's own fields and changed defaults are listed; see those two classes for the rest. Defaults
+    follow the authors' code (``docs/recipe.md``); every deviation is an option.
 
     Parameters:
         > Parameters that control the LeTI loop
@@ -132,31 +150,32 @@ class LetiConfig(SFTConfig):
             per run (int32, in `<output_dir>/pretraining-blocks`), by the main process; every process
             reads the same ones.
 
-        > Parameters that control QLoRA
+        > Parameters that control the model and QLoRA (TRL's `ModelConfig` fields, with LeTI's defaults)
 
+        model_name_or_path (`str` or `None`, *optional*, defaults to `None`):
+            The model `leti train` and the example script load (`LetiTrainer` takes its `model` argument).
+        dtype (`str` or `None`, *optional*, defaults to `None`):
+            `"auto"`, `"bfloat16"`, `"float16"` or `"float32"`: the dtype the model loads in, and the compute
+            dtype of 4-bit layers (as in TRL). `None`: 4-bit layers compute in bfloat16 and keep the
+            checkpoint's dtype elsewhere, full fine-tuning loads float32 (fp32 master weights), LoRA on
+            an unquantized model keeps the checkpoint's dtype.
         use_peft (`bool`, *optional*, defaults to `True`):
-            Train LoRA adapters (one PEFT model reused across iterations) instead of all weights.
+            Train LoRA adapters (one PEFT model reused across iterations) instead of all weights (TRL: `False`).
         load_in_4bit (`bool`, *optional*, defaults to `True`):
-            Load the base model in 4-bit (QLoRA, bitsandbytes).
+            Load the base model in 4-bit (QLoRA, bitsandbytes; TRL: `False`). `load_in_8bit` loads it in 8-bit.
         bnb_4bit_quant_type (`str`, *optional*, defaults to `"nf4"`):
-            `"nf4"` or `"fp4"`.
-        bnb_4bit_use_double_quant (`bool`, *optional*, defaults to `True`):
-            Quantise the quantisation constants too.
-        bnb_4bit_compute_dtype (`str`, *optional*, defaults to `"bfloat16"`):
-            Compute dtype of 4-bit layers.
+            `"nf4"` or `"fp4"` (as TRL, checked here also when it comes from a YAML file).
+        use_bnb_nested_quant (`bool`, *optional*, defaults to `True`):
+            Quantise the quantisation constants too (double quantisation; TRL: `False`).
+        bnb_4bit_quant_storage (`str` or `None`, *optional*, defaults to `None`):
+            Storage dtype of the packed 4-bit weights (`None`: bitsandbytes' `uint8`).
+        lora_target_modules (`list[str]` or `None`, *optional*, defaults to `["all-linear"]`):
+            Modules to adapt (TRL: `None`, PEFT's per-model defaults).
         adapter_dtype (`str`, *optional*, defaults to `"float32"`):
             Storage dtype of the trainable parameters (LoRA A/B, new-token rows, saved modules) of a 4-bit model.
-            `"float32"` keeps fp32 master weights (compute still runs in `bnb_4bit_compute_dtype`/autocast):
+            `"float32"` keeps fp32 master weights (compute still runs in the 4-bit compute `dtype`/autocast):
             at QLoRA learning rates (1e-5, 5e-6) AdamW's updates are below bf16's resolution, and most bf16
             weights would never change. `"bfloat16"`: what TRL's `SFTTrainer` does to quantized models.
-        lora_r (`int`, *optional*, defaults to `16`):
-            LoRA rank.
-        lora_alpha (`int`, *optional*, defaults to `32`):
-            LoRA scaling numerator.
-        lora_dropout (`float`, *optional*, defaults to `0.05`):
-            Dropout on the LoRA path.
-        lora_target_modules (`str`, *optional*, defaults to `"all-linear"`):
-            Modules to adapt (comma-separated names, or `"all-linear"`).
         new_token_rows (`str`, *optional*, defaults to `"auto"`):
             How the four new tokens' embedding rows are trained. `"trainable_tokens"`: only those rows
             (PEFT `trainable_token_indices`). `"embeddings"`: the whole input and output embeddings
@@ -271,19 +290,20 @@ class LetiConfig(SFTConfig):
         default=0.1, metadata={"help": "As the authors: train_test_split(test_size, seed=42) of the documents, keep the "
                                        "shuffled train part (None: every document, in file order)."})
 
-    # Parameters that control QLoRA
+    # Parameters that control the model and QLoRA: TRL's ModelConfig fields, with LeTI's defaults
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] | None = field(
+        default=None, metadata={"help": "Load dtype and 4-bit compute dtype (None: bfloat16 compute for 4-bit, float32 "
+                                        "for full fine-tuning, the checkpoint's otherwise)."})
     use_peft: bool = field(default=True, metadata={"help": "Train LoRA adapters instead of all weights."})
     load_in_4bit: bool = field(default=True, metadata={"help": "Load the base model in 4-bit (QLoRA)."})
     bnb_4bit_quant_type: Literal["nf4", "fp4"] = field(default="nf4", metadata={"help": "4-bit quantisation type."})
-    bnb_4bit_use_double_quant: bool = field(default=True, metadata={"help": "Double quantisation."})
-    bnb_4bit_compute_dtype: Literal["bfloat16", "float16", "float32"] = field(
-        default="bfloat16", metadata={"help": "Compute dtype of 4-bit layers."})
+    use_bnb_nested_quant: bool = field(default=True, metadata={"help": "Double quantisation."})
+    bnb_4bit_quant_storage: Literal["uint8", "bfloat16", "float16", "float32"] | None = field(
+        default=None, metadata={"help": "Storage dtype of the 4-bit weights (None: bitsandbytes' uint8)."})
+    lora_target_modules: list[str] | None = field(
+        default_factory=lambda: ["all-linear"], metadata={"help": "LoRA target modules (all-linear, or module names)."})
     adapter_dtype: Literal["float32", "bfloat16"] = field(
         default="float32", metadata={"help": "Storage dtype of a 4-bit model's trainable parameters (float32: master weights)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
-    lora_target_modules: str = field(default="all-linear", metadata={"help": "Modules to adapt (comma-separated, or all-linear)."})
     new_token_rows: Literal["auto", "trainable_tokens", "embeddings", "frozen"] = field(
         default="auto", metadata={"help": "How the new tokens' embedding rows are trained."})
     train_output_head: bool | None = field(
@@ -299,6 +319,10 @@ class LetiConfig(SFTConfig):
     eval_max_tasks: int | None = field(default=None, metadata={"help": "Evaluate on at most this many tasks."})
     eval_before_training: bool = field(default=True, metadata={"help": "Also evaluate before the first iteration."})
 
+    def __new__(cls, *args, **kwargs):
+        refuse_renamed(kwargs, f"{cls.__name__}: ")  # before the generated __init__'s "unexpected keyword"
+        return super().__new__(cls)
+
     def __post_init__(self):
         if not self.use_cpu and not _has_accelerator():
             self.use_cpu = True  # a laptop run should not need to know transformers' flag for it
@@ -308,6 +332,9 @@ class LetiConfig(SFTConfig):
             elif not hasattr(self, "activation_checkpointing"):  # transformers 4
                 self.gradient_checkpointing = True
         super().__post_init__()
+        ModelConfig.__post_init__(self)  # TrainingArguments' __post_init__ does not chain to it
+        if isinstance(self.lora_target_modules, str) and "," in self.lora_target_modules:  # leti 0.1's "q_proj,v_proj"
+            self.lora_target_modules = [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
         if isinstance(self.eval_k, str):  # from the command line: "1,10"
             self.eval_k = [int(k) for k in self.eval_k.split(",") if k]
         for name, choices in _closed_sets().items():  # every Literal-typed field (a YAML value skips argparse's check)
@@ -333,15 +360,21 @@ class LetiConfig(SFTConfig):
         tokens = [self.bad_token, self.good_token, self.feedback_start_token, self.feedback_end_token]
         if any(not t for t in tokens) or len(set(tokens)) != 4:
             raise ValueError(f"the four LeTI tokens must be distinct and non-empty, got {tokens}.")
-        if self.load_in_4bit and not self.use_peft:
-            raise ValueError("`load_in_4bit=True` needs `use_peft=True`: 4-bit weights cannot be trained directly (QLoRA "
-                             "trains LoRA adapters on top). Set use_peft=True, or load_in_4bit=False for full fine-tuning.")
+        if self.quantized and not self.use_peft:
+            bits = "load_in_4bit" if self.load_in_4bit else "load_in_8bit"
+            raise ValueError(f"`{bits}=True` needs `use_peft=True`: quantized weights cannot be trained directly (QLoRA "
+                             f"trains LoRA adapters on top). Set use_peft=True, or {bits}=False for full fine-tuning.")
         if self.pretrain_dataset and self.train_sampling_strategy != "sequential":
             raise ValueError(f"the pre-training mix alternates optimizer steps by row order, which "
                              f"train_sampling_strategy={self.train_sampling_strategy!r} would shuffle. Set "
                              "train_sampling_strategy='sequential' (the default), or drop pretrain_dataset.")
         if self.max_failures_per_prompt is not None and self.max_failures_per_prompt < 0:
             raise ValueError(f"`max_failures_per_prompt` must be >= 0 or None, got {self.max_failures_per_prompt}.")
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the base model loads quantized (bitsandbytes 4-bit or 8-bit)."""
+        return bool(self.load_in_4bit or self.load_in_8bit)
 
     @property
     def special_tokens(self) -> list[str]:
@@ -356,8 +389,10 @@ def _closed_sets() -> dict[str, tuple]:
     found = {}
     for name, annotation in LetiConfig.__annotations__.items():
         hint = eval(annotation, namespace) if isinstance(annotation, str) else annotation  # noqa: S307 - our own hints
-        if typing.get_origin(hint) is Literal:
-            found[name] = typing.get_args(hint)
+        options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        literal = [o for o in options if typing.get_origin(o) is Literal]
+        if literal:  # `Literal[...] | None`: None is allowed too
+            found[name] = typing.get_args(literal[0]) + ((None,) if type(None) in options else ())
     return found
 
 

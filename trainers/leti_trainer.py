@@ -7,25 +7,22 @@ import dataclasses
 import json
 import os
 import shutil
-import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leti_env import CodeTask
+from leti_env import CodeTask, TaskRunner
 from leti_env.envs import make_leti_env, resolve_tasks  # noqa: F401 - their former home; import them from leti_env
 
 from .console import IterationTable, progress, third_party_deprecations_ignored, training_progress
 from .distributed import Processes, _Processes, execution_pool, shared_execution  # noqa: F401 - (_Processes: old name)
-from .evaluation import pass_at_k_report, postprocess_for
 from .leti_config import LetiConfig
 from .model_setup import _load_model, _load_tokenizer, _module_name, _movable, _require_bitsandbytes  # noqa: F401
 from .pretraining import build_pretraining_blocks
-from .rollouts import load_rollouts, save_rollouts
-from .sampling import generate
-from .sequences import (Rollout, inference_prompt, interleave_pretraining_dataset, select_rollouts, tokenize_rows,
-                        training_text)
+from .rollouts import Rollout, RolloutCollector, load_rollouts
+from .sampling import Sampler, SamplingParams, TransformersSampler
+from .sequences import inference_prompt, interleave_pretraining_dataset, select_rollouts, tokenize_rows, training_text
 
 
 class LetiTrainer:
@@ -65,12 +62,11 @@ class LetiTrainer:
             from .vllm_backend import check_vllm_usable
 
             check_vllm_usable()
-        if args.load_in_4bit:
+        if args.quantized:
             _require_bitsandbytes()
         self.callbacks = callbacks
         self.output_dir = Path(args.output_dir)
         self.distributed = Processes()
-        self._timings: dict[str, float] = {}  # wall time per phase of the current iteration
 
         # Tokenizer and model
         self.tokenizer = processing_class if processing_class is not None else _load_tokenizer(model)
@@ -90,13 +86,17 @@ class LetiTrainer:
             set_seed(args.seed)  # LoRA's random init: the same for the same seed, whatever ran before in the process
             self.model = self._wrap_peft(self.model)
         self._pretrain_rows: list[dict] | None = None
-        self._execution_results: dict[tuple[str, str], Any] = {}  # deduplicate_execution: verdicts of this run
         self._replay_memory: tuple[dict[str, list[Rollout]], int] = ({}, 0)  # replay_passing: (per task, read up to)
         self.last_sft_trainer = None
-        self._weights_version = 0  # bumped whenever the weights change, so vLLM reloads only when needed
-        self._iteration = 0  # the last iteration trained (vLLM evaluation seeds: the same when resumed)
-        self._vllm = None
+        self._iteration = 0  # the last iteration trained (evaluation seeds: the same when resumed)
         self._table: IterationTable | None = None  # the console's per-iteration rows
+        # sample -> execute -> Rollout; deduplicate_execution: the runner remembers this run's verdicts
+        self.collector = RolloutCollector(
+            self._make_sampler(),
+            TaskRunner(timeout=args.execution_timeout, memory_mb=args.execution_memory_mb,
+                       max_feedback_chars=args.max_feedback_chars, workers=args.execution_workers,
+                       deduplicate=args.deduplicate_execution),
+            self.distributed)
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class LetiTrainer:
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
         mode = self.new_token_mode()
-        if self.args.load_in_4bit:
+        if self.args.quantized:
             with third_party_deprecations_ignored():
                 model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(self.args.gradient_checkpointing))
         embed_name = _module_name(model, model.get_input_embeddings())
@@ -142,10 +142,15 @@ class LetiTrainer:
             tied = bool(getattr(model.config, "tie_word_embeddings", False))
             extra["modules_to_save"] = [embed_name] + ([head_name] if head_name and not tied else [])
             extra["ensure_weight_tying"] = tied  # keep the trained embedding and the LM head one matrix
-        targets = self.args.lora_target_modules
-        config = LoraConfig(r=self.args.lora_r, lora_alpha=self.args.lora_alpha, lora_dropout=self.args.lora_dropout,
-                            target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",")],
-                            task_type="CAUSAL_LM", **extra)
+        # TRL's get_peft_config, plus the new tokens' rows (which must be given when the config is built)
+        args = self.args
+        if args.lora_modules_to_save:
+            extra["modules_to_save"] = list(args.lora_modules_to_save) + extra.get("modules_to_save", [])
+        if args.lora_target_parameters is not None:
+            extra["target_parameters"] = args.lora_target_parameters
+        config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                            target_modules=args.lora_target_modules, task_type=args.lora_task_type,
+                            use_rslora=args.use_rslora, use_dora=args.use_dora, bias="none", **extra)
         with third_party_deprecations_ignored():
             return get_peft_model(model, config)
 
@@ -170,9 +175,7 @@ class LetiTrainer:
             for iteration in range(max(done, default=0) + 1, self.args.num_iterations + 1):
                 metrics = self.run_iteration(iteration)
         finally:
-            if self._vllm is not None:  # stop vLLM's engine process, also on Ctrl-C or an error
-                self._vllm.close()
-                self._vllm = None
+            self.collector.sampler.close()  # stops vLLM's engine process, also on Ctrl-C or an error
         # the scratch checkpoint is a full model's size; `leti export` writes a final one
         shutil.rmtree(self.output_dir / "vllm-model", ignore_errors=True)
         return metrics
@@ -180,7 +183,7 @@ class LetiTrainer:
     def run_iteration(self, iteration: int) -> dict:
         """One LeTI iteration; its folder ends with a ``COMPLETE`` marker once everything is saved."""
         folder = self.output_dir / f"iteration-{iteration}"
-        self._timings = {}
+        self.collector.timings.clear()
         self._iteration = iteration
         rollouts = self.collect_rollouts(iteration, folder / "rollouts")
         rows = self.training_rows(rollouts, iteration)
@@ -202,7 +205,7 @@ class LetiTrainer:
         if self.eval_tasks:
             with self._timed("evaluation"):
                 metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()})
-        metrics.update({f"time/{k}": round(v, 2) for k, v in self._timings.items()})
+        metrics.update({f"time/{k}": round(v, 2) for k, v in self.collector.timings.items()})
         self._record(metrics)
         if self.distributed.is_main:
             (folder / "COMPLETE").write_text(json.dumps(metrics, indent=2))
@@ -211,36 +214,17 @@ class LetiTrainer:
 
     def collect_rollouts(self, iteration: int, path: Path) -> list[Rollout]:
         """Sample and execute, or reload the rollouts an interrupted run already saved."""
-        if (path / "dataset_info.json").exists():
-            return load_rollouts(path)
         from transformers import set_seed
 
         set_seed(self.args.seed + iteration)  # an iteration samples the same programs whether resumed or not
         condition = "good" if iteration > 1 or self.args.condition_first_iteration else "none"
-        n = self.args.num_generations_per_prompt
-        mine = self.distributed.share(range(len(self.train_tasks)))  # this process's prompts (all of them on one)
-        tasks = [self.train_tasks[i] for i in mine]
-        prompts = [inference_prompt(t.prompt, self.args, condition, self.tokenizer) for t in tasks]
-        with progress(self.distributed.is_main) as shown:
-            sampling = shown.add_task(f"iteration {iteration}: sampling", total=len(prompts) * n)
-            with self._timed("sampling"):
-                completions = self._sample(prompts, num_samples=n, max_new_tokens=self.args.max_new_tokens,
-                                           temperature=self.args.temperature, top_p=self.args.top_p,
-                                           top_k=self.args.top_k, call_seed=iteration, prompt_ids=mine,
-                                           on_batch=lambda k: shown.advance(sampling, k))
-            if self.args.postprocess_rollouts:
-                completions = [[postprocess_for(task, c) for c in samples] for task, samples in zip(tasks, completions)]
-            pairs = [(task, c) for task, samples in zip(tasks, completions) for c in samples]
-            executing = shown.add_task(f"iteration {iteration}: executing", total=len(pairs))
-            with self._timed("execution"):
-                results = self._run_many(pairs, progress=lambda done, total: shown.update(executing, completed=done))
-        local = [(mine[i // n], Rollout(task.task_id, task.prompt, completion, r.reward, r.status, r.feedback, iteration, i % n))
-                 for i, ((task, completion), r) in enumerate(zip(pairs, results))]
-        rollouts = [r for _, r in sorted(self.distributed.gather(local), key=lambda x: (x[0], x[1].sample_index))]
-        if self.distributed.is_main:
-            save_rollouts(rollouts, path)
-        self.distributed.wait()
-        return rollouts
+        prompts = [inference_prompt(t.prompt, self.args, condition, self.tokenizer) for t in self.train_tasks]
+        params = SamplingParams(self.args.num_generations_per_prompt, self.args.max_new_tokens, self.args.temperature,
+                                self.args.top_p, self.args.top_k)
+        return self.collector.collect(self.model, self.tokenizer, self.train_tasks, prompts, params,
+                                      seed=_call_seed(self.args.seed, iteration), iteration=iteration,
+                                      postprocess=self.args.postprocess_rollouts, path=path,
+                                      label=f"iteration {iteration}")
 
     def training_rows(self, rollouts: Sequence[Rollout], iteration: int) -> list[dict]:
         """Tokenized LeTI rows of this iteration, with pre-training rows interleaved step by step."""
@@ -296,14 +280,13 @@ class LetiTrainer:
         from transformers import PrinterCallback, ProgressCallback
         from trl import SFTTrainer
 
-        if self._vllm is not None:
-            self._vllm.sleep()  # training gets vLLM's GPU memory back
+        self.collector.sampler.sleep()  # training gets the sampler's GPU memory back (vLLM)
         args = dataclasses.replace(self.args, output_dir=str(folder / "sft"))
         # SFTTrainer casts a quantized model's trainable parameters to bf16 (trl 1.16), where AdamW's
         # small updates round away. Keep the fp32 tensors themselves (not a cast back: that would
         # lose what the bf16 copy rounded off) and put them back once it is built.
         keep = ({name: p.data for name, p in self.model.named_parameters() if p.requires_grad}
-                if self.args.load_in_4bit and self.args.adapter_dtype == "float32" else {})
+                if self.args.quantized and self.args.adapter_dtype == "float32" else {})
         train_dataset = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(rows)
         with third_party_deprecations_ignored(), progress(self.distributed.is_main) as shown:
             trainer = SFTTrainer(model=self.model, args=args, train_dataset=train_dataset,
@@ -321,63 +304,38 @@ class LetiTrainer:
         trainer.optimizer = trainer.lr_scheduler = None
         trainer.accelerator.free_memory()
         self.last_sft_trainer = trainer  # kept for TRL's report_to logging
-        self._weights_version += 1
+        self.collector.sampler.weights_changed()
         shutil.rmtree(folder / "sft", ignore_errors=True)  # the iteration's model folder is the checkpoint
         return float(result.training_loss)
 
     def evaluate(self, tasks: Sequence[CodeTask] | None = None) -> dict[str, float]:
         """pass@k (and the per-sample pass rate), raw and post-processed, with the configured conditioning."""
         tasks = list(tasks if tasks is not None else self.eval_tasks)[: self.args.eval_max_tasks or None]
-        mine = self.distributed.share(range(len(tasks)))
-        prompts = [inference_prompt(tasks[i].prompt, self.args, self.args.eval_condition, self.tokenizer) for i in mine]
-        with progress(self.distributed.is_main) as shown:
-            bar = shown.add_task(f"iteration {self._iteration}: evaluation", total=len(prompts) * self.args.eval_num_samples)
-            local = self._sample(prompts, num_samples=self.args.eval_num_samples,
-                                 max_new_tokens=self.args.eval_max_new_tokens, temperature=self.args.eval_temperature,
-                                 top_p=self.args.eval_top_p, call_seed=-1 - self._iteration, prompt_ids=mine,
-                                 on_batch=lambda k: shown.advance(bar, k))
-        completions = [c for _, c in sorted(self.distributed.gather(list(zip(mine, local))), key=lambda x: x[0])]
-        # Every process executes its share of the programs (with its own cores) and the verdicts are
-        # gathered: the same report everywhere, without the other processes idling in a collective
-        # while one executes everything (which can outlast the process group's timeout).
-        return pass_at_k_report(tasks, completions, self.args.eval_k,
-                                lambda pairs: shared_execution(self.distributed, self._run_many, pairs))
+        prompts = [inference_prompt(t.prompt, self.args, self.args.eval_condition, self.tokenizer) for t in tasks]
+        params = SamplingParams(self.args.eval_num_samples, self.args.eval_max_new_tokens, self.args.eval_temperature,
+                                self.args.eval_top_p)
+        return self.collector.evaluate(self.model, self.tokenizer, tasks, prompts, params, self.args.eval_k,
+                                       seed=_call_seed(self.args.seed, -1 - self._iteration),
+                                       label=f"iteration {self._iteration}: evaluation")
 
-    def _sample(self, prompts: list[str], *, num_samples: int, max_new_tokens: int, temperature: float,
-                top_p: float = 1.0, top_k: int = 0, call_seed: int = 0, prompt_ids: Sequence[int] | None = None,
-                on_batch=None) -> list[list[str]]:
-        """Completions from the current weights, with the configured backend (transformers or vLLM).
-
-        Each sample's randomness is keyed by (seed, ``call_seed``, the prompt's index in the whole task
-        list, the sample's index): the same programs on one process or several, at any batch size,
-        and after an out-of-memory retry.
-        """
+    def _make_sampler(self) -> Sampler:
+        """The configured backend. Each sample's randomness is keyed by (seed, call, the prompt's index in
+        the whole task list, the sample's index): the same programs on one process or several, at any
+        batch size, and after an out-of-memory retry."""
         if self.args.generation_backend == "vllm":
-            if self._vllm is None:
-                from .vllm_backend import VLLMSampler
+            from .vllm_backend import VLLMSampler
 
-                self._vllm = VLLMSampler(self.output_dir / "vllm-model", seed=self.args.seed,
-                                         gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
-                                         max_model_len=self.args.vllm_max_model_len,
-                                         enable_sleep_mode=self.args.vllm_enable_sleep_mode,
-                                         dtype=self.args.vllm_dtype)
-            return self._vllm.generate(self.model, self.tokenizer, prompts, weights_version=self._weights_version,
-                                       num_samples=num_samples, max_new_tokens=max_new_tokens,
-                                       temperature=temperature, top_p=top_p, top_k=top_k, call_seed=call_seed,
-                                       prompt_ids=prompt_ids, on_batch=on_batch)
-        return generate(self.model, self.tokenizer, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                        temperature=temperature, top_p=top_p, top_k=top_k, batch_size=self.args.generation_batch_size,
-                        share_prompt_prefill=self.args.share_prompt_prefill, on_batch=on_batch,
-                        seed=_call_seed(self.args.seed, call_seed), prompt_ids=prompt_ids)
+            return VLLMSampler(self.output_dir / "vllm-model", seed=self.args.seed,
+                               gpu_memory_utilization=self.args.vllm_gpu_memory_utilization,
+                               max_model_len=self.args.vllm_max_model_len,
+                               enable_sleep_mode=self.args.vllm_enable_sleep_mode, dtype=self.args.vllm_dtype)
+        return TransformersSampler(self.args.generation_batch_size, self.args.share_prompt_prefill)
 
     @contextlib.contextmanager
     def _timed(self, phase: str):
         """Adds the wall time of a phase to this iteration's ``time/<phase>`` metric."""
-        start = time.monotonic()
-        try:
+        with self.collector.timed(phase):
             yield
-        finally:
-            self._timings[phase] = self._timings.get(phase, 0.0) + time.monotonic() - start
 
     # -- persistence ----------------------------------------------------------------------------
 
@@ -416,7 +374,7 @@ class LetiTrainer:
         os.replace(tmp, path)
 
     def _load_weights(self, path: Path) -> None:
-        self._weights_version += 1
+        self.collector.sampler.weights_changed()
         if self.args.use_peft:
             from peft import load_peft_weights, set_peft_model_state_dict
 
@@ -430,35 +388,8 @@ class LetiTrainer:
             self.model.load_state_dict(state, strict=False)
 
     def _run_many(self, pairs, progress=None):
-        """Execute (task, completion) pairs in the sandbox; results in input order.
-
-        With ``deduplicate_execution`` a (task, program) pair already run in this run (this batch or an
-        earlier iteration) reuses its result, except a timeout: that verdict depends on the machine's
-        load at the time, so a later batch runs the program again.
-        """
-        dedup = self.args.deduplicate_execution
-        if len(self._execution_results) > 500_000:  # bounded memory on long runs with long programs
-            self._execution_results.clear()
-        known = self._execution_results if dedup else {}
-        unique: list[tuple[CodeTask, str]] = []
-        pending: dict[object, int] = {}  # key -> index in unique
-        keys: list[object] = []  # pairs[i] takes the result of keys[i]
-        for task, completion in pairs:
-            key = (task.task_id, completion) if dedup else len(keys)
-            if key not in known and key not in pending:
-                pending[key] = len(unique)
-                unique.append((task, completion))
-            keys.append(key)
-        programs = [task.program(completion) for task, completion in unique]
-        results = execution_pool(self.args.execution_workers).run(
-            programs, timeout=self.args.execution_timeout, memory_mb=self.args.execution_memory_mb,
-            max_feedback_chars=self.args.max_feedback_chars, progress=progress) if programs else []
-        known.update((key, results[index]) for key, index in pending.items())
-        out = [known[key] for key in keys]
-        for key, index in pending.items():
-            if results[index].status == "timeout":
-                known.pop(key, None)
-        return out
+        """Execute (task, completion) pairs with the run's executor (``collector.runner``); results in order."""
+        return self.collector.runner.run(pairs, progress=progress)
 
 
 def _call_seed(seed: int, call: int) -> int:

@@ -1,5 +1,5 @@
-"""Loading the model and tokenizer a LeTI run trains: 4-bit for QLoRA, fp32 for full fine-tuning, with
-set-up errors that name the fix."""
+"""Loading the model and tokenizer a LeTI run trains (from the config's TRL ``ModelConfig`` fields): 4-bit
+for QLoRA, fp32 for full fine-tuning, with set-up errors that name the fix."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ def _require_bitsandbytes() -> None:
         import bitsandbytes  # noqa: F401
     except Exception as exc:  # ImportError, or a backend error on unsupported hardware
         raise RuntimeError(
-            f"`load_in_4bit=True` needs bitsandbytes ({exc}). `pip install bitsandbytes`, or set load_in_4bit=False "
-            "(LoRA on full-precision weights)."
+            f"`load_in_4bit=True` (or load_in_8bit) needs bitsandbytes ({exc}). `pip install bitsandbytes`, or set "
+            "load_in_4bit=False (LoRA on full-precision weights)."
         ) from None
 
 
@@ -32,27 +32,48 @@ def _load_tokenizer(model: Any):
 
 
 def _load_model(model: str | os.PathLike, args: LetiConfig):
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {}
-    if not args.use_peft:
-        # Full fine-tuning trains the loaded weights themselves: fp32 master weights (bf16 only in the
-        # autocast compute), never a half-precision checkpoint's dtype (transformers loads "auto":
-        # CodeGen's fp16), where AdamW's small steps round away and fp16 overflows.
-        kwargs["dtype"] = torch.float32
-    if args.load_in_4bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=args.bnb_4bit_quant_type,
-            bnb_4bit_use_double_quant=args.bnb_4bit_use_double_quant,
-            bnb_4bit_compute_dtype=getattr(torch, args.bnb_4bit_compute_dtype))
-        if args.device.type == "cuda":
-            # transformers' Trainer never moves a bitsandbytes model, so it must be loaded onto this process's GPU
-            kwargs["device_map"] = {"": str(args.device)}
+    kwargs = model_loading_kwargs(args)
+    if args.quantized and args.device.type == "cuda":
+        # transformers' Trainer never moves a bitsandbytes model, so it must be loaded onto this process's GPU
+        kwargs["device_map"] = {"": str(args.device)}
     try:
         return AutoModelForCausalLM.from_pretrained(model, **kwargs)
     except OSError as exc:
         raise ValueError(f"could not load a causal LM from {str(model)!r}: {exc}") from None
+
+
+def model_loading_kwargs(args: Any) -> dict[str, Any]:
+    """``from_pretrained`` arguments from TRL's ``ModelConfig`` fields (a ``LetiConfig``, or a run's saved
+    ``config.json`` as a namespace), as TRL's ``get_quantization_config`` builds them, with LeTI's
+    defaults where ``dtype`` is unset. Why not TRL's helper: it sets the 4-bit compute dtype to ``dtype``
+    even when that is ``None`` (float32 compute), and LeTI's default computes in bfloat16."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    dtype = getattr(args, "dtype", None)
+    kwargs: dict[str, Any] = {"revision": getattr(args, "model_revision", "main")}
+    if getattr(args, "attn_implementation", None):
+        kwargs["attn_implementation"] = args.attn_implementation
+    if dtype is not None:
+        kwargs["dtype"] = dtype if dtype == "auto" else getattr(torch, dtype)
+    elif not getattr(args, "use_peft", True):
+        # Full fine-tuning trains the loaded weights themselves: fp32 master weights (bf16 only in the
+        # autocast compute), never a half-precision checkpoint's dtype (transformers loads "auto":
+        # CodeGen's fp16), where AdamW's small steps round away and fp16 overflows.
+        kwargs["dtype"] = torch.float32
+    if getattr(args, "load_in_4bit", False):
+        compute = dtype if dtype not in (None, "auto") else "bfloat16"
+        storage = getattr(args, "bnb_4bit_quant_storage", None)
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=getattr(args, "bnb_4bit_quant_type", "nf4"),
+            bnb_4bit_use_double_quant=getattr(args, "use_bnb_nested_quant", True),
+            bnb_4bit_compute_dtype=getattr(torch, compute),
+            **({"bnb_4bit_quant_storage": getattr(torch, storage)} if storage else {}))
+    elif getattr(args, "load_in_8bit", False):
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    return kwargs
 
 
 def _movable(model) -> bool:

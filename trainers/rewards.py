@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leti_env import CodeTask, Program
+from leti_env import CodeTask, Program, TaskRunner, resolve_tasks
 
 from .leti_config import LetiConfig
-from .sequences import Rollout, select_rollouts, tokenize_rows, training_text
+from .rollouts import Rollout, load_rollouts
+from .sequences import select_rollouts, tokenize_rows, training_text
 
 
 class ExecutionReward:
@@ -26,11 +27,11 @@ class ExecutionReward:
     """
 
     def __init__(self, tasks: Any = None, *, timeout: float = 5.0, memory_mb: int = 1024, workers: int | None = None,
-                 max_feedback_chars: int = 4096):
-        from .leti_trainer import resolve_tasks
-
+                 max_feedback_chars: int = 4096, runner: TaskRunner | None = None):
         self.tasks = {t.task_id: t for t in resolve_tasks(tasks, "tasks")} if tasks is not None else {}
-        self.timeout, self.memory_mb, self.workers, self.max_feedback_chars = timeout, memory_mb, workers, max_feedback_chars
+        # the executor of leti's own loop and of CodeEnv.run_many (under a multi-process launch: this rank's cores)
+        self.runner = runner if runner is not None else TaskRunner(
+            timeout=timeout, memory_mb=memory_mb, workers=workers, max_feedback_chars=max_feedback_chars)
         self.__name__ = "execution_reward"  # TRL names the logged reward column after the function
 
     def programs(self, prompts: Sequence[Any], completions: Sequence[Any], task_id=None, tests=None) -> list[Program]:
@@ -49,11 +50,7 @@ class ExecutionReward:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], task_id: Sequence[str] | None = None,
                  tests: Sequence[str] | None = None, log_extra=None, log_metric=None, **kwargs) -> list[float]:
-        from .leti_trainer import execution_pool
-
-        results = execution_pool(self.workers).run(  # under a multi-process launch: on this rank's cores
-            self.programs(prompts, completions, task_id, tests), timeout=self.timeout, memory_mb=self.memory_mb,
-            max_feedback_chars=self.max_feedback_chars)
+        results = self.runner.run_programs(self.programs(prompts, completions, task_id, tests))
         if log_extra is not None:
             log_extra("feedback", [r.feedback for r in results])
             log_extra("status", [r.status for r in results])
@@ -77,8 +74,6 @@ def rollouts_to_sft_dataset(rollouts: Sequence[Rollout] | str | Path, config: Le
     EOS, which the authors' rows do not have).
     """
     import datasets
-
-    from .leti_trainer import load_rollouts
 
     if isinstance(rollouts, (str, Path)):
         rollouts = load_rollouts(rollouts)

@@ -1,18 +1,55 @@
-"""Rollouts on disk: one 🤗 dataset per iteration, written atomically (a crash leaves the previous
-folder or none, never half of one)."""
+"""Rollouts: sample programs, execute them, keep what happened. One path for every caller.
+
+``RolloutCollector`` is the sample → execute → ``Rollout`` stage of the LeTI loop, and its evaluation
+(pass@k); ``leti eval`` runs the same collector. Its ``Sampler`` (transformers or vLLM) draws the
+programs and its ``leti_env.TaskRunner`` executes them, the executor ``CodeEnv.run_many`` and TRL's
+``ExecutionReward`` use too. Under a multi-process launcher each process samples and executes its
+share of the prompts and everyone gets all of them back, in order.
+
+Rollouts are saved as one 🤗 dataset per iteration, written atomically: a crash leaves the previous
+folder or none, never half of one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .sequences import Rollout
+from leti_env import CodeTask, ExecutionResult, TaskRunner
+
+from .console import progress
+from .distributed import Processes, shared_execution
+from .evaluation import pass_at_k_report
+from .sampling import Sampler, SamplingParams
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One sampled program and what executing it produced (a row of the saved rollouts dataset)."""
+
+    task_id: str
+    prompt: str  # the task prompt, without any reward-token prefix
+    program: str  # the sampled completion, as executed
+    reward: float
+    status: str
+    feedback: str
+    iteration: int = 0
+    sample_index: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.reward > 0
 
 
 def save_rollouts(rollouts: Sequence[Rollout], path: str | Path) -> None:
+    """Write rollouts as a 🤗 dataset folder (next to ``path``, then moved into place)."""
     import datasets
 
     path = Path(path)
@@ -24,7 +61,107 @@ def save_rollouts(rollouts: Sequence[Rollout], path: str | Path) -> None:
 
 
 def load_rollouts(path: str | Path) -> list[Rollout]:
+    """Read a folder written by ``save_rollouts`` (columns it does not know are ignored)."""
     import datasets
 
+    if not (Path(path) / "dataset_info.json").exists():
+        raise FileNotFoundError(f"no saved rollouts at {str(path)!r}: expected a folder written by save_rollouts "
+                                "(a LeTI run's iteration-N/rollouts).")
     names = {f.name for f in dataclasses.fields(Rollout)}
     return [Rollout(**{k: v for k, v in row.items() if k in names}) for row in datasets.load_from_disk(str(path))]
+
+
+class RolloutCollector:
+    """Samples programs with ``sampler``, executes them with ``runner``, and returns ``Rollout``s.
+
+    Args:
+        sampler: The generation backend (``TransformersSampler`` or ``VLLMSampler``).
+        runner: The executor (its ``deduplicate`` decides whether repeated programs run again).
+        processes: The processes of a data-parallel run (default: this one alone, or the launcher's).
+        show_progress: One transient bar per phase on the main process (off when not a terminal).
+
+    ``timings`` adds up the wall time of each phase (``sampling``, ``execution``) until cleared.
+    """
+
+    def __init__(self, sampler: Sampler, runner: TaskRunner, processes: Processes | None = None,
+                 show_progress: bool = True):
+        self.sampler, self.runner = sampler, runner
+        self.processes = processes if processes is not None else Processes()
+        self.show_progress = show_progress
+        self.timings: dict[str, float] = {}
+
+    def collect(self, model: Any, tokenizer: Any, tasks: Sequence[CodeTask], prompts: Sequence[str],
+                params: SamplingParams, *, seed: int, iteration: int = 0, postprocess: bool = False,
+                path: str | Path | None = None, label: str = "rollouts") -> list[Rollout]:
+        """``params.num_samples`` rollouts per task, in task order, then sample order.
+
+        ``prompts[i]`` is what the model continues for ``tasks[i]`` (a reward-token prefix, say); the
+        rollout records the task's own prompt. With ``postprocess`` each completion is cut at the task's
+        stop strings before it runs. With ``path``, rollouts saved there are read back instead of
+        sampled again, and new ones are saved there (by the main process) before they are returned.
+        """
+        if path is not None and (Path(path) / "dataset_info.json").exists():
+            return load_rollouts(path)
+        mine = self.processes.share(range(len(tasks)))  # this process's prompts (all of them on one)
+        n = params.num_samples
+        with self._progress() as shown:
+            completions = self._sample(shown, f"{label}: sampling", model, tokenizer, [prompts[i] for i in mine],
+                                       params, seed=seed, prompt_ids=mine)
+            if postprocess:
+                completions = [[tasks[i].postprocess(c) for c in samples] for i, samples in zip(mine, completions)]
+            pairs = [(tasks[i], c) for i, samples in zip(mine, completions) for c in samples]
+            executing = shown.add_task(f"{label}: executing", total=len(pairs))
+            with self.timed("execution"):
+                results = self.runner.run(pairs, progress=lambda done, total: shown.update(executing, completed=done))
+        local = [(mine[k // n], _rollout(task, completion, result, iteration, k % n))
+                 for k, ((task, completion), result) in enumerate(zip(pairs, results))]
+        rollouts = [r for _, r in sorted(self.processes.gather(local), key=lambda x: (x[0], x[1].sample_index))]
+        if path is not None:
+            if self.processes.is_main:
+                save_rollouts(rollouts, path)
+            self.processes.wait()
+        return rollouts
+
+    def evaluate(self, model: Any, tokenizer: Any, tasks: Sequence[CodeTask], prompts: Sequence[str],
+                 params: SamplingParams, ks: Sequence[int], *, seed: int, label: str = "evaluation") -> dict[str, float]:
+        """pass@k (and the per-sample pass rate) of ``tasks``, raw and post-processed (``*/postprocessed``).
+
+        A collective call under a multi-process launcher: every process samples its share, and every
+        process executes a share of all the programs (with its own cores), so no process idles in a
+        collective while one executes everything (which can outlast the process group's timeout).
+        """
+        mine = self.processes.share(range(len(tasks)))
+        with self._progress() as shown:
+            local = self._sample(shown, label, model, tokenizer, [prompts[i] for i in mine], params, seed=seed,
+                                 prompt_ids=mine)
+        completions = [c for _, c in sorted(self.processes.gather(list(zip(mine, local))), key=lambda x: x[0])]
+        with self.timed("execution"):
+            return pass_at_k_report(tasks, completions, ks, self.execute)
+
+    def execute(self, pairs: list[tuple[CodeTask, str]]) -> list[ExecutionResult]:
+        """Run (task, completion) pairs, split across the processes; every process gets every result.
+        A collective call: every process must make it, with the same ``pairs``."""
+        return shared_execution(self.processes, self.runner.run, pairs)
+
+    def _sample(self, shown, description: str, model, tokenizer, prompts, params, *, seed, prompt_ids):
+        bar = shown.add_task(description, total=len(prompts) * params.num_samples)
+        with self.timed("sampling"):
+            return self.sampler.generate(model, tokenizer, prompts, params, seed=seed, prompt_ids=prompt_ids,
+                                         on_batch=lambda k: shown.advance(bar, k))
+
+    def _progress(self):
+        return progress(self.show_progress and self.processes.is_main)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        """Adds the wall time of the block to ``timings[phase]``."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.monotonic() - start
+
+
+def _rollout(task: CodeTask, completion: str, result: ExecutionResult, iteration: int, sample_index: int) -> Rollout:
+    return Rollout(task.task_id, task.prompt, completion, result.reward, result.status, result.feedback, iteration,
+                   sample_index)

@@ -16,6 +16,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,73 @@ _M32 = 0xFFFFFFFF
 # over KeyedSampler's scores then neither inherits them nor warns that they are ignored.
 _NEUTRAL_SAMPLING_FLAGS = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "epsilon_cutoff": 0.0,
                            "eta_cutoff": 0.0}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How many programs to draw per prompt, and how (``temperature == 0``: greedy)."""
+
+    num_samples: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float = 1.0
+    top_k: int = 0
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """What the LeTI loop needs from a generation backend: completions from the *current* weights.
+
+    ``TransformersSampler`` (``generate`` below) and ``trainers.vllm_backend.VLLMSampler`` implement it.
+    Both key each sample's randomness by ``(seed, prompt id, sample index)``, so a prompt draws the same
+    programs whatever share of the prompts a process samples; ``prompt_ids`` give the prompts' indices
+    in the caller's whole list.
+    """
+
+    def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], params: SamplingParams, *, seed: int,
+                 prompt_ids: Sequence[int] | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+        """``params.num_samples`` completions per prompt (text after the prompt, special tokens skipped)."""
+
+    def weights_changed(self) -> None:
+        """The model's weights changed since the last call (a backend holding a copy reloads it)."""
+
+    def sleep(self) -> None:
+        """Training starts: give back accelerator memory held for sampling."""
+
+    def close(self) -> None:
+        """Release everything (engines, processes); the sampler is not used again."""
+
+
+class TransformersSampler:
+    """``Sampler`` over transformers ``generate`` (``generate`` below): any causal LM, any device.
+
+    Args:
+        batch_size: Sequences per ``generate`` call (halved on out-of-memory, with the same samples).
+        share_prompt_prefill: Encode each prompt once and copy its cache to its samples.
+    """
+
+    def __init__(self, batch_size: int = 32, share_prompt_prefill: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be at least 1, got {batch_size}")
+        self.batch_size, self.share_prompt_prefill = batch_size, share_prompt_prefill
+
+    def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], params: SamplingParams, *, seed: int,
+                 prompt_ids: Sequence[int] | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+        return generate(model, tokenizer, prompts, num_samples=params.num_samples,
+                        max_new_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
+                        top_k=params.top_k, batch_size=self.batch_size, on_batch=on_batch,
+                        share_prompt_prefill=self.share_prompt_prefill, seed=seed, prompt_ids=prompt_ids)
+
+    def weights_changed(self) -> None:  # it samples from the model object itself
+        pass
+
+    def sleep(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def generate(model, tokenizer, prompts: Sequence[str], *, num_samples: int, max_new_tokens: int,
@@ -57,7 +125,6 @@ def generate(model, tokenizer, prompts: Sequence[str], *, num_samples: int, max_
     back to plain ``generate``.
     """
     import torch
-    from transformers import LogitsProcessorList
 
     if prompt_ids is None:
         prompt_ids = range(len(prompts))
@@ -65,62 +132,81 @@ def generate(model, tokenizer, prompts: Sequence[str], *, num_samples: int, max_
         raise ValueError(f"prompt_ids has {len(prompt_ids)} ids for {len(prompts)} prompts; give one id per prompt.")
     if seed is None and temperature > 0:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    call = _GenerateCall(model, tokenizer, prompts, prompt_ids, seed, temperature, top_p, top_k, max_new_tokens,
+                         shared=share_prompt_prefill and num_samples > 1)
     was_training = model.training
     model.eval()
     tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
-    # Greedy search over scores whose maximum is the sampled token: transformers' own sampler (and its
-    # global generator) never runs, and no sampling flag of the model's generation_config is inherited.
-    kwargs = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id, "use_cache": True,
-              "do_sample": False, **_NEUTRAL_SAMPLING_FLAGS}
-    shared = share_prompt_prefill and num_samples > 1
-    texts: dict[tuple[int, int], str] = {}
+    try:
+        with torch.no_grad():
+            _run_batches(_plan(len(prompts), num_samples, max(1, batch_size)), call, max(1, batch_size), on_batch)
+    finally:
+        model.train(was_training)
+    return [[call.texts[p, s] for s in range(num_samples)] for p in range(len(prompts))]
 
-    def run(batch: _Batch) -> int:
-        encoded = tokenizer([prompts[i] for i in batch.prompts], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
+
+class _GenerateCall:
+    """One ``generate`` call per batch of (prompt, sample) rows; the decoded texts collect in ``texts``."""
+
+    def __init__(self, model, tokenizer, prompts, prompt_ids, seed, temperature, top_p, top_k, max_new_tokens,
+                 shared: bool):
+        self.model, self.tokenizer, self.prompts, self.prompt_ids, self.seed = model, tokenizer, prompts, prompt_ids, seed
+        self.temperature, self.top_p, self.top_k, self.shared = temperature, top_p, top_k, shared
+        self.device = next(model.parameters()).device
+        # Greedy search over scores whose maximum is the sampled token: transformers' own sampler (and its
+        # global generator) never runs, and no sampling flag of the model's generation_config is inherited.
+        self.kwargs = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id, "use_cache": True,
+                       "do_sample": False, **_NEUTRAL_SAMPLING_FLAGS}
+        self.texts: dict[tuple[int, int], str] = {}
+
+    def __call__(self, batch: _Batch) -> int:
+        from transformers import LogitsProcessorList
+
+        encoded = self.tokenizer([self.prompts[i] for i in batch.prompts], return_tensors="pt", padding=True,
+                                 add_special_tokens=False).to(self.device)
         copies = len(batch.samples)
-        cache = _prompt_cache(model, encoded) if shared else None
+        cache = _prompt_cache(self.model, encoded) if self.shared else None
         if cache is not None:
             cache.batch_repeat_interleave(copies)
         inputs = {k: v.repeat_interleave(copies, dim=0) for k, v in encoded.items()}
         rows = [(p, s) for p in batch.prompts for s in batch.samples]
-        extra = {} if cache is None else {"cache": cache}
-        if temperature > 0:
-            keys = [(_prompt_key(seed, prompt_ids[p]), s) for p, s in rows]
-            extra["logits_processor"] = LogitsProcessorList([KeyedSampler(keys, temperature, top_p, top_k)])
-        generated = model.generate(**inputs, **kwargs, **extra)
-        decoded = tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-        texts.update(zip(rows, decoded))
+        extra: dict[str, Any] = {} if cache is None else {"cache": cache}
+        if self.temperature > 0:
+            keys = [(_prompt_key(self.seed, self.prompt_ids[p]), s) for p, s in rows]
+            extra["logits_processor"] = LogitsProcessorList([KeyedSampler(keys, self.temperature, self.top_p, self.top_k)])
+        generated = self.model.generate(**inputs, **self.kwargs, **extra)
+        decoded = self.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        self.texts.update(zip(rows, decoded))
         return len(rows)
 
-    queue = deque(_plan(len(prompts), num_samples, max(1, batch_size)))
-    limit = max(1, batch_size)
-    try:
-        with torch.no_grad():
-            while queue:
-                batch = queue.popleft()
-                if batch.rows > limit:
-                    queue.extendleft(reversed(batch.split()))
-                    continue
-                try:
-                    done = run(batch)
-                except torch.OutOfMemoryError:
-                    if batch.rows == 1:
-                        raise
-                    done = 0
-                if done:
-                    if on_batch is not None:
-                        on_batch(done)
-                    continue
-                limit = batch.rows // 2  # outside the except block, so the failed call's tensors are freed
-                _release_memory(torch)
-                logger.warning("Out of memory sampling %d sequences at once; retrying with %d (set "
-                               "generation_batch_size to at most %d to skip the retries).", batch.rows, limit, limit)
-                queue.appendleft(batch)
-    finally:
-        model.train(was_training)
-    return [[texts[p, s] for s in range(num_samples)] for p in range(len(prompts))]
+
+def _run_batches(plan: list[_Batch], run: Callable[[_Batch], int], batch_size: int,
+                 on_batch: Callable[[int], None] | None) -> None:
+    """Run every batch of ``plan``; on out-of-memory, retry the batch in halves and keep later ones as small."""
+    import torch
+
+    queue = deque(plan)
+    limit = batch_size
+    while queue:
+        batch = queue.popleft()
+        if batch.rows > limit:
+            queue.extendleft(reversed(batch.split()))
+            continue
+        try:
+            done = run(batch)
+        except torch.OutOfMemoryError:
+            if batch.rows == 1:
+                raise
+            done = 0
+        if done:
+            if on_batch is not None:
+                on_batch(done)
+            continue
+        limit = batch.rows // 2  # outside the except block, so the failed call's tensors are freed
+        _release_memory(torch)
+        logger.warning("Out of memory sampling %d sequences at once; retrying with %d (set "
+                       "generation_batch_size to at most %d to skip the retries).", batch.rows, limit, limit)
+        queue.appendleft(batch)
 
 
 class KeyedSampler:

@@ -4,27 +4,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from .leti_config import LetiConfig
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """One sampled program and what executing it produced (a row of the saved rollouts dataset)."""
-
-    task_id: str
-    prompt: str  # the task prompt, without any reward-token prefix
-    program: str  # the sampled completion, as executed
-    reward: float
-    status: str
-    feedback: str
-    iteration: int = 0
-    sample_index: int = 0
-
-    @property
-    def passed(self) -> bool:
-        return self.reward > 0
+from .rollouts import Rollout  # noqa: F401 - imported from here before rollouts.py held it
 
 
 def training_text(rollout: Rollout, config: LetiConfig) -> str | None:

@@ -1,4 +1,4 @@
-"""vLLM rollouts for the LeTI loop, and the merged-checkpoint export they are built on.
+"""vLLM rollouts for the LeTI loop, built on the merged-checkpoint export (``trainers/export.py``).
 
 LeTI alternates sampling and training on one GPU, never both at once, so one vLLM engine shares the
 trainer's GPU ("colocated"; vLLM runs its engine core in a child process it spawns, so a script that
@@ -16,171 +16,18 @@ modifies the training model (PEFT's ``merge_adapter``/``unmerge_adapter`` round 
 
 from __future__ import annotations
 
-import copy
 import gc
 import importlib.util
-import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-EXPORT_FORMAT = "leti-merged-checkpoint-v1"
+from .export import EXPORT_FORMAT, export_merged_model, merged_state_dict  # noqa: F401 - their former home
+from .sampling import SamplingParams
+
 GREEDY_BELOW = 1e-5  # vLLM samples greedily below this temperature (its _SAMPLING_EPS)
 SEQUENCES_PER_CALL = 8192  # sequences per `LLM.generate` call (the progress bar advances between calls)
-
-
-def merged_state_dict(model: Any, dtype: Any = None) -> dict[str, Any]:
-    """The weights of ``model`` as a plain transformers model would name and hold them.
-
-    Works on a PEFT model without changing it: each LoRA layer contributes base weight plus its active
-    adapters' deltas, a ``trainable_token_indices`` embedding its trained rows, a ``modules_to_save``
-    module its trained copy; bitsandbytes 4-bit weights are dequantized. Weights tied to another
-    weight (a tied LM head) appear once, under their first name, as in ``save_pretrained``.
-
-    Args:
-        model: A transformers causal LM, or a PEFT model wrapping one.
-        dtype: Cast every floating-point tensor to this dtype (``None``: keep each tensor's own dtype).
-
-    Returns:
-        CPU tensors keyed by parameter name, ready for ``save_pretrained``-style serialisation.
-    """
-    import torch
-
-    from peft.tuners.lora import LoraLayer
-    from peft.utils.other import ModulesToSaveWrapper, TrainableTokensWrapper
-
-    root = model.get_base_model() if hasattr(model, "get_base_model") else model
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()  # parameters already exported (tied weights)
-
-    def put(name: str, tensor: torch.Tensor, param: Any = None) -> None:
-        key = id(param) if param is not None else None
-        if key is not None and key in seen:
-            return
-        if key is not None:
-            seen.add(key)
-        tensor = tensor.detach()
-        if dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(dtype)
-        out[name] = tensor.to("cpu")  # one tensor at a time: the merged copy never sits in GPU memory whole
-
-    def own_tensors(module: torch.nn.Module, prefix: str) -> None:
-        for name, param in module.named_parameters(recurse=False):
-            quantized = type(param).__name__ in ("Params4bit", "Int8Params")
-            put(prefix + name, _dequantized(module) if quantized and name == "weight" else param, param)
-        for name, buffer in module.named_buffers(recurse=False):
-            if name not in module._non_persistent_buffers_set:
-                put(prefix + name, buffer)
-
-    def visit(module: torch.nn.Module, prefix: str) -> None:
-        if isinstance(module, TrainableTokensWrapper):
-            layer = module.token_adapter
-            base = layer.get_base_layer()
-            weight = layer.get_merged_weights(layer.active_adapters) if layer.active_adapters and not layer.merged \
-                else base.weight
-            put(prefix + "weight", weight, base.weight)
-            for name, param in base.named_parameters(recurse=False):
-                if name != "weight":
-                    put(prefix + name, param, param)
-            return
-        if isinstance(module, ModulesToSaveWrapper):
-            active = module.active_adapters
-            visit(module.modules_to_save[active[0]] if active else module.original_module, prefix)
-            return
-        if isinstance(module, LoraLayer):
-            base = module.get_base_layer()
-            if getattr(module, "use_dora", {}) and any(module.use_dora.get(a, False) for a in module.active_adapters):
-                raise NotImplementedError("exporting DoRA adapters is not supported; use plain LoRA (use_dora=False).")
-            base_weight = _dequantized(base).detach()
-            weight = base_weight.float()  # merge in fp32, round once
-            if not module.disable_adapters:
-                for adapter in module.active_adapters:
-                    has = adapter in module.lora_A or adapter in getattr(module, "lora_embedding_A", {})
-                    if has and adapter not in module.merged_adapters:
-                        weight = weight + module.get_delta_weight(adapter).float()
-            put(prefix + "weight", weight.to(base_weight.dtype) if dtype is None else weight, base.weight)
-            for name, param in base.named_parameters(recurse=False):
-                if name != "weight":
-                    put(prefix + name, param, param)
-            return
-        own_tensors(module, prefix)
-        for name, child in module.named_children():
-            visit(child, f"{prefix}{name}.")
-
-    visit(root, "")
-    return out
-
-
-def _dequantized(module: Any):
-    """A layer's weight as a plain tensor (bitsandbytes 4/8-bit dequantized), without changing the layer."""
-    from peft.utils.integrations import dequantize_module_weight
-
-    weight = module.weight
-    if type(weight).__name__ == "Params4bit":
-        import bitsandbytes as bnb
-
-        data, state = weight.data, weight.quant_state
-        if getattr(state, "packing_format_for_cpu", False):
-            # bitsandbytes repacks 4-bit weights for its CPU kernel on first use; undo it on a copy of the state
-            from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
-
-            data, state = _convert_weight_packed_for_cpu_inverse(data, copy.deepcopy(state))
-        return bnb.functional.dequantize_4bit(data, state)
-    return dequantize_module_weight(module)
-
-
-def export_merged_model(model: Any, tokenizer: Any, path: str | os.PathLike, dtype: Any = None) -> Path:
-    """Write ``model`` (PEFT adapters merged, 4-bit dequantized) as a transformers checkpoint at ``path``.
-
-    The folder loads with ``AutoModelForCausalLM.from_pretrained`` and with vLLM. It is written next to
-    ``path`` and moved into place, so a reader never sees half a checkpoint.
-
-    Args:
-        model: A transformers causal LM, or a PEFT model wrapping one.
-        tokenizer: Saved alongside (with LeTI's added tokens), so the folder is self-contained.
-        path: Destination folder (replaced).
-        dtype: Weight dtype (``None``: the 4-bit compute dtype for a 4-bit model, else the model's dtype).
-    """
-    import torch
-    from huggingface_hub import save_torch_state_dict
-
-    path = Path(path)
-    root = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = copy.deepcopy(root.config)
-    quantization = getattr(config, "quantization_config", None)
-    if dtype is None:
-        dtype = _compute_dtype(quantization) if quantization is not None else root.dtype
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
-    state = merged_state_dict(model, dtype=dtype)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the exported weights are plain tensors
-    config.vocab_size = root.get_input_embeddings().weight.shape[0]
-    config.dtype = dtype
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_torch_state_dict(state, tmp, metadata={"format": "pt"})
-    config.save_pretrained(tmp)
-    if getattr(root, "generation_config", None) is not None:
-        root.generation_config.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "leti_export.json").write_text(json.dumps({"format": EXPORT_FORMAT, "dtype": str(dtype)}))
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
-    return path
-
-
-def _compute_dtype(quantization: Any):
-    import torch
-
-    value = quantization.get("bnb_4bit_compute_dtype") if isinstance(quantization, dict) \
-        else getattr(quantization, "bnb_4bit_compute_dtype", None)
-    if isinstance(value, str):
-        value = getattr(torch, value.removeprefix("torch."), None)
-    return value if value is not None else torch.bfloat16
 
 
 def check_vllm_usable() -> None:
@@ -201,13 +48,13 @@ def check_vllm_usable() -> None:
 class VLLMSampler:
     """A colocated vLLM engine that samples LeTI rollouts from the trainer's current weights.
 
-    The engine is created on first use from an exported checkpoint (``export_dir``), reloaded in place
-    from a fresh export whenever the weights changed (``weights_version``), and put to sleep between
-    sampling phases so training gets the GPU memory back.
+    A ``trainers.sampling.Sampler``. The engine is created on first use from an exported checkpoint
+    (``export_dir``), reloaded in place from a fresh export after ``weights_changed()``, and put to
+    sleep between sampling phases so training gets the GPU memory back.
 
     Args:
         export_dir: Where the merged checkpoint is written (one folder, rewritten per weights version).
-        seed: Base seed; each prompt of each call gets its own seed derived from it and ``call_seed``.
+        seed: The engine's seed (each prompt's draws are seeded by ``generate``'s ``seed`` and its id).
         gpu_memory_utilization: Share of GPU memory vLLM may take for weights and KV cache while awake.
         max_model_len: Prompt + completion tokens vLLM plans for (``None``: the model's maximum).
         enable_sleep_mode: Release vLLM's GPU memory while the trainer trains.
@@ -227,30 +74,34 @@ class VLLMSampler:
         self.dtype = dtype
         self.engine_kwargs = dict(engine_kwargs or {})
         self.llm: Any = None
+        self._weights_version = 0  # bumped by weights_changed(); the export is rewritten when it moves
         self._loaded_version: int | None = None
         self._asleep = False
 
-    def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], *, weights_version: int,
-                 num_samples: int, max_new_tokens: int, temperature: float, top_p: float = 1.0, top_k: int = 0,
-                 call_seed: int = 0, prompt_ids: Sequence[int] | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
-        """Sample ``num_samples`` completions per prompt, as ``sampling.generate`` does with transformers.
+    def weights_changed(self) -> None:
+        """The trainer's weights changed: the next ``generate`` exports and reloads them."""
+        self._weights_version += 1
 
-        Each prompt's seed comes from ``seed``, ``call_seed`` and its id in ``prompt_ids`` (default: its
-        position), so a process that samples a share of the prompts draws what one process would.
+    def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], params: SamplingParams, *, seed: int,
+                 prompt_ids: Sequence[int] | None = None,
+                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+        """Sample ``params.num_samples`` completions per prompt, as ``TransformersSampler`` does.
+
+        Each prompt's vLLM seed comes from ``seed`` and its id in ``prompt_ids`` (default: its position),
+        so a process that samples a share of the prompts draws what one process would.
 
         Completions are decoded with ``tokenizer`` (special tokens skipped), after the prompt's tokens, so
         both backends hand the executor the same kind of text. ``temperature == 0`` is greedy.
         """
-        from vllm import SamplingParams
+        from vllm import SamplingParams as VLLMParams
 
-        self._load(model, tokenizer, weights_version)
+        self._load(model, tokenizer, self._weights_version)
         ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        greedy = temperature < GREEDY_BELOW  # vLLM refuses n > 1 when greedy: sample once, then copy
-        params = [SamplingParams(n=1 if greedy else num_samples, temperature=0.0 if greedy else temperature,
-                                 top_p=1.0 if greedy else top_p, top_k=0 if greedy else top_k,
-                                 max_tokens=max_new_tokens, seed=_prompt_seed(self.seed, call_seed, i),
-                                 detokenize=False)
+        num_samples = params.num_samples
+        greedy = params.temperature < GREEDY_BELOW  # vLLM refuses n > 1 when greedy: sample once, then copy
+        params = [VLLMParams(n=1 if greedy else num_samples, temperature=0.0 if greedy else params.temperature,
+                             top_p=1.0 if greedy else params.top_p, top_k=0 if greedy else params.top_k,
+                             max_tokens=params.max_new_tokens, seed=_prompt_seed(seed, i), detokenize=False)
                   for i in (range(len(ids)) if prompt_ids is None else prompt_ids)]
         completions: list[list[str]] = []
         step = max(1, SEQUENCES_PER_CALL // num_samples)  # prompts per call: enough for vLLM's batching
@@ -327,6 +178,6 @@ def _free_gpu_cache() -> None:
         torch.cuda.empty_cache()
 
 
-def _prompt_seed(base: int, call: int, index: int) -> int:
-    """Distinct, reproducible seeds per (run seed, call, prompt): resumed iterations sample the same programs."""
-    return (base * 1_000_003 + call * 10_007 + index) % (2**31 - 1)
+def _prompt_seed(seed: int, index: int) -> int:
+    """Distinct, reproducible seeds per (call seed, prompt): resumed iterations sample the same programs."""
+    return (seed + index) % (2**31 - 1)

@@ -16,8 +16,9 @@ from .pool import (
 )
 from .program import Program
 from .result import STATUSES, ExecutionResult, Status
+from .runner import TaskRunner
 
 __all__ = [
     "STATUSES", "ExecutionResult", "ExecutorPool", "Program", "SandboxUnavailableError", "SandboxWarning",
-    "Status", "default_workers", "execute", "execute_many", "get_pool", "sandbox_report",
+    "Status", "TaskRunner", "default_workers", "execute", "execute_many", "get_pool", "sandbox_report",
 ]

@@ -1,4 +1,8 @@
-"""The caller's side of the executor: a pool of sandbox workers, and ``execute``/``execute_many``."""
+"""The caller's side of the executor: a pool of sandbox workers, and ``execute``/``execute_many``.
+
+One file (about 500 lines) because it is one object's life: starting a worker slot, feeding it requests,
+reading results and timeouts off its pipes, restarting it after a crash, and reporting which protections
+it got. The parts share the slot's state and locks, and read best in one place."""
 
 from __future__ import annotations
 

@@ -158,99 +158,8 @@ def run_self_test(pool, *, key_id: int | None = None, harness_pids: list[int] = 
         os.chmod(canary, 0o600)
         cwd_canary = _cwd_canary()
         targets = [str(canary), "/etc/shadow"] + ([cwd_canary] if cwd_canary else [])
-        probes: dict[str, Program | str] = {
-            "host_files": (
-                "import os\nfound = {}\n"
-                f"for p in {targets!r}:\n"
-                "    try:\n"
-                "        open(p, 'rb').close()\n"
-                "        found[p] = 'readable'\n"
-                "    except OSError as e:\n"
-                "        found[p] = e.strerror\n" + _REPORT),
-            "kernel_settings": (
-                "import os\nfound = {}\n"
-                f"for p in {list(KERNEL_KNOBS)!r}:\n"
-                "    try:\n"
-                "        os.close(os.open(p, os.O_WRONLY | os.O_CLOEXEC))  # opened, never written\n"
-                "        found[p] = 'writable'\n"
-                "    except OSError as e:\n"
-                "        found[p] = e.strerror\n" + _REPORT),
-            "devices": (
-                "import os\ntry:\n    found = sorted(os.listdir('/dev'))\nexcept OSError as e:\n"
-                "    found = ['<' + e.strerror + '>']\n" + _REPORT),
-            "nested_namespaces": _syscall_probe() + _REPORT,
-            "keyrings": (
-                "import ctypes, os\n"
-                f"N = {seccomp.SYSCALLS.get('keyctl')!r}\nKEY = {key_id!r}\n"
-                "libc = ctypes.CDLL(None, use_errno=True)\nfound = {}\n"
-                "def keyctl(*a):\n"
-                "    if N is None:\n        return 'unknown-arch'\n"
-                "    r = libc.syscall(N, *a)\n"
-                "    return 'allowed' if r >= 0 else os.strerror(ctypes.get_errno())\n"
-                "found['session keyring'] = keyctl(0, -3, 0)\n"
-                "found['user keyring'] = keyctl(0, -4, 0)\n"
-                "if KEY is not None:\n"
-                "    buf = ctypes.create_string_buffer(256)\n"
-                "    found['caller key'] = keyctl(11, KEY, buf, 256)\n" + _REPORT),
-            "signals": (
-                "import os, signal\nfound = {}\n"
-                "targets = {os.getppid()} | set(" + repr(sorted(set(harness_pids))) + ")\n"
-                "try:\n"
-                "    for p in os.listdir('/proc'):\n"
-                "        if p.isdigit():\n"
-                "            try:\n"
-                "                name = open(f'/proc/{p}/comm').read().strip()\n"
-                "            except OSError:\n"
-                "                continue\n"
-                "            if name in ('leti-verifier', 'leti-zygote'):\n"
-                "                targets.add(int(p))\n"
-                "except OSError:\n    pass\n"
-                "targets.discard(os.getpid())\n"
-                "for pid in sorted(targets):\n"
-                "    try:\n"
-                "        os.kill(pid, signal.SIGSTOP)\n"
-                "        found[str(pid)] = 'stopped'\n"
-                "    except OSError as e:\n"
-                "        found[str(pid)] = e.strerror\n" + _REPORT),
-            "ipc_create": (
-                "import ctypes, os\n"
-                f"N = {seccomp.SYSCALLS.get('shmget')!r}\n"
-                "libc = ctypes.CDLL(None, use_errno=True)\n"
-                f"r = libc.syscall(N, {shm_key}, 4096, 0o1600) if N else -1\n"
-                "found = {'created': r >= 0, 'error': os.strerror(ctypes.get_errno()) if r < 0 else ''}\n" + _REPORT),
-            "ipc_lookup": (
-                "import ctypes, os\n"
-                f"N = {seccomp.SYSCALLS.get('shmget')!r}\n"
-                "libc = ctypes.CDLL(None, use_errno=True)\n"
-                f"r = libc.syscall(N, {shm_key}, 0, 0) if N else -1\n"
-                "found = {'visible': r >= 0}\n" + _REPORT),
-            "verdict": Program(
-                "import sys\n"
-                "g = sys._getframe(1).f_globals\n"
-                "real = g.get('encode')\n"
-                "def forged(value, register, depth=0):\n"
-                "    return ['mod', 'this'] if value == -1 else ['ty', 'builtins', 'eval']\n"
-                "if real is not None:\n"
-                "    g['encode'] = forged\n"
-                "def add(a, b):\n    return -1 if a == 1 else a - b\n",
-                "try:\n    r = add(1, 2)\nexcept BaseException:\n    r = 3\nassert r == 3\nassert add(10, 5) == 15\n"),
-            "cleanup_tree": (
-                "import os\nfound = {'depth': 0, 'files': 0}\n"
-                "try:\n"
-                "    for i in range(1100):\n"
-                "        os.mkdir('d')\n        os.chdir('d')\n        found['depth'] += 1\n"
-                "    for i in range(20000):\n"
-                "        open(f'f{i}', 'w').close()\n        found['files'] += 1\n"
-                "except OSError as e:\n    found['stopped'] = e.strerror\n" + _REPORT),
-            "cleanup_next": Program(_ADD, _TESTS),
-            "memory_earlier": Program(_ADD + f"# LETI-SOLNONCE-{nonce}\n", f"assert add(1, 2) == 3  # LETI-TESTNONCE-{nonce}\n"),
-            "memory_scan": Program(_MEMORY_SCAN + _ADD, f"assert add(1, 2) == 3  # LETI-TESTNONCE-{nonce2}\n"),
-            "free_names": Program(
-                "class math:\n    @staticmethod\n    def isclose(*a, **k):\n        return True\n"
-                "def add(a, b):\n    return a - b\n",
-                "assert math.isclose(add(1, 2), 3)\nassert math.isclose(add(10, 5), 15)\n"),
-            "after_signals": Program(_ADD, _TESTS),
-        }
+        probes = {**_host_probes(targets), **_isolation_probes(key_id, harness_pids, shm_key),
+                  **_verdict_probes(nonce, nonce2)}
         names = list(probes)
         later = ["ipc_lookup", "cleanup_next", "after_signals", "memory_scan"]
         ordered = [n for n in names if n not in later]
@@ -268,6 +177,115 @@ def run_self_test(pool, *, key_id: int | None = None, harness_pids: list[int] = 
         if cwd_canary:
             Path(cwd_canary).unlink(missing_ok=True)
         _remove_segment(shm_key)
+
+
+def _host_probes(targets: list[str]) -> dict[str, Program | str]:
+    """Files, kernel settings, devices and nested namespaces: what the program can reach on the host."""
+    return {
+        "host_files": (
+            "import os\nfound = {}\n"
+            f"for p in {targets!r}:\n"
+            "    try:\n"
+            "        open(p, 'rb').close()\n"
+            "        found[p] = 'readable'\n"
+            "    except OSError as e:\n"
+            "        found[p] = e.strerror\n" + _REPORT),
+        "kernel_settings": (
+            "import os\nfound = {}\n"
+            f"for p in {list(KERNEL_KNOBS)!r}:\n"
+            "    try:\n"
+            "        os.close(os.open(p, os.O_WRONLY | os.O_CLOEXEC))  # opened, never written\n"
+            "        found[p] = 'writable'\n"
+            "    except OSError as e:\n"
+            "        found[p] = e.strerror\n" + _REPORT),
+        "devices": (
+            "import os\ntry:\n    found = sorted(os.listdir('/dev'))\nexcept OSError as e:\n"
+            "    found = ['<' + e.strerror + '>']\n" + _REPORT),
+        "nested_namespaces": _syscall_probe() + _REPORT,
+    }
+
+
+def _isolation_probes(key_id: int | None, harness_pids: list[int], shm_key: int) -> dict[str, Program | str]:
+    """Keyrings, signals and SysV IPC: what the program can reach of other processes."""
+    return {
+        "keyrings": (
+            "import ctypes, os\n"
+            f"N = {seccomp.SYSCALLS.get('keyctl')!r}\nKEY = {key_id!r}\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\nfound = {}\n"
+            "def keyctl(*a):\n"
+            "    if N is None:\n        return 'unknown-arch'\n"
+            "    r = libc.syscall(N, *a)\n"
+            "    return 'allowed' if r >= 0 else os.strerror(ctypes.get_errno())\n"
+            "found['session keyring'] = keyctl(0, -3, 0)\n"
+            "found['user keyring'] = keyctl(0, -4, 0)\n"
+            "if KEY is not None:\n"
+            "    buf = ctypes.create_string_buffer(256)\n"
+            "    found['caller key'] = keyctl(11, KEY, buf, 256)\n" + _REPORT),
+        "signals": (
+            "import os, signal\nfound = {}\n"
+            "targets = {os.getppid()} | set(" + repr(sorted(set(harness_pids))) + ")\n"
+            "try:\n"
+            "    for p in os.listdir('/proc'):\n"
+            "        if p.isdigit():\n"
+            "            try:\n"
+            "                name = open(f'/proc/{p}/comm').read().strip()\n"
+            "            except OSError:\n"
+            "                continue\n"
+            "            if name in ('leti-verifier', 'leti-zygote'):\n"
+            "                targets.add(int(p))\n"
+            "except OSError:\n    pass\n"
+            "targets.discard(os.getpid())\n"
+            "for pid in sorted(targets):\n"
+            "    try:\n"
+            "        os.kill(pid, signal.SIGSTOP)\n"
+            "        found[str(pid)] = 'stopped'\n"
+            "    except OSError as e:\n"
+            "        found[str(pid)] = e.strerror\n" + _REPORT),
+        "ipc_create": (
+            "import ctypes, os\n"
+            f"N = {seccomp.SYSCALLS.get('shmget')!r}\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            f"r = libc.syscall(N, {shm_key}, 4096, 0o1600) if N else -1\n"
+            "found = {'created': r >= 0, 'error': os.strerror(ctypes.get_errno()) if r < 0 else ''}\n" + _REPORT),
+        "ipc_lookup": (
+            "import ctypes, os\n"
+            f"N = {seccomp.SYSCALLS.get('shmget')!r}\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            f"r = libc.syscall(N, {shm_key}, 0, 0) if N else -1\n"
+            "found = {'visible': r >= 0}\n" + _REPORT),
+    }
+
+
+def _verdict_probes(nonce: str, nonce2: str) -> dict[str, Program | str]:
+    """Forged verdicts, leftovers between runs, memory of earlier runs, shadowed names."""
+    return {
+        "verdict": Program(
+            "import sys\n"
+            "g = sys._getframe(1).f_globals\n"
+            "real = g.get('encode')\n"
+            "def forged(value, register, depth=0):\n"
+            "    return ['mod', 'this'] if value == -1 else ['ty', 'builtins', 'eval']\n"
+            "if real is not None:\n"
+            "    g['encode'] = forged\n"
+            "def add(a, b):\n    return -1 if a == 1 else a - b\n",
+            "try:\n    r = add(1, 2)\nexcept BaseException:\n    r = 3\nassert r == 3\nassert add(10, 5) == 15\n"),
+        "cleanup_tree": (
+            "import os\nfound = {'depth': 0, 'files': 0}\n"
+            "try:\n"
+            "    for i in range(1100):\n"
+            "        os.mkdir('d')\n        os.chdir('d')\n        found['depth'] += 1\n"
+            "    for i in range(20000):\n"
+            "        open(f'f{i}', 'w').close()\n        found['files'] += 1\n"
+            "except OSError as e:\n    found['stopped'] = e.strerror\n" + _REPORT),
+        "cleanup_next": Program(_ADD, _TESTS),
+        "memory_earlier": Program(_ADD + f"# LETI-SOLNONCE-{nonce}\n", f"assert add(1, 2) == 3  # LETI-TESTNONCE-{nonce}\n"),
+        "memory_scan": Program(_MEMORY_SCAN + _ADD, f"assert add(1, 2) == 3  # LETI-TESTNONCE-{nonce2}\n"),
+        "free_names": Program(
+            "class math:\n    @staticmethod\n    def isclose(*a, **k):\n        return True\n"
+            "def add(a, b):\n    return a - b\n",
+            "assert math.isclose(add(1, 2), 3)\nassert math.isclose(add(10, 5), 15)\n"),
+        "after_signals": Program(_ADD, _TESTS),
+    }
 
 
 def _judge(first: dict, second: dict, canary: str, shm_key: int) -> list[dict]:

@@ -45,10 +45,16 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
     assert "| iteration |" in (run_dir / "report.md").read_text()
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["passing_copies"], config["replay_passing"], config["use_peft"]) == (6, True, False)  # the default recipe
+    # `leti eval` runs the trainer's evaluation path (sampler, executor, report): with the recipe's settings
+    # (greedy, 24 new tokens, one sample) it scores the saved model as the trainer scored it
     out = run("eval", "--model", str(run_dir / "iteration-1" / "model"), "--env", "LETI-Arith", "--split", "heldout",
-              "--max_tasks", "3", "--num_samples", "2", "--k", "1", "--max_new_tokens", "8", env=env)
+              "--max_tasks", "4", "--num_samples", "1", "--k", "1", "--temperature", "0", "--max_new_tokens", "24",
+              env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert json.loads(out.stdout)["tasks"] == 3
+    report = json.loads(out.stdout)
+    trained = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert report["tasks"] == 4 and {k: v for k, v in report.items() if k not in ("env", "split", "tasks")} == \
+        {k.removeprefix("eval/"): v for k, v in trained.items() if k.startswith("eval/")}
 
 
 QUIET_RUN = """
@@ -90,8 +96,12 @@ def test_eval_rejects_k_above_samples(env):
 
 def test_set_up_errors_are_one_line_that_names_the_fix(tmp_path, env):
     recipe = tmp_path / "recipe.yaml"  # a YAML value skips argparse's choices: the config's own check names it
-    recipe.write_text("model_name_or_path: tiny\nbnb_4bit_compute_dtype: bf16\n")
-    cases = [(["train", "--config", str(recipe)], r"`bnb_4bit_compute_dtype` must be one of \['bfloat16', 'float16', 'float32'\], got 'bf16'"),
+    recipe.write_text("model_name_or_path: tiny\ndtype: bf16\n")
+    old = tmp_path / "old.yaml"  # leti 0.1's name for the 4-bit compute dtype
+    old.write_text("model_name_or_path: tiny\nbnb_4bit_compute_dtype: bfloat16\n")
+    cases = [(["train", "--config", str(recipe)], r"`dtype` must be one of \['auto', 'bfloat16', 'float16', 'float32', None\], got 'bf16'"),
+             (["train", "--config", str(old)], r".*old.yaml: `bnb_4bit_compute_dtype` is now `dtype`"),
+             (["train", "--bnb_4bit_use_double_quant", "false"], "command line: `bnb_4bit_use_double_quant` is now `use_bnb_nested_quant`"),
              (["train", "--env_id", "LETI-Nope"], "unknown environment id 'LETI-Nope'.*Registered leti ids"),
              (["eval", "--model", str(tmp_path / "nowhere"), "--env", "LETI-Arith"], "no model at .*iteration-N/model")]
     for args, message in cases:
@@ -160,9 +170,8 @@ def test_ctrl_c_leaves_a_run_folder_that_the_same_command_resumes(tmp_path, env)
 
 
 def test_every_run_seed_uses_the_one_cached_default_model(tmp_path, monkeypatch):
-    from trl import TrlParser
-
-    from trainers.cli import DEFAULT_CONFIG, TrainScriptArguments, _model_path
+    from trainers.cli import DEFAULT_CONFIG, _model_path
+    from trainers.parser import make_parser
     from trainers.default_model import VERSION
     from trainers.leti_config import LetiConfig
 
@@ -171,10 +180,10 @@ def test_every_run_seed_uses_the_one_cached_default_model(tmp_path, monkeypatch)
         folder = tmp_path / f"default-arith-v{VERSION}-seed{seed}"
         folder.mkdir()
         (folder / "leti_default_model.json").write_text("{}")
-    script, config = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(
+    script, config = make_parser().parse_args_and_config(
         ["--config", str(DEFAULT_CONFIG), "--seed", "2", "--output_dir", str(tmp_path / "run")])
     assert (config.seed, script.default_model_seed) == (2, 0)  # the run's seed does not pick the model
     assert _model_path("default", script.default_model_seed) == str(tmp_path / f"default-arith-v{VERSION}-seed0")
-    other, _ = TrlParser((TrainScriptArguments, LetiConfig)).parse_args_and_config(
+    other, _ = make_parser().parse_args_and_config(
         ["--config", str(DEFAULT_CONFIG), "--default_model_seed", "3", "--output_dir", str(tmp_path / "run")])
     assert _model_path("default", other.default_model_seed) == str(tmp_path / f"default-arith-v{VERSION}-seed3")

@@ -193,7 +193,7 @@ def test_bad_setups_fail_before_sampling(tmp_path, tiny_model_dir, mbpp_tasks, m
     with pytest.raises(ValueError, match="(?s)could not load a tokenizer .* Pass processing_class=<tokenizer>"):
         LetiTrainer(str(no_tokenizer), config, train_tasks=mbpp_tasks)
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
-    with pytest.raises(RuntimeError, match="`load_in_4bit=True` needs bitsandbytes.*set load_in_4bit=False"):
+    with pytest.raises(RuntimeError, match="`load_in_4bit=True` .*needs bitsandbytes.*set load_in_4bit=False"):
         LetiTrainer(str(tiny_model_dir), small_config(tmp_path, load_in_4bit=True), train_tasks=mbpp_tasks)
     with pytest.raises(TypeError, match="must be an environment id, a leti environment or a list of CodeTask"):
         LetiTrainer(str(tiny_model_dir), config, train_tasks=42)

@@ -77,7 +77,7 @@ def test_export_reproduces_the_peft_model_and_leaves_it_unchanged(request, tmp_p
 def test_export_dequantizes_a_4bit_base_and_keeps_the_adapters(tmp_path, tiny_model_dir, mbpp_tasks):
     from transformers import AutoModelForCausalLM
 
-    config = small_config(tmp_path, load_in_4bit=True, bf16=True, bnb_4bit_compute_dtype="bfloat16")
+    config = small_config(tmp_path, load_in_4bit=True, bf16=True, dtype="bfloat16")
     trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:1])
     _perturb_adapters(trainer.model)
     ids = _sample_ids(trainer)
@@ -228,6 +228,7 @@ def test_vllm_backend_samples_what_the_trained_weights_generate(tmp_path, tiny_m
 
 def test_sampler_seeds_each_prompt_and_call_reproducibly(tmp_path, tiny_model_dir, mbpp_tasks, engine_stand_in,
                                                          monkeypatch):
+    from trainers.sampling import Sampler, SamplingParams
     from trainers.vllm_backend import VLLMSampler
 
     trainer = LetiTrainer(str(tiny_model_dir), small_config(tmp_path), train_tasks=mbpp_tasks[:1])
@@ -235,10 +236,11 @@ def test_sampler_seeds_each_prompt_and_call_reproducibly(tmp_path, tiny_model_di
     prompts = [mbpp_tasks[0].prompt] * 2 + [mbpp_tasks[1].prompt]
     calls = []
 
-    def sample(call_seed):
-        return sampler.generate(trainer.model, trainer.tokenizer, prompts, weights_version=0, num_samples=3,
-                                max_new_tokens=6, temperature=1.0, top_p=0.9, call_seed=call_seed,
-                                on_batch=calls.append)
+    assert isinstance(sampler, Sampler)  # the interface the LeTI loop samples through
+
+    def sample(seed):
+        return sampler.generate(trainer.model, trainer.tokenizer, prompts, SamplingParams(3, 6, 1.0, top_p=0.9),
+                                seed=seed, on_batch=calls.append)
 
     first = sample(1)
     assert [len(samples) for samples in first] == [3, 3, 3] and calls == [3, 3, 3]

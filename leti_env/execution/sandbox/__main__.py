@@ -43,18 +43,50 @@ def main(argv: list[str]) -> int:
         notes.append("could not leave the caller's session keyring (keyctl refused)")
 
     sweep_stale_run_roots()
-    cgroups = None
-    if "cgroup" not in disabled:
-        cgroups_module.sweep_stale()
-        try:
-            cgroups = cgroups_module.Cgroups.create(f"leti-{os.getpid()}", config.get("pids_max", 128),
-                                                    (2 * config.get("memory_mb", 1024) + 64) * 2**20)
-        except OSError as exc:
-            if os.geteuid() == 0:
-                notes.append(f"no cgroup limits: {exc}")
+    cgroups = _slot_cgroups(config, disabled, notes)
     protections["cgroup_pids"] = protections["cgroup_memory"] = cgroups is not None
     protections["cgroup_version"] = cgroups.version if cgroups is not None else None
+    protections.update(_enter_namespaces(disabled, notes))
 
+    if not protections["pid_namespace"]:
+        return _serve(config, protections, cgroups)
+    child = os.fork()  # the first child is PID 1 of the new namespace: the zygote
+    if child == 0:
+        code = 70
+        try:
+            code = _serve(config, protections, cgroups)
+        finally:
+            os._exit(code)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    os.dup2(devnull, 0), os.dup2(devnull, 1)  # only the zygote holds the caller's pipes
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    if cgroups is not None:
+        cgroups.remove()
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
+
+
+def _slot_cgroups(config: dict, disabled: set, notes: list[str]):
+    """The slot's pids and memory cgroups, or None (disabled, or the host refused them)."""
+    if "cgroup" in disabled:
+        return None
+    cgroups_module.sweep_stale()
+    try:
+        return cgroups_module.Cgroups.create(f"leti-{os.getpid()}", config.get("pids_max", 128),
+                                             (2 * config.get("memory_mb", 1024) + 64) * 2**20)
+    except OSError as exc:
+        if os.geteuid() == 0:
+            notes.append(f"no cgroup limits: {exc}")
+        return None
+
+
+def _enter_namespaces(disabled: set, notes: list[str]) -> dict:
+    """Unshare the PID, network, IPC/UTS (and, when not root, user) namespaces that are not disabled;
+    returns which ones this process is now in."""
     wanted = {"pidns": CLONE_NEWPID, "netns": CLONE_NEWNET, "ipcns": CLONE_NEWIPC | CLONE_NEWUTS}
     flags = 0
     for key, flag in wanted.items():
@@ -83,35 +115,15 @@ def main(argv: list[str]) -> int:
                 f.write(f"{gid} {gid} 1")
         except OSError as exc:
             notes.append(f"user namespace id maps failed: {exc}")
-    protections.update(
-        user_namespace=bool(applied & CLONE_NEWUSER),
-        pid_namespace=bool(applied & CLONE_NEWPID),
-        network_namespace=bool(applied & CLONE_NEWNET),
-        ipc_namespace=bool(applied & CLONE_NEWIPC),
-    )
+    entered = {
+        "user_namespace": bool(applied & CLONE_NEWUSER),
+        "pid_namespace": bool(applied & CLONE_NEWPID),
+        "network_namespace": bool(applied & CLONE_NEWNET),
+        "ipc_namespace": bool(applied & CLONE_NEWIPC),
+    }
     if applied & CLONE_NEWUSER:  # root of our own user namespace: we may now mount
-        protections["user_namespace_root"] = True
-
-    if not protections["pid_namespace"]:
-        return _serve(config, protections, cgroups)
-    child = os.fork()  # the first child is PID 1 of the new namespace: the zygote
-    if child == 0:
-        code = 70
-        try:
-            code = _serve(config, protections, cgroups)
-        finally:
-            os._exit(code)
-    devnull = os.open("/dev/null", os.O_RDWR)
-    os.dup2(devnull, 0), os.dup2(devnull, 1)  # only the zygote holds the caller's pipes
-    while True:
-        try:
-            _, status = os.waitpid(child, 0)
-            break
-        except InterruptedError:
-            continue
-    if cgroups is not None:
-        cgroups.remove()
-    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1
+        entered["user_namespace_root"] = True
+    return entered
 
 
 def sweep_stale_run_roots() -> None:

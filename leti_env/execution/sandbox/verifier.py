@@ -1,5 +1,8 @@
 """The verifier process (trusted): runs only the task's tests, never a line of the program.
 
+One file (about 410 lines): the handles, the RPC client and the verdict are one trust boundary, and a
+reviewer checks that none of them lets the program's objects in by reading them together.
+
 The tests' free names (``add``, ``Node``) resolve to handles in the solution process; calling a
 handle sends the arguments over a socket and gets plain data back (``codec``). A returned object
 that is not plain data stays an opaque handle that equals only itself, so ``AlwaysEqual``, patched

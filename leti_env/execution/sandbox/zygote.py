@@ -1,5 +1,8 @@
 """The zygote: sets a slot up once, then forks a solution process and (when needed) a verifier per run.
 
+One file (about 500 lines) on purpose: the order of every step between fork and exec (mounts, uid
+changes, capabilities, seccomp, Landlock) is the security argument, and it has to be read in one place.
+
 Process tree of one worker slot::
 
     caller (ExecutorPool)            pipes: requests in, results out
@@ -51,6 +54,40 @@ _VERIFIER_KEYS = ("text", "tests", "prelude", "entry_points", "tests_line_offset
 _HARNESS_STDERR: int | None = None  # the launcher's stderr, kept for harness bug reports
 
 
+
+class _Output:
+    """A run's stdout and stderr (one pipe): counted in full, only the first ``keep`` bytes kept."""
+
+    def __init__(self, fd: int, keep: int, limit_mb: float | None):
+        self.fd, self.keep, self.limit = fd, keep, (limit_mb * 2**20 if limit_mb else 0)
+        self.head = bytearray()
+        self.total = 0
+        self.open = True  # until end of file
+        self.exceeded = False  # wrote more than the output limit
+
+    def read(self) -> None:
+        """One read (the pipe is ready)."""
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            self.open = False
+        self.total += len(chunk)
+        if len(self.head) < self.keep:
+            self.head += chunk[: self.keep - len(self.head)]
+        if self.limit and self.total > self.limit:
+            self.exceeded = True
+
+    def drain(self) -> None:
+        """What is in the pipe already, without waiting, while the head has room."""
+        while self.open and len(self.head) < self.keep:
+            if not select.select([self.fd], [], [], 0)[0]:
+                break
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                break
+            self.total += len(chunk)
+            self.head += chunk[: self.keep - len(self.head)]
+
+
 class Zygote:
     def __init__(self, config: dict, protections: dict, cgroups):
         self.config = config
@@ -67,28 +104,8 @@ class Zygote:
         if cgroups is not None:
             cgroups.join_run()  # before the filesystem view changes
             cgroups.keep_open()
-        # Programs see their own cgroup as "/", not the host's container path. Only where the
-        # launcher is another process: it removes the cgroups, which a process inside this cgroup
-        # namespace could not leave.
-        if self.privileged and self.pid_namespace:
-            try:
-                unshare(CLONE_NEWCGROUP)
-            except OSError:
-                pass
         self.broken = False
-        # Our own view of processes: the host's /proc (kept open) unless we get our PID namespace's.
-        self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.view: RootView | None = None
-        self.tmp_root = "/tmp"
-        if "mountns" not in self.disabled and self.privileged:
-            self._build_view()
-        if self.view is None:
-            import tempfile
-
-            self.tmp_root = tempfile.mkdtemp(prefix=f"leti-sandbox-{os.getpid()}-")  # swept once we are dead
-        elif self.view.proc:
-            os.close(self.proc_fd)
-            self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._set_up_view()
         self.scan_proc = self.pid_namespace and self._proc_is_ours()
         self.confine = Confinement(self)
         self.confine.harness_stderr = _HARNESS_STDERR
@@ -104,14 +121,44 @@ class Zygote:
         self.control_reader: MessageReader | None = None
         self.verifier_runs = 0
         self._rules_cache = None
+        self._seal(protections)
+
+    def _set_up_view(self) -> None:
+        """The filesystem the children see: a minimal root with a private /proc and /tmp where this
+        process may mount, else the host's with a temporary folder for the runs."""
+        # Programs see their own cgroup as "/", not the host's container path. Only where the
+        # launcher is another process: it removes the cgroups, which a process inside this cgroup
+        # namespace could not leave.
+        if self.privileged and self.pid_namespace:
+            try:
+                unshare(CLONE_NEWCGROUP)
+            except OSError:
+                pass
+        # Our own view of processes: the host's /proc (kept open) unless we get our PID namespace's.
+        self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.view: RootView | None = None
+        self.tmp_root = "/tmp"
+        if "mountns" not in self.disabled and self.privileged:
+            self._build_view()
+        if self.view is None:
+            import tempfile
+
+            self.tmp_root = tempfile.mkdtemp(prefix=f"leti-sandbox-{os.getpid()}-")  # swept once we are dead
+        elif self.view.proc:
+            os.close(self.proc_fd)
+            self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def _seal(self, protections: dict) -> None:
+        """Last steps before serving: not dumpable, how a run's processes are killed, a scrubbed
+        environment, the modules programs may import preloaded, and the spawner started."""
         prctl(PR_SET_DUMPABLE, 0)  # programs cannot ptrace or read the zygote
         if self.pid_namespace:
             protections["process_tree_kill"] = "pid_namespace"
         elif prctl(PR_SET_CHILD_SUBREAPER, 1) == 0:
-            protections["process_tree_kill"] = "subreaper" + ("+cgroup" if cgroups else "")
+            protections["process_tree_kill"] = "subreaper" + ("+cgroup" if self.cgroups else "")
         else:
             protections["process_tree_kill"] = "process_group"
-        self.confine.nproc_limit = self._processes_of_uid(self.solution_uid) + int(config.get("pids_max", 128))
+        self.confine.nproc_limit = self._processes_of_uid(self.solution_uid) + int(self.config.get("pids_max", 128))
         os.environ.clear()
         os.environ.update(SAFE_ENV)
         run_dir = "/tmp/run" if self.view else os.path.join(self.tmp_root, "run")
@@ -241,6 +288,26 @@ class Zygote:
         except OSError:
             self.broken = True
             raise
+        u_pid, pidfd, out_r, verifier_ok = self._start_run(request, run_dir)
+        output = _Output(out_r, request["max_output_bytes"], request["output_limit_mb"])
+        verdict, timed_out = self._await_verdict(output, start + request["timeout"], verifier_ok)
+        u_status, u_cpu = self._end_run(u_pid, pidfd, verdict, output)
+        usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        oom = self.cgroups is not None and self.cgroups.oom_kills() > oom_before
+        result = classify(request, verdict, u_status, timed_out, output.exceeded, oom)
+        result.update(
+            duration_s=time.monotonic() - start,
+            cpu_s=u_cpu + (usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime),
+            output=bytes(output.head).decode("utf-8", "replace"),
+            output_bytes=output.total,
+        )
+        result["feedback"] = truncate(result["feedback"], request["max_feedback_chars"])
+        return result
+
+    def _start_run(self, request: dict, run_dir: str) -> tuple[int, int | None, int, bool]:
+        """Fork the solution process (it reads its program, never its tests, from a pipe) and hand the
+        verifier its end of their socket and the tests. Returns the solution's pid and pidfd, the read
+        end of its output pipe, and whether the verifier took the run."""
         # This run's tmpfs (namespaces) or run directory (Landlock only) is new: so is its ruleset
         # (a tmpfs handed on untouched from the last run keeps the last one).
         per_run_rules = self._program_rules(run_dir)
@@ -271,34 +338,33 @@ class Zygote:
             verifier_ok = False  # it died between runs; the run is reported as a sandbox error
         sock_v.close()
         self.verifier_runs += 1
+        return u_pid, pidfd, out_r, verifier_ok
 
-        deadline = start + request["timeout"]
-        output, output_total = bytearray(), 0
-        verdict = None
-        timed_out = output_exceeded = False
-        open_fds = [out_r, self.control.fileno()] if verifier_ok else [out_r]
+    def _await_verdict(self, output: _Output, deadline: float, verifier_ok: bool) -> tuple[dict | None, bool]:
+        """Collect output until the verifier's verdict, the deadline, the output limit or the verifier's
+        death, whichever comes first. Returns the verdict (or None) and whether the deadline passed."""
+        verdict, timed_out = None, False
+        control = self.control.fileno()
         while verdict is None and verifier_ok:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 break
-            ready, _, _ = select.select(open_fds, [], [], remaining)
-            if out_r in ready:
-                chunk = os.read(out_r, 1 << 16)
-                if not chunk:
-                    open_fds.remove(out_r)
-                output_total += len(chunk)
-                if len(output) < request["max_output_bytes"]:
-                    output += chunk[: request["max_output_bytes"] - len(output)]
-                if request["output_limit_mb"] and output_total > request["output_limit_mb"] * 2**20:
-                    output_exceeded = True
+            ready, _, _ = select.select(([output.fd] if output.open else []) + [control], [], [], remaining)
+            if output.fd in ready:
+                output.read()
+                if output.exceeded:
                     break
-            if self.control.fileno() in ready:
+            if control in ready:
                 if not self.control_reader.fill():
                     verifier_ok = False  # the verifier died mid-run
                 elif self.control_reader.has_message():
                     verdict = self.control_reader.recv()
+        return verdict, timed_out
 
+    def _end_run(self, u_pid: int, pidfd: int | None, verdict: dict | None, output: _Output) -> tuple[int | None, float]:
+        """Kill what is left of the run and clear its folder; returns the solution's exit status (when
+        how it ended is the verdict) and its CPU seconds."""
         judged = verdict is not None and verdict.get("kind") in ("passed", "exception", "harness_error")
         u_status, u_cpu = None, self._cpu_seconds(u_pid)
         if not judged:  # how it ended is the verdict: wait a little for that (after "gone", its socket
@@ -308,15 +374,7 @@ class Zygote:
             u_status, cpu = self._solution_status(u_pid, 0 if pidfd is not None or verdict is None else 0.25)
             u_cpu = cpu or u_cpu
         if verdict is not None:
-            # It flushed its prints before each reply: what it wrote is in the pipe already.
-            while out_r in open_fds and len(output) < request["max_output_bytes"]:
-                if not select.select([out_r], [], [], 0)[0]:
-                    break
-                chunk = os.read(out_r, 1 << 16)
-                if not chunk:
-                    break
-                output_total += len(chunk)
-                output += chunk[: request["max_output_bytes"] - len(output)]
+            output.drain()  # it flushed its prints before each reply: what it wrote is in the pipe already
         if pidfd is not None:
             os.close(pidfd)
         if verdict is None:  # the verifier is mid-run (timeout, output limit) or dead: replace it
@@ -325,20 +383,10 @@ class Zygote:
         if u_status is None and not judged:
             u_status, cpu = self._solution_status(u_pid, 2.0)
             u_cpu = cpu or u_cpu
-        os.close(out_r)
+        os.close(output.fd)
         if not self._clear_run_dir():
             self.broken = True
-        usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        oom = self.cgroups is not None and self.cgroups.oom_kills() > oom_before
-        result = classify(request, verdict, u_status, timed_out, output_exceeded, oom)
-        result.update(
-            duration_s=time.monotonic() - start,
-            cpu_s=u_cpu + (usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime),
-            output=bytes(output).decode("utf-8", "replace"),
-            output_bytes=output_total,
-        )
-        result["feedback"] = truncate(result["feedback"], request["max_feedback_chars"])
-        return result
+        return u_status, u_cpu
 
     def _program_rules(self, run_dir: str):
         """The program's Landlock ruleset for this run's writable folder (kept while that folder is)."""

@@ -1,0 +1,87 @@
+"""The one place where completions become verdicts: ``TaskRunner``.
+
+Everything that executes model output goes through it: ``CodeEnv.run_many``, the LeTI trainer's
+rollouts and evaluation, TRL's reward (``trainers.ExecutionReward``) and ``leti eval``. So the limits
+(timeout, memory, feedback length), the choice of pool (this process's cores under a multi-process
+launcher) and the deduplication of repeated programs are decided once, the same way for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from .program import Program
+from .result import ExecutionResult
+
+if TYPE_CHECKING:
+    from ..tasks.base import CodeTask
+
+Progress = Callable[[int, int], None]
+
+
+class TaskRunner:
+    """Runs ``(task, completion)`` pairs, or ready ``Program`` objects, in the sandbox; results in input order.
+
+    Args:
+        timeout: Wall-clock seconds per program (LeTI: 5).
+        memory_mb: Memory cap per program.
+        max_feedback_chars: Feedback longer than this keeps its head and tail.
+        workers: Sandbox workers (default: one per core of this process's share, see below).
+        deduplicate: Run each distinct program once and give every copy its result, also across calls
+            (a trainer's iterations). Programs run in a fresh process with a seeded ``random``, so the
+            verdict is the same as running every copy. A timeout is never remembered: it depends on the
+            machine's load at the time, so the next call runs that program again.
+        max_remembered: With ``deduplicate``, forget every verdict once this many are held (memory stays
+            bounded on long runs with long programs).
+
+    Under ``accelerate launch``/``torchrun`` each local process runs its workers on its own block of the
+    machine's cores (``LOCAL_WORLD_SIZE``/``LOCAL_RANK``): pinned all to the first cores they would run
+    several times slower, and correct but slow programs would time out.
+
+    >>> runner = TaskRunner(timeout=5.0)
+    >>> [r.status for r in runner.run_programs(["assert 1 + 1 == 2", "1 / 0"])]
+    ['passed', 'error']
+    """
+
+    def __init__(self, *, timeout: float = 5.0, memory_mb: int = 1024, max_feedback_chars: int = 4096,
+                 workers: int | None = None, deduplicate: bool = False, max_remembered: int = 500_000):
+        if not timeout > 0:
+            raise ValueError(f"`timeout` must be positive, got {timeout}")
+        self.timeout, self.memory_mb, self.max_feedback_chars = timeout, memory_mb, max_feedback_chars
+        self.workers, self.deduplicate, self.max_remembered = workers, deduplicate, max_remembered
+        self._known: dict[Program, ExecutionResult] = {}
+
+    def run(self, pairs: Sequence[tuple[CodeTask, str]], progress: Progress | None = None) -> list[ExecutionResult]:
+        """Execute each completion as its task's program (``task.program(completion)``)."""
+        return self.run_programs([task.program(completion) for task, completion in pairs], progress)
+
+    def run_programs(self, programs: Sequence[str | Program], progress: Progress | None = None) -> list[ExecutionResult]:
+        """Execute programs (a ``str`` passes when it runs to its end); ``progress(done, total)`` counts
+        the programs actually run, so with ``deduplicate`` its total is the number of distinct new ones."""
+        programs = [Program(solution=p) if isinstance(p, str) else p for p in programs]
+        if not self.deduplicate:
+            return self._execute(programs, progress)
+        if len(self._known) > self.max_remembered:
+            self._known.clear()
+        todo = list(dict.fromkeys(p for p in programs if p not in self._known))  # distinct new ones, in order
+        now = dict(zip(todo, self._execute(todo, progress)))
+        out = [now[p] if p in now else self._known[p] for p in programs]
+        self._known.update((p, r) for p, r in now.items() if r.status != "timeout")
+        return out
+
+    def _execute(self, programs: list[Program], progress: Progress | None) -> list[ExecutionResult]:
+        if not programs:
+            return []
+        return self.pool().run(programs, timeout=self.timeout, memory_mb=self.memory_mb,
+                               max_feedback_chars=self.max_feedback_chars, progress=progress)
+
+    def pool(self):
+        """This process's sandbox pool (its share of the cores under a multi-process launcher)."""
+        from .pool import get_pool, local_cpu_share
+
+        return get_pool(self.workers, cpus=local_cpu_share())
+
+    def forget(self) -> None:
+        """Drop every remembered verdict (e.g. after changing a task's tests in place)."""
+        self._known.clear()

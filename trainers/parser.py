@@ -1,0 +1,59 @@
+"""The one command-line parser of LeTI training: ``leti train`` and ``examples/train_leti.py`` both use
+``make_parser()``, as TRL's scripts share theirs. Its flags are TRL's (``SFTConfig`` and ``ModelConfig``:
+a TRL user's flags and YAML work unchanged), LeTI's (``LetiConfig``) and the script's (``ScriptArguments``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ScriptArguments:
+    """What a LeTI training script needs besides the config: the tasks, and the console."""
+
+    env_id: str = field(default="LETI-Arith", metadata={"help": "Registered leti environment of the tasks."})
+    train_split: str | None = field(default="train", metadata={"help": "Split of the training tasks (`none` for "
+                                                                     "environments without splits, e.g. LETI-HumanEval)."})
+    eval_split: str | None = field(default="heldout", metadata={"help": "Split of the evaluation tasks (`none`: no "
+                                                                      "evaluation in `leti train`)."})
+    max_train_tasks: int | None = field(default=None, metadata={"help": "Use only the first N training tasks."})
+    max_eval_tasks: int | None = field(default=None, metadata={"help": "Use only the first N evaluation tasks."})
+    default_model_seed: int = field(default=0, metadata={"help": "Seed of the built-in default model "
+                                                                 "(`--model_name_or_path default`)."})
+    verbose: bool = field(default=False, metadata={"help": "Also show transformers', datasets' and bitsandbytes' own "
+                                                           "logging, progress bars and deprecation notices."})
+
+
+def make_parser(**defaults: Any):
+    """A ``TrlParser`` over ``(ScriptArguments, LetiConfig)``; ``defaults`` replace field defaults (a YAML
+    ``--config`` and the command line still override them). Old field names fail with the new name."""
+    from trl import TrlParser
+
+    from .leti_config import LetiConfig, refuse_renamed
+
+    class LetiParser(TrlParser):
+        def parse_args_and_config(self, args: Iterable[str] | None = None, **kwargs):
+            import sys
+
+            import yaml
+
+            args = list(sys.argv[1:] if args is None else args)
+            refuse_renamed([a[2:].split("=")[0] for a in args if a.startswith("--")], "command line: ")
+            if "--config" in args and args.index("--config") + 1 < len(args):
+                path = args[args.index("--config") + 1]
+                try:
+                    with open(path) as f:
+                        recipe = yaml.safe_load(f)
+                except OSError as exc:
+                    raise ValueError(f"cannot read the --config file: {exc}") from None
+                if isinstance(recipe, dict):
+                    refuse_renamed(recipe, f"{path}: ")
+            return super().parse_args_and_config(args, **kwargs)
+
+    parser = LetiParser((ScriptArguments, LetiConfig))
+    if defaults:
+        parser.set_defaults(**defaults)
+    return parser

@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from leti_env.tasks.arith import load_arith
-    from trainers import LetiConfig, LetiTrainer, load_rollouts
+    from trainers import LetiTrainer, load_rollouts
     from trainers.cli import DEFAULT_CONFIG
     from trainers.parser import make_parser
 

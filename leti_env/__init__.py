@@ -18,7 +18,7 @@ from .execution import (
     sandbox_report,
 )
 from .metrics import pass_at_k
-from .tasks import CodeTask, DatasetFormatError, load_humaneval, load_mbpp
+from .tasks import CodeTask, DatasetFormatError, extract_code, load_humaneval, load_mbpp
 from .tasks.arith import load_arith
 
 __version__ = "0.1.0"
@@ -35,7 +35,7 @@ for _id, _entry_point in _ENVS.items():
 
 def __getattr__(name: str):
     # The env classes import gymnasium.spaces; keep `import leti_env` light until they are used.
-    if name in ("CodeEnv", "MBPPEnv", "HumanEvalEnv", "EAEEnv", "ArithEnv", "AnyText", "refinement_prompt",
+    if name in ("CodeEnv", "MBPPEnv", "HumanEvalEnv", "EAEEnv", "ArithEnv", "AnyText", "refinement_prompt", "refinement_feedback",
                 "make_leti_env", "load_env", "load_tasks", "resolve_tasks"):
         from . import envs
 
@@ -45,7 +45,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "AnyText", "ArithEnv", "CodeEnv", "CodeTask", "DatasetFormatError", "EAEEnv", "ExecutionResult", "ExecutorPool", "HumanEvalEnv",
-    "MBPPEnv", "Program", "SandboxUnavailableError", "SandboxWarning", "TaskRunner", "execute", "execute_many", "load_humaneval",
-    "load_arith", "load_env", "load_mbpp", "load_tasks", "make_leti_env", "pass_at_k", "refinement_prompt", "resolve_tasks",
+    "MBPPEnv", "Program", "SandboxUnavailableError", "SandboxWarning", "TaskRunner", "execute", "execute_many", "extract_code", "load_humaneval",
+    "load_arith", "load_env", "load_mbpp", "load_tasks", "make_leti_env", "pass_at_k", "refinement_feedback", "refinement_prompt", "resolve_tasks",
     "sandbox_report",
 ]

@@ -39,9 +39,14 @@ def refinement_prompt(prompt: str, attempt: str, feedback: str) -> str:
     original prompt is repeated at the end so the model continues exactly where a fresh attempt
     starts (the completion is appended to it, as on the first turn).
     """
+    return prompt + attempt + refinement_feedback(prompt, feedback)
+
+
+def refinement_feedback(prompt: str, feedback: str) -> str:
+    """What a refinement episode appends after a failed attempt: the feedback as comments, then the
+    prompt again (``refinement_prompt`` is ``prompt + attempt + refinement_feedback(prompt, feedback)``)."""
     commented = "\n".join(f"# {line}" if line else "#" for line in feedback.rstrip("\n").splitlines())
-    return (f"{prompt}{attempt}\n\n# The program above failed its tests:\n{commented}\n"
-            f"# Write a corrected version.\n{prompt}")
+    return f"\n\n# The program above failed its tests:\n{commented}\n# Write a corrected version.\n{prompt}"
 
 
 class CodeEnv(gym.Env[str, str]):

@@ -2,7 +2,7 @@
 
     leti train                                   # the built-in default: learns on a CPU in about 10 minutes
     leti train --config examples/configs/codegen-350M-mbpp.yaml --output_dir runs/mbpp
-    leti eval --model runs/leti-default/iteration-6/model --env LETI-Arith --split heldout
+    leti eval --model runs/leti-default/iteration-6/model --env LETI-Arith --split heldout   # + samples.jsonl
     leti export --model runs/leti-default/iteration-6/model --output merged/   # one plain checkpoint
     leti envs
 """
@@ -86,59 +86,9 @@ def train(argv: list[str]) -> int:
 
 
 def evaluate(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="leti eval", description="pass@k of a model (or a saved LeTI adapter) on an environment")
-    parser.add_argument("--model", required=True, help="model id or path, or an iteration-N/model folder of a LeTI run")
-    parser.add_argument("--env", default="LETI-MBPP", help="environment id (default: LETI-MBPP)")
-    parser.add_argument("--split", default=None, help="split of the environment's tasks (e.g. test)")
-    parser.add_argument("--max_tasks", type=int, default=None)
-    parser.add_argument("--num_samples", type=int, default=16, help="samples per task (the paper: 16 on MBPP)")
-    parser.add_argument("--k", type=int, nargs="+", default=[1], help="k values of pass@k")
-    parser.add_argument("--temperature", type=float, default=0.1)
-    parser.add_argument("--top_p", type=float, default=1.0)
-    parser.add_argument("--max_new_tokens", type=int, default=384)
-    parser.add_argument("--condition", choices=["good", "none", "bad"], default="good", help="reward-token prefix")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (each sample's draws are keyed by it)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds per program (default: the environment's: 5 for MBPP/HumanEval, 30 for EAE, 1 for Arith)")
-    parser.add_argument("--verbose", action="store_true", help="also show the libraries' own logging and warnings")
-    parser.add_argument("--batch_size", type=int, default=32,
-                        help="sequences per generate call (halved automatically on out-of-memory)")
-    args = parser.parse_args(argv)
-    _quiet_unless(args.verbose)
-    if args.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1; got {args.batch_size}")
-    if args.timeout is not None and not args.timeout > 0:
-        parser.error(f"--timeout must be positive; got {args.timeout}")
-    bad_k = [k for k in args.k if k > args.num_samples]
-    if bad_k:
-        parser.error(f"pass@k needs --num_samples >= k; got --num_samples {args.num_samples} and k={bad_k}")
-    from leti_env import TaskRunner, load_env
+    from .eval_command import main as eval_main
 
-    from .leti_config import LetiConfig
-    from .rollouts import RolloutCollector
-    from .sampling import SamplingParams, TransformersSampler
-    from .sequences import inference_prompt
-
-    try:
-        model, tokenizer = _load_for_eval(args.model)
-        env = load_env(args.env, args.split)
-    except SETUP_ERRORS as exc:
-        return _setup_failed("eval", exc)
-    tasks = env.tasks[: args.max_tasks]
-    # the environment's own executor and limits, unless --timeout says otherwise
-    runner = env.runner if args.timeout is None else TaskRunner(timeout=args.timeout, memory_mb=env.memory_mb,
-                                                                max_feedback_chars=env.max_feedback_chars)
-    # the prompt starts as the run's training rows did (its reward tokens, the lead pad token or not)
-    config = LetiConfig(output_dir="/tmp/leti-eval", load_in_4bit=False, eval_k=args.k, eval_num_samples=args.num_samples,
-                        **_prompt_settings_of_run(Path(args.model)))
-    prompts = [inference_prompt(t.prompt, config, args.condition, tokenizer) for t in tasks]
-    # the trainer's own evaluation path: same sampler, same executor, same report
-    collector = RolloutCollector(TransformersSampler(args.batch_size), runner)
-    report = collector.evaluate(model, tokenizer, tasks, prompts,
-                                SamplingParams(args.num_samples, args.max_new_tokens, args.temperature, args.top_p),
-                                args.k, seed=args.seed, label=f"evaluating {args.env}")
-    print(json.dumps({"env": args.env, "split": args.split, "tasks": len(tasks), **report}, indent=2))
-    return 0
+    return eval_main(argv)
 
 
 def _load_for_eval(path: str):

@@ -23,12 +23,19 @@ def postprocess_for(task: CodeTask, completion: str) -> str:
 
 
 def pass_at_k_report(tasks: Sequence[CodeTask], completions: Sequence[Sequence[str]], ks: Sequence[int],
-                     run_many: Callable[[list], list]) -> dict[str, float]:
-    """pass@k over tasks, for raw completions and post-processed ones (``*/postprocessed``)."""
+                     run_many: Callable[[list], list], record: Callable | None = None) -> dict[str, float]:
+    """pass@k over tasks, for raw completions and post-processed ones (``*/postprocessed``).
+
+    ``record(variant, task, completion, result)``, if given, sees every execution (``variant`` is ``"raw"``
+    or ``"postprocessed"``): ``leti eval`` writes its samples file from it.
+    """
     report: dict[str, float] = {}
     for label, transform in (("", lambda task, c: c), ("/postprocessed", postprocess_for)):
         pairs = [(task, transform(task, c)) for task, samples in zip(tasks, completions) for c in samples]
         results = run_many(pairs)
+        if record is not None:
+            for (task, completion), result in zip(pairs, results):
+                record(label.strip("/") or "raw", task, completion, result)
         index = 0
         per_task = []
         for samples in completions:

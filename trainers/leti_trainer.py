@@ -18,9 +18,11 @@ from leti_env.envs import make_leti_env, resolve_tasks  # noqa: F401 - their for
 from .console import IterationTable, progress, third_party_deprecations_ignored, training_progress
 from .distributed import Processes, _Processes, execution_pool, shared_execution  # noqa: F401 - (_Processes: old name)
 from .leti_config import LetiConfig
-from .model_setup import _load_model, _load_tokenizer, _module_name, _movable, _require_bitsandbytes  # noqa: F401
+from .model_setup import (_load_model, _load_tokenizer, _module_name, _movable, _require_bitsandbytes,  # noqa: F401
+                          wrap_with_lora)
 from .pretraining import build_pretraining_blocks
 from .rollouts import Rollout, RolloutCollector, load_rollouts
+from .tracking import RunTracker, loss_callback, passed_to_sft_trainer
 from .sampling import Sampler, SamplingParams, TransformersSampler
 from .sequences import inference_prompt, interleave_pretraining_dataset, select_rollouts, tokenize_rows, training_text
 
@@ -90,6 +92,8 @@ class LetiTrainer:
         self.last_sft_trainer = None
         self._iteration = 0  # the last iteration trained (evaluation seeds: the same when resumed)
         self._table: IterationTable | None = None  # the console's per-iteration rows
+        self.tracker = RunTracker(args.report_to or [], self.output_dir, enabled=self.distributed.is_main)
+        self._optimizer_steps = 0  # cumulative over iterations: the trackers' step
         # sample -> execute -> Rollout; deduplicate_execution: the runner remembers this run's verdicts
         self.collector = RolloutCollector(
             self._make_sampler(),
@@ -118,41 +122,7 @@ class LetiTrainer:
         return mode
 
     def _wrap_peft(self, model):
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-        mode = self.new_token_mode()
-        if self.args.quantized:
-            with third_party_deprecations_ignored():
-                model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(self.args.gradient_checkpointing))
-        embed_name = _module_name(model, model.get_input_embeddings())
-        head = model.get_output_embeddings()
-        head_name = _module_name(model, head) if head is not None else None
-        extra: dict[str, Any] = {}
-        if mode == "trainable_tokens":
-            extra["trainable_token_indices"] = {embed_name: self.new_token_ids}
-            tied = bool(getattr(model.config, "tie_word_embeddings", False))
-            train_head = self.args.train_output_head if self.args.train_output_head is not None else not tied
-            if train_head and head_name and not tied:
-                # PEFT's trainable tokens cover the input rows only; TRL 1.16's fused LM head cannot read a
-                # TrainableTokens head, so the head is trained whole.
-                extra["modules_to_save"] = [head_name]
-        elif mode == "embeddings":
-            # TRL 1.16's fused LM head cannot read a tied TrainableTokens head:
-            # train the whole embedding (and, when untied, the output head) instead.
-            tied = bool(getattr(model.config, "tie_word_embeddings", False))
-            extra["modules_to_save"] = [embed_name] + ([head_name] if head_name and not tied else [])
-            extra["ensure_weight_tying"] = tied  # keep the trained embedding and the LM head one matrix
-        # TRL's get_peft_config, plus the new tokens' rows (which must be given when the config is built)
-        args = self.args
-        if args.lora_modules_to_save:
-            extra["modules_to_save"] = list(args.lora_modules_to_save) + extra.get("modules_to_save", [])
-        if args.lora_target_parameters is not None:
-            extra["target_parameters"] = args.lora_target_parameters
-        config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                            target_modules=args.lora_target_modules, task_type=args.lora_task_type,
-                            use_rslora=args.use_rslora, use_dora=args.use_dora, bias="none", **extra)
-        with third_party_deprecations_ignored():
-            return get_peft_model(model, config)
+        return wrap_with_lora(model, self.args, self.new_token_ids, self.new_token_mode())
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -168,6 +138,7 @@ class LetiTrainer:
         history = self.metrics_history()
         logged = {m["iteration"] for m in history}
         metrics: dict = history[-1] if history else {}
+        self._optimizer_steps = int(metrics.get("run/optimizer_steps", 0))  # a resumed run's curves continue
         if self.args.eval_before_training and self.eval_tasks and 0 not in logged:
             metrics = {"iteration": 0, **{f"eval/{k}": v for k, v in self.evaluate().items()}}
             self._record(metrics)
@@ -176,6 +147,7 @@ class LetiTrainer:
                 metrics = self.run_iteration(iteration)
         finally:
             self.collector.sampler.close()  # stops vLLM's engine process, also on Ctrl-C or an error
+            self.tracker.close()
         # the scratch checkpoint is a full model's size; `leti export` writes a final one
         shutil.rmtree(self.output_dir / "vllm-model", ignore_errors=True)
         return metrics
@@ -201,12 +173,14 @@ class LetiTrainer:
             "train/rows": len(rows),
             "train/loss": loss,
             "run/processes": self.distributed.world,  # data-parallel processes that sampled and trained
+            "run/optimizer_steps": self._optimizer_steps,  # cumulative: the trackers' step of this iteration
         }
         if self.eval_tasks:
             with self._timed("evaluation"):
                 metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()})
         metrics.update({f"time/{k}": round(v, 2) for k, v in self.collector.timings.items()})
         self._record(metrics)
+        self._log_programs(rollouts, iteration)
         if self.distributed.is_main:
             (folder / "COMPLETE").write_text(json.dumps(metrics, indent=2))
         self.distributed.wait()
@@ -281,7 +255,9 @@ class LetiTrainer:
         from trl import SFTTrainer
 
         self.collector.sampler.sleep()  # training gets the sampler's GPU memory back (vLLM)
-        args = dataclasses.replace(self.args, output_dir=str(folder / "sft"))
+        # LeTI's RunTracker logs the whole run; the iteration's SFTTrainer only what RunTracker does not track
+        args = dataclasses.replace(self.args, output_dir=str(folder / "sft"),
+                                   report_to=passed_to_sft_trainer(self.args.report_to or []))
         # SFTTrainer casts a quantized model's trainable parameters to bf16 (trl 1.16), where AdamW's
         # small updates round away. Keep the fp32 tensors themselves (not a cast back: that would
         # lose what the bf16 copy rounded off) and put them back once it is built.
@@ -298,12 +274,15 @@ class LetiTrainer:
             trainer.remove_callback(PrinterCallback)
             trainer.remove_callback(ProgressCallback)
             trainer.add_callback(training_progress(shown, f"{folder.name.replace('-', ' ')}: training"))
+            if self.tracker:
+                trainer.add_callback(loss_callback(self.tracker, self._optimizer_steps))
             result = trainer.train()
+        self._optimizer_steps += trainer.state.global_step
         self.model = trainer.model if not hasattr(trainer.model, "module") else trainer.model.module
         # the next iteration builds a fresh optimizer: free this one's state now (sampling needs the memory)
         trainer.optimizer = trainer.lr_scheduler = None
         trainer.accelerator.free_memory()
-        self.last_sft_trainer = trainer  # kept for TRL's report_to logging
+        self.last_sft_trainer = trainer
         self.collector.sampler.weights_changed()
         shutil.rmtree(folder / "sft", ignore_errors=True)  # the iteration's model folder is the checkpoint
         return float(result.training_loss)
@@ -357,11 +336,18 @@ class LetiTrainer:
             return
         with open(self.output_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps(metrics) + "\n")
-        if self.last_sft_trainer is not None:  # TRL's report_to integrations
-            self.last_sft_trainer.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        # one tracker run for the LeTI run, at the cumulative optimizer step (iteration 0: step 0)
+        self.tracker.log({f"leti/{k}": v for k, v in metrics.items()}, step=int(metrics.get("run/optimizer_steps", 0)))
         if self._table is None:
             self._table = IterationTable(self.args.eval_k[0])
         self._table.print(metrics)
+
+    def _log_programs(self, rollouts: Sequence[Rollout], iteration: int, limit: int = 32) -> None:
+        """A table of the iteration's sampled programs (the first ``limit``), with status and feedback."""
+        if self.tracker:
+            rows = [(r.task_id, r.sample_index, r.status, r.reward, r.program, r.feedback) for r in rollouts[:limit]]
+            self.tracker.log_table("leti/rollouts", ("task_id", "sample", "status", "reward", "program", "feedback"),
+                                   rows, step=self._optimizer_steps)
 
     def _save_model(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")

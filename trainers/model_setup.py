@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .console import third_party_deprecations_ignored
 from .leti_config import LetiConfig
 
 
@@ -87,3 +88,41 @@ def _module_name(model, module) -> str:
         if candidate is module:
             return name.split(".")[-1]
     raise ValueError("could not find the embedding module by name")
+
+
+def wrap_with_lora(model, args: LetiConfig, new_token_ids: list[int], mode: str):
+    """``model`` as a PEFT model with LoRA from the config's TRL ``ModelConfig`` fields, and the new tokens'
+    rows trained as ``mode`` says (``LetiTrainer.new_token_mode``); a quantized model is prepared first."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if args.quantized:
+        with third_party_deprecations_ignored():
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.gradient_checkpointing))
+    embed_name = _module_name(model, model.get_input_embeddings())
+    head = model.get_output_embeddings()
+    head_name = _module_name(model, head) if head is not None else None
+    extra: dict[str, Any] = {}
+    if mode == "trainable_tokens":
+        extra["trainable_token_indices"] = {embed_name: new_token_ids}
+        tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        train_head = args.train_output_head if args.train_output_head is not None else not tied
+        if train_head and head_name and not tied:
+            # PEFT's trainable tokens cover the input rows only; TRL 1.16's fused LM head cannot read a
+            # TrainableTokens head, so the head is trained whole.
+            extra["modules_to_save"] = [head_name]
+    elif mode == "embeddings":
+        # TRL 1.16's fused LM head cannot read a tied TrainableTokens head:
+        # train the whole embedding (and, when untied, the output head) instead.
+        tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        extra["modules_to_save"] = [embed_name] + ([head_name] if head_name and not tied else [])
+        extra["ensure_weight_tying"] = tied  # keep the trained embedding and the LM head one matrix
+    # TRL's get_peft_config, plus the new tokens' rows (which must be given when the config is built)
+    if args.lora_modules_to_save:
+        extra["modules_to_save"] = list(args.lora_modules_to_save) + extra.get("modules_to_save", [])
+    if args.lora_target_parameters is not None:
+        extra["target_parameters"] = args.lora_target_parameters
+    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                        target_modules=args.lora_target_modules, task_type=args.lora_task_type,
+                        use_rslora=args.use_rslora, use_dora=args.use_dora, bias="none", **extra)
+    with third_party_deprecations_ignored():
+        return get_peft_model(model, config)

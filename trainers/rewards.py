@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leti_env import CodeTask, Program, TaskRunner, resolve_tasks
+from leti_env import CodeTask, Program, TaskRunner, extract_code, resolve_tasks
 
 from .leti_config import LetiConfig
 from .rollouts import Rollout, load_rollouts
@@ -21,29 +21,40 @@ class ExecutionReward:
     ``prompt + completion`` checked by those tests). Feedback and status go to TRL's completions table
     through ``log_extra``; the pass rate is logged as ``execution/pass_rate``.
 
+    Chat models: a conversational completion's last message is the answer, and with ``extract_code``
+    its first fenced Python block is the code (``leti_env.extract_code``): an instruct model's
+    ```` ```python ```` answer would otherwise be a syntax error whatever its code. ``runner`` replaces
+    the executor (a ``leti_env.TaskRunner``; e.g. one with ``deduplicate=True``, as GRPO samples the
+    same program several times).
+
     >>> reward = ExecutionReward("LETI-MBPP")
     >>> reward(prompts=[task.prompt], completions=[task.reference_solution], task_id=[task.task_id])
     [1.0]
     """
 
     def __init__(self, tasks: Any = None, *, timeout: float = 5.0, memory_mb: int = 1024, workers: int | None = None,
-                 max_feedback_chars: int = 4096, runner: TaskRunner | None = None):
+                 max_feedback_chars: int = 4096, runner: TaskRunner | None = None, extract_code: bool = False):
         self.tasks = {t.task_id: t for t in resolve_tasks(tasks, "tasks")} if tasks is not None else {}
         # the executor of leti's own loop and of CodeEnv.run_many (under a multi-process launch: this rank's cores)
         self.runner = runner if runner is not None else TaskRunner(
             timeout=timeout, memory_mb=memory_mb, workers=workers, max_feedback_chars=max_feedback_chars)
+        self.extract_code = extract_code
         self.__name__ = "execution_reward"  # TRL names the logged reward column after the function
 
     def programs(self, prompts: Sequence[Any], completions: Sequence[Any], task_id=None, tests=None) -> list[Program]:
         programs = []
         for i, completion in enumerate(completions):
             completion = _text(completion)
+            if self.extract_code:  # the code on lines of its own, after the prompt (MBPP's ends with its docstring)
+                completion = extract_code(completion)
+                completion = completion if completion.startswith("\n") else "\n" + completion
             if task_id is not None:
                 if task_id[i] not in self.tasks:
                     raise KeyError(f"ExecutionReward has no task {task_id[i]!r}; pass the tasks (or env id) it should know.")
                 programs.append(self.tasks[task_id[i]].program(completion))
             elif tests is not None:
-                programs.append(Program(_text(prompts[i]) + completion, tests[i]))
+                prompt = "" if self.extract_code and not isinstance(prompts[i], str) else _text(prompts[i])
+                programs.append(Program(prompt + completion, tests[i]))
             else:
                 raise ValueError("ExecutionReward needs a `task_id` or a `tests` column in the training dataset.")
         return programs
@@ -59,11 +70,24 @@ class ExecutionReward:
         return [r.reward for r in results]
 
 
-def tasks_to_dataset(tasks: Sequence[CodeTask]):
-    """A ``prompt``/``task_id`` dataset that GRPOTrainer/RLOOTrainer take with ``ExecutionReward``."""
+def tasks_to_dataset(tasks: Sequence[CodeTask], *, conversational: bool = False, system_prompt: str | None = None):
+    """A ``prompt``/``task_id`` dataset that GRPOTrainer/RLOOTrainer take with ``ExecutionReward``.
+
+    ``conversational``: each prompt is a chat (an optional ``system_prompt`` message, then the task's prompt
+    as the user's), for chat models; pair it with ``ExecutionReward(extract_code=True)``.
+    """
     import datasets
 
-    return datasets.Dataset.from_list([{"prompt": t.prompt, "task_id": t.task_id} for t in tasks])
+    if system_prompt is not None and not conversational:
+        raise ValueError("system_prompt needs conversational=True (a plain-text prompt has no system message).")
+    rows = []
+    for task in tasks:
+        prompt: Any = task.prompt
+        if conversational:
+            prompt = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + \
+                [{"role": "user", "content": task.prompt}]
+        rows.append({"prompt": prompt, "task_id": task.task_id})
+    return datasets.Dataset.from_list(rows)
 
 
 def rollouts_to_sft_dataset(rollouts: Sequence[Rollout] | str | Path, config: LetiConfig, tokenizer=None):

@@ -123,12 +123,14 @@ class RolloutCollector:
         return rollouts
 
     def evaluate(self, model: Any, tokenizer: Any, tasks: Sequence[CodeTask], prompts: Sequence[str],
-                 params: SamplingParams, ks: Sequence[int], *, seed: int, label: str = "evaluation") -> dict[str, float]:
+                 params: SamplingParams, ks: Sequence[int], *, seed: int, label: str = "evaluation",
+                 record=None) -> dict[str, float]:
         """pass@k (and the per-sample pass rate) of ``tasks``, raw and post-processed (``*/postprocessed``).
 
         A collective call under a multi-process launcher: every process samples its share, and every
         process executes a share of all the programs (with its own cores), so no process idles in a
         collective while one executes everything (which can outlast the process group's timeout).
+        ``record`` sees every execution (``evaluation.pass_at_k_report``).
         """
         mine = self.processes.share(range(len(tasks)))
         with self._progress() as shown:
@@ -136,7 +138,7 @@ class RolloutCollector:
                                  prompt_ids=mine)
         completions = [c for _, c in sorted(self.processes.gather(list(zip(mine, local))), key=lambda x: x[0])]
         with self.timed("execution"):
-            return pass_at_k_report(tasks, completions, ks, self.execute)
+            return pass_at_k_report(tasks, completions, ks, self.execute, record)
 
     def execute(self, pairs: list[tuple[CodeTask, str]]) -> list[ExecutionResult]:
         """Run (task, completion) pairs, split across the processes; every process gets every result.

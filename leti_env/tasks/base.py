@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,26 @@ def cut_at_stop_words(completion: str, stop_words: Sequence[str]) -> str:
         if index != -1:
             cut = min(cut, index)
     return completion[:cut]
+
+
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[^\n]*\n(.*?)^[ \t]*```", re.S | re.M)
+_PYTHON_FENCES = {"python", "py", "python3", "py3"}
+
+
+def extract_code(text: str) -> str:
+    """The code of a chat model's answer: its first fenced Python block (```` ```python ````, ```` ```py ````),
+    else its first unlabelled fenced block, else the text as it is (a base model's plain completion).
+
+    Instruct models wrap code in Markdown fences and add prose around it; executed as it is, such an
+    answer is a syntax error whatever the code inside. A block labelled with another language
+    (```` ```bash ````) is never taken for Python.
+    """
+    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text)]
+    for wanted in (_PYTHON_FENCES, {""}):
+        for lang, body in blocks:
+            if lang in wanted:
+                return textwrap.dedent(body)  # a fence inside a list item is indented with its code
+    return text
 
 
 class DatasetFormatError(ValueError):

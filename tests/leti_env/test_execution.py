@@ -246,6 +246,9 @@ def test_output_is_never_lost_when_the_run_ends_at_the_verdict(pool):
 def test_recursion_feedback_is_byte_identical_to_the_direct_fork_executor(pool):
     """Programs get the stack headroom they had before the spawner existed (1000-frame limit, the
     harness below them): a RecursionError's repeat count, part of the training text, is unchanged."""
-    result = pool.run(["def f(n):\n    return f(n + 1)\nf(0)\n"])[0]
+    result, called = pool.run(["def f(n):\n    return f(n + 1)\nf(0)\n", Program("def f(n):\n    return f(n + 1)\n", "f(0)\n")])
     assert result.feedback.endswith("    return f(n + 1)\n  [Previous line repeated 990 more times]\n"
                                     "RecursionError: maximum recursion depth exceeded\n"), result.feedback
+    # called by the tests (through the verifier), with no module frame below it: two more repeats, as before
+    assert called.feedback.endswith("    return f(n + 1)\n  [Previous line repeated 992 more times]\n"
+                                    "RecursionError: maximum recursion depth exceeded\n"), called.feedback

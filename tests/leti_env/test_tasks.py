@@ -147,3 +147,14 @@ def test_each_task_carries_where_a_completion_ends():
     legacy = CodeTask("T/1", "p", "assert True", metadata={"stop_words": ["\nSTOP"]})
     assert legacy.postprocess("a\nb\nSTOP\nc") == "a\nb"
     assert CodeTask("T/2", "p", "assert True").postprocess("anything\nprint(1)") == "anything\nprint(1)"
+
+
+def test_extract_code_takes_the_first_python_block():
+    from leti_env import extract_code
+
+    assert extract_code("Sure:\n```python\ndef f():\n    return 1\n```\nDone.") == "def f():\n    return 1\n"
+    assert extract_code("```bash\nrm -rf x\n```\n```\nx = 1\n```") == "x = 1\n"  # never another language
+    assert extract_code("```sh\nls\n```\n```py\na = 2\n```\n```python\nb = 3\n```") == "a = 2\n"
+    assert extract_code("- step:\n  ```Python\n  y = 2\n  ```") == "y = 2\n"  # dedented
+    assert extract_code("def g():\n    pass\n") == "def g():\n    pass\n"  # no fence: as it is
+    assert extract_code("```python\nunterminated") == "```python\nunterminated"

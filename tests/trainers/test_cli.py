@@ -53,8 +53,24 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     trained = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    assert report["tasks"] == 4 and {k: v for k, v in report.items() if k not in ("env", "split", "tasks")} == \
-        {k.removeprefix("eval/"): v for k, v in trained.items() if k.startswith("eval/")}
+    scores = {k: v for k, v in report.items() if k not in ("env", "split", "tasks", "output_dir")}
+    assert report["tasks"] == 4 and scores == {k.removeprefix("eval/"): v for k, v in trained.items() if k.startswith("eval/")}
+    # ... and writes its samples beside the model, in evalplus's format, which --samples re-scores without a model
+    folder = run_dir / "iteration-1" / "eval-LETI-Arith-heldout"
+    assert report["output_dir"] == str(folder)
+    samples = [json.loads(line) for line in (folder / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and {"task_id", "solution", "completion", "status", "feedback", "passed"} <= set(samples[0])
+    assert samples[0]["solution"].endswith(samples[0]["completion"]) and samples[0]["task_id"].startswith("Arith/")
+    assert json.loads((folder / "results.json").read_text())["settings"]["temperature"] == 0.0
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(f"samples: {folder / 'samples.jsonl'}\nenv: LETI-Arith\nsplit: heldout\nk: [1]\n")
+    out = run("eval", "--config", str(recipe), env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rescored = json.loads(out.stdout)
+    assert {k: v for k, v in rescored.items() if k in scores} == scores and rescored["output_dir"] == str(folder / "rescored")
+    recipe.write_text("modle: x\n")
+    out = run("eval", "--config", str(recipe), env=env)
+    assert out.returncode == 2 and "unknown keys ['modle']" in out.stderr
 
 
 QUIET_RUN = """
@@ -171,9 +187,8 @@ def test_ctrl_c_leaves_a_run_folder_that_the_same_command_resumes(tmp_path, env)
 
 def test_every_run_seed_uses_the_one_cached_default_model(tmp_path, monkeypatch):
     from trainers.cli import DEFAULT_CONFIG, _model_path
-    from trainers.parser import make_parser
     from trainers.default_model import VERSION
-    from trainers.leti_config import LetiConfig
+    from trainers.parser import make_parser
 
     monkeypatch.setenv("LETI_CACHE", str(tmp_path))
     for seed in (0, 3):  # a cached model is used as is, never rebuilt

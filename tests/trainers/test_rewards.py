@@ -8,8 +8,6 @@ from tests.trainers.conftest import small_config
 from trainers import ExecutionReward, LetiTrainer, rollouts_to_sft_dataset, tasks_to_dataset
 
 
-
-
 def test_rewards_equal_the_environments(mbpp_tasks):
     import gymnasium as gym
 
@@ -32,6 +30,35 @@ def test_tests_column_and_conversational_completions():
     assert rewards == [1.0]
     with pytest.raises(ValueError, match="needs a `task_id` or a `tests` column"):
         reward(prompts=["x"], completions=["y"])
+
+
+def test_chat_answers_are_scored_on_their_fenced_code(mbpp_tasks):
+    task = mbpp_tasks[0]
+    code = task.reference_solution.strip("\n")
+    answers = {
+        "fenced": f"Here is a solution:\n\n```python\n{code}\n```\nIt runs in linear time.",
+        "unfenced": task.reference_solution,  # a base model's completion: taken as it is
+        "multi-block": f"```bash\npip install nothing\n```\n```py\n{code}\n```\n```python\nprint('usage')\n```",
+        "indented": "1. The function:\n   ```python\n" + "\n".join("   " + line for line in code.splitlines()) + "\n   ```",
+        "wrong fenced": "```python\ndef nothing():\n    pass\n```",
+    }
+    chats = [[{"role": "assistant", "content": answer}] for answer in answers.values()]
+    ids = [task.task_id] * len(chats)
+    extracted = ExecutionReward(mbpp_tasks, extract_code=True)(prompts=[[]] * len(chats), completions=chats, task_id=ids)
+    assert extracted == [1.0, 1.0, 1.0, 1.0, 0.0]
+    as_is = ExecutionReward(mbpp_tasks)(prompts=[[]] * len(chats), completions=chats, task_id=ids)
+    assert as_is == [0.0, 1.0, 0.0, 0.0, 0.0]  # the fence itself is a syntax error
+
+
+def test_conversational_task_datasets(mbpp_tasks):
+    chats = tasks_to_dataset(mbpp_tasks, conversational=True, system_prompt="Answer with one Python code block.")
+    assert chats[0]["prompt"] == [{"role": "system", "content": "Answer with one Python code block."},
+                                  {"role": "user", "content": mbpp_tasks[0].prompt}]
+    assert chats["task_id"] == [t.task_id for t in mbpp_tasks]
+    assert tasks_to_dataset(mbpp_tasks, conversational=True)[0]["prompt"] == [{"role": "user", "content": mbpp_tasks[0].prompt}]
+    assert tasks_to_dataset(mbpp_tasks)[0]["prompt"] == mbpp_tasks[0].prompt
+    with pytest.raises(ValueError, match="system_prompt needs conversational=True"):
+        tasks_to_dataset(mbpp_tasks, system_prompt="x")
 
 
 def test_unknown_task_id_names_the_fix(mbpp_tasks):

@@ -41,6 +41,9 @@ def _flush_prints() -> None:
 # 1000, a few harness frames below the program). Kept exactly, whatever the harness's own depth, so
 # that a RecursionError's feedback ("[Previous line repeated N more times]") stays byte-identical.
 PROGRAM_HEADROOM = 994
+# The program's code runs one frame below solution_main (in _Handles.load or _Handles.answer): that frame
+# is the harness's, so the limit grows by it and the program keeps exactly PROGRAM_HEADROOM.
+_DISPATCH_FRAMES = 1
 _harness_depth: int | None = None  # stack budget used below solution_main (set by the spawner)
 
 
@@ -64,7 +67,7 @@ def set_harness_depth(depth: int) -> None:
 
 def _keep_headroom() -> None:
     if _harness_depth is not None:
-        sys.setrecursionlimit(_harness_depth + PROGRAM_HEADROOM)
+        sys.setrecursionlimit(_harness_depth + PROGRAM_HEADROOM + _DISPATCH_FRAMES)
 
 
 class _Handles:
@@ -84,6 +87,11 @@ class _Handles:
 
     def resolve(self, data):
         return decode(data, lambda ref_id, _name: self.objects[ref_id])
+
+    @staticmethod
+    def load(code, namespace: dict) -> None:
+        """Run the program's module code (at the same depth as ``answer`` runs its functions)."""
+        exec(code, namespace)
 
     def answer(self, namespace: dict, req: list):
         """The value one verifier request asks for (it raises what the program's code raises)."""
@@ -132,7 +140,7 @@ def solution_main(chan: int, request: dict) -> None:
         try:
             code = compile(request["solution"], FILENAME, "exec", dont_inherit=True)
             codes = code_objects(code)
-            exec(code, namespace)
+            handles.load(code, namespace)
             _flush_prints()
             send_msg(chan, ["loaded"])
         except SystemExit as exc:

@@ -1,0 +1,174 @@
+"""Multi-turn GRPO on leti's feedback, for base models as in LeTI: TRL's ``rollout_func``.
+
+The model writes a program; if it fails, the interpreter's feedback is appended as Python comments
+followed by the prompt again (``leti_env.refinement_feedback``), and the model writes the program anew,
+up to ``max_turns`` times. The feedback tokens are part of the completion the policy is scored on but
+carry no loss (``env_mask = 0``): the model is trained on what it wrote, conditioned on what it was told.
+
+    from trainers.grpo import refinement_rollout, RolloutReward
+    rollout = refinement_rollout(tasks, max_turns=2)
+    GRPOTrainer(model=..., args=GRPOConfig(...), train_dataset=tasks_to_dataset(tasks),
+                rollout_func=rollout, reward_funcs=[RolloutReward()])
+
+Chat models that call tools go through ``trainers.tool_env`` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from leti_env import CodeTask, ExecutionResult, TaskRunner, refinement_feedback, resolve_tasks
+
+# generate(contexts, max_new_tokens) -> the new token ids of each context (EOS included when it stopped there)
+Generate = Callable[[list[list[int]], int], list[list[int]]]
+RewardRule = Literal["final", "best", "first_try"]
+
+
+@dataclass
+class Episode:
+    """One refinement episode: the tokens the model wrote and the environment added, and every attempt's result."""
+
+    task: CodeTask
+    prompt_ids: list[int]
+    completion_ids: list[int] = field(default_factory=list)
+    env_mask: list[int] = field(default_factory=list)  # 1: written by the model, 0: feedback from the environment
+    results: list[ExecutionResult] = field(default_factory=list)
+
+    def reward(self, rule: RewardRule) -> float:
+        """``final``: the last attempt's reward; ``best``: any attempt's; ``first_try``: the first one's."""
+        rewards = [r.reward for r in self.results]
+        return {"final": rewards[-1], "best": max(rewards), "first_try": rewards[0]}[rule]
+
+
+def run_episodes(tasks: Sequence[CodeTask], tokenizer: Any, generate: Generate, runner: TaskRunner, *,
+                 max_turns: int = 2, max_completion_length: int = 256, max_new_tokens: int | None = None) -> list[Episode]:
+    """Refinement episodes, one per task, all advanced turn by turn in one batch.
+
+    Each turn generates at most ``max_new_tokens`` (default: ``max_completion_length // max_turns``) for
+    every unfinished episode, executes the attempts (``runner``), and appends the feedback of each failed
+    one. An episode ends when it passes, after ``max_turns`` attempts, or when its completion has no room
+    left under ``max_completion_length`` tokens (feedback included).
+    """
+    if max_turns < 1:
+        raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
+    per_turn = max_new_tokens if max_new_tokens is not None else max(1, max_completion_length // max_turns)
+    episodes = [Episode(task, tokenizer(task.prompt, add_special_tokens=False)["input_ids"]) for task in tasks]
+    active = list(range(len(episodes)))
+    for turn in range(max_turns):
+        room = {i: min(per_turn, max_completion_length - len(episodes[i].completion_ids)) for i in active}
+        active = [i for i in active if room[i] > 0]
+        if not active:
+            break
+        new = generate([episodes[i].prompt_ids + episodes[i].completion_ids for i in active], max(room.values()))
+        attempts = []
+        for i, ids in zip(active, new):
+            ids = list(ids)[: room[i]]
+            episodes[i].completion_ids += ids
+            episodes[i].env_mask += [1] * len(ids)
+            attempts.append((episodes[i].task, tokenizer.decode(ids, skip_special_tokens=True)))
+        results = runner.run(attempts)
+        still = []
+        for i, result in zip(active, results):
+            episodes[i].results.append(result)
+            if result.passed or turn == max_turns - 1:
+                continue
+            block = tokenizer(refinement_feedback(episodes[i].task.prompt, result.feedback),
+                              add_special_tokens=False)["input_ids"][: max(0, max_completion_length - len(episodes[i].completion_ids))]
+            episodes[i].completion_ids += block
+            episodes[i].env_mask += [0] * len(block)
+            still.append(i)
+        active = still
+    return episodes
+
+
+def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "final", runner: TaskRunner | None = None,
+                       max_new_tokens: int | None = None) -> Callable[[list, Any], dict]:
+    """A ``rollout_func`` for TRL's ``GRPOTrainer``: refinement episodes on ``tasks`` (an env id, an
+    environment or ``CodeTask``s; the dataset's prompts must be their prompts, as ``tasks_to_dataset`` writes).
+
+    It returns one completion per prompt it receives (TRL has already repeated each prompt
+    ``num_generations`` times), ``env_mask`` (0 on feedback tokens), and for the reward functions
+    ``env_reward`` (by ``reward``: ``final``, ``best`` or ``first_try``), ``env_status``, ``env_feedback``
+    (of the last attempt) and ``env_turns``. Pair it with ``RolloutReward()``. Each attempt gets at most
+    ``max_new_tokens`` (default: ``max_completion_length // max_turns``); the whole completion, feedback
+    included, at most ``GRPOConfig.max_completion_length``.
+    """
+    by_prompt = {t.prompt: t for t in resolve_tasks(tasks, "tasks")}
+    runner = runner if runner is not None else TaskRunner(deduplicate=True)
+    if reward not in ("final", "best", "first_try"):
+        raise ValueError(f"`reward` must be 'final', 'best' or 'first_try', got {reward!r}")
+
+    def rollout_func(prompts: list, trainer: Any) -> dict:
+        missing = [p for p in prompts if not isinstance(p, str) or p not in by_prompt]
+        if missing:
+            raise KeyError(f"refinement_rollout got a prompt that is none of its tasks' ({str(missing[0])[:80]!r}); "
+                           "build the dataset with tasks_to_dataset(tasks) from the same tasks.")
+        tokenizer = trainer.processing_class
+        episodes = run_episodes([by_prompt[p] for p in prompts], tokenizer, trainer_generate(trainer), runner,
+                                max_turns=max_turns, max_completion_length=trainer.args.max_completion_length,
+                                max_new_tokens=max_new_tokens)
+        return {"prompt_ids": [e.prompt_ids for e in episodes], "completion_ids": [e.completion_ids for e in episodes],
+                "logprobs": None, "env_mask": [e.env_mask for e in episodes],
+                "env_reward": [e.reward(reward) for e in episodes],
+                "env_status": [e.results[-1].status for e in episodes],
+                "env_feedback": [e.results[-1].feedback for e in episodes],
+                "env_turns": [len(e.results) for e in episodes]}
+
+    return rollout_func
+
+
+def trainer_generate(trainer: Any) -> Generate:
+    """Sampling with the trainer's current policy and its ``temperature``/``top_p``/``top_k``."""
+    import torch
+    from trl.models import unwrap_model_for_generation
+
+    tokenizer = trainer.processing_class
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def generate(contexts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        width = max(len(c) for c in contexts)
+        ids = torch.tensor([[pad] * (width - len(c)) + c for c in contexts], device=trainer.accelerator.device)
+        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=ids.device)
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model, torch.no_grad():
+            was_training = model.training
+            model.eval()  # no dropout while sampling, and a cache (activation checkpointing is off in eval)
+            try:
+                out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=True,
+                                     temperature=trainer.args.temperature, top_p=trainer.args.top_p,
+                                     top_k=trainer.args.top_k or 0, pad_token_id=pad)
+            finally:
+                model.train(was_training)
+        new = out[:, width:].tolist()
+        return [_until_eos(row, tokenizer.eos_token_id, pad) for row in new]
+
+    return generate
+
+
+def _until_eos(ids: list[int], eos: int | None, pad: int) -> list[int]:
+    """A generated row up to and including its EOS (the padding after it dropped)."""
+    if eos is not None and eos in ids:
+        return ids[: ids.index(eos) + 1]
+    while ids and ids[-1] == pad and pad != eos:
+        ids = ids[:-1]
+    return ids
+
+
+class RolloutReward:
+    """The reward function that goes with ``refinement_rollout``: its ``env_reward``, logged with the
+    last attempt's status and feedback (TRL's completions table) and the mean number of attempts."""
+
+    __name__ = "execution_reward"
+
+    def __call__(self, prompts=None, completions=None, env_reward=None, env_status=None, env_feedback=None,
+                 env_turns=None, log_extra=None, log_metric=None, **kwargs) -> list[float]:
+        if env_reward is None:
+            raise ValueError("RolloutReward needs the `env_reward` that refinement_rollout returns: pass "
+                             "rollout_func=refinement_rollout(tasks) to GRPOTrainer.")
+        if log_extra is not None:
+            log_extra("status", list(env_status or []))
+            log_extra("feedback", list(env_feedback or []))
+        if log_metric is not None and env_turns:
+            log_metric("execution/turns", sum(env_turns) / len(env_turns))
+        return [float(r) for r in env_reward]

@@ -150,7 +150,24 @@ class LetiTrainer:
             self.tracker.close()
         # the scratch checkpoint is a full model's size; `leti export` writes a final one
         shutil.rmtree(self.output_dir / "vllm-model", ignore_errors=True)
+        if self.distributed.is_main:
+            from .hub import write_model_card
+            from .report import write_report
+
+            write_report(self.output_dir, "LeTI run")
+            write_model_card(self.output_dir, self.args.hub_model_id)
+            if self.args.push_to_hub:
+                self.push_to_hub()
         return metrics
+
+    def push_to_hub(self, iterations: str = "last", repo_id: str | None = None, api: Any = None) -> dict:
+        """Upload the run (``trainers.hub.push_run``): the model card, the last (``"all"``: every) iteration's
+        adapter or model, and the rollouts as a dataset ``<repo_id>-rollouts`` with one split per iteration.
+        ``repo_id`` default: ``hub_model_id``, else the run folder's name."""
+        from .hub import push_run
+
+        repo_id = repo_id or self.args.hub_model_id or self.output_dir.name
+        return push_run(self.output_dir, repo_id, iterations=iterations, private=self.args.hub_private_repo, api=api)
 
     def run_iteration(self, iteration: int) -> dict:
         """One LeTI iteration; its folder ends with a ``COMPLETE`` marker once everything is saved."""
@@ -256,7 +273,7 @@ class LetiTrainer:
 
         self.collector.sampler.sleep()  # training gets the sampler's GPU memory back (vLLM)
         # LeTI's RunTracker logs the whole run; the iteration's SFTTrainer only what RunTracker does not track
-        args = dataclasses.replace(self.args, output_dir=str(folder / "sft"),
+        args = dataclasses.replace(self.args, output_dir=str(folder / "sft"), push_to_hub=False,  # LetiTrainer pushes
                                    report_to=passed_to_sft_trainer(self.args.report_to or []))
         # SFTTrainer casts a quantized model's trainable parameters to bf16 (trl 1.16), where AdamW's
         # small updates round away. Keep the fp32 tensors themselves (not a cast back: that would

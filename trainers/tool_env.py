@@ -1,0 +1,100 @@
+"""Multi-turn GRPO for tool-calling chat models: leti's executor as a tool in TRL's ``environment_factory``.
+
+The model gets the task as a chat, calls ``run_tests(code)`` as often as ``max_turns`` allows, reads the
+interpreter's feedback in the tool's reply, and is rewarded by what its attempts achieved (``get_reward``,
+which TRL adds as a reward function named after the class). TRL masks the tool replies out of the loss.
+
+    from trainers.tool_env import code_tool_task
+    spec = code_tool_task("LETI-MBPP", max_turns=3)
+    GRPOTrainer(model=..., args=GRPOConfig(...), train_dataset=spec.train_dataset,
+                environment_factory=spec.environment_factory, reward_funcs=spec.reward_funcs)
+
+The model's chat template must support tool calls (TRL's ``trl/chat_templates``, e.g. ``qwen3.jinja``).
+Base models, which do not call tools, use ``trainers.grpo.refinement_rollout`` instead.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from leti_env import CodeTask, ExecutionResult, TaskRunner, extract_code, resolve_tasks
+
+DEFAULT_SYSTEM_PROMPT = ("Solve the programming task in Python. Call the run_tests tool with your complete solution "
+                         "to check it against the hidden tests; if it fails, read the feedback and try again.")
+PASSED = "All tests passed."
+
+
+class CodeToolEnv:
+    """One episode of a code task, for TRL's ``environment_factory``: ``reset`` picks the task by the row's
+    ``task_id``; ``run_tests`` is the model's tool; ``get_reward`` scores the episode.
+
+    Instances are reused across episodes (TRL pools them) and are picklable (tasks and limits only; the
+    sandbox pool is per process).
+    """
+
+    def __init__(self, tasks: Sequence[CodeTask], *, max_turns: int = 3,
+                 reward: Literal["final", "best", "first_try"] = "final", timeout: float = 5.0):
+        if max_turns < 1:
+            raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
+        if reward not in ("final", "best", "first_try"):
+            raise ValueError(f"`reward` must be 'final', 'best' or 'first_try', got {reward!r}")
+        self.tasks = {t.task_id: t for t in tasks}
+        self.max_turns, self.rule = max_turns, reward
+        self.runner = TaskRunner(timeout=timeout, deduplicate=True)
+        self.task: CodeTask | None = None
+        self.results: list[ExecutionResult] = []
+
+    def reset(self, task_id: str | None = None, **row: Any) -> str | None:
+        if task_id not in self.tasks:
+            raise KeyError(f"CodeToolEnv has no task {task_id!r}: the dataset needs a task_id column from the same "
+                           "tasks (code_tool_task builds both).")
+        self.task, self.results = self.tasks[task_id], []
+        return None
+
+    def run_tests(self, code: str) -> str:
+        """Run a Python solution against the task's hidden tests.
+
+        Args:
+            code: The complete solution: the function definitions the task asks for (Markdown fences are removed).
+
+        Returns:
+            "All tests passed." or the interpreter's feedback on the first failing test (its traceback).
+        """
+        if self.task is None:
+            return "No task: the environment was not reset."
+        if len(self.results) >= self.max_turns:
+            return f"No attempts left (at most {self.max_turns})."
+        result = self.runner.run([(self.task, "\n" + extract_code(str(code)))])[0]
+        self.results.append(result)
+        return PASSED if result.passed else result.feedback
+
+    def get_reward(self) -> float:
+        """``final``: the last attempt passed; ``best``: any did; ``first_try``: the first did. No attempt: 0."""
+        if not self.results:
+            return 0.0
+        rewards = [r.reward for r in self.results]
+        return {"final": rewards[-1], "best": max(rewards), "first_try": rewards[0]}[self.rule]
+
+
+@dataclass
+class CodeToolTask:
+    """What ``GRPOTrainer`` needs for tool-calling code episodes: pass its three fields on."""
+
+    train_dataset: Any
+    environment_factory: Callable[[], CodeToolEnv]
+    reward_funcs: list = field(default_factory=list)  # get_reward is added by TRL itself
+
+
+def code_tool_task(tasks: Any, *, max_turns: int = 3, reward: Literal["final", "best", "first_try"] = "final",
+                   timeout: float = 5.0, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> CodeToolTask:
+    """The dataset (chat prompts + ``task_id``), the environment factory and the reward functions for
+    ``tasks`` (an env id, an environment or ``CodeTask``s)."""
+    from .rewards import tasks_to_dataset
+
+    tasks = resolve_tasks(tasks, "tasks")
+    factory = functools.partial(CodeToolEnv, tasks, max_turns=max_turns, reward=reward, timeout=timeout)
+    factory()  # bad options fail here, not in the trainer
+    return CodeToolTask(tasks_to_dataset(tasks, conversational=True, system_prompt=system_prompt), factory)

@@ -30,3 +30,29 @@ def test_gpu_benchmark_runs_its_training_and_sampling_code_on_a_cpu(capsys, tmp_
     assert math.isfinite(results["hf rollouts_per_s"]) and results["hf rollouts_per_s"] > 0
     assert "QLoRA / bf16 LoRA: tokens/s" in out and "sample vLLM: skipped (needs CUDA)" in out
     assert not list(tmp_path.glob("leti-gpu-*")), "the benchmark left its model folder behind"
+
+
+def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
+    """The pipeline only (a tiny model, 2 iterations): folders, report, CSV and plots; no scientific outcome."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LETI_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    arms = ["textual", "binary", "dummy_span", "shuffled_feedback"]
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--quick", "--arms", *arms,
+                           "--out", str(tmp_path / "study")], capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "study"
+    report = (out / "RESULTS.md").read_text()
+    assert "quick: the pipeline only" in report and "| dummy_span | 1 |" in report and "bootstrap" in report
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert {r["arm"] for r in rows} == set(arms) and {r["iteration"] for r in rows} == {"0", "1", "2"}
+    assert all((out / name).stat().st_size > 0 for name in ("heldout_pass_at_1.png", "sampled_pass_rate.png"))
+    configs = {arm: __import__("json").loads((out / "runs" / f"{arm}-seed0" / "config.json").read_text())["feedback_mode"]
+               for arm in arms}
+    assert configs == {"textual": "text", "binary": "binary", "dummy_span": "dummy", "shuffled_feedback": "shuffled"}
+    again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--quick", "--arms", *arms,
+                            "--out", str(out)], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert again.returncode == 0 and "seed 0:" not in again.stdout  # finished runs are kept, not run again

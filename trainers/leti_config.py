@@ -94,6 +94,9 @@ class LetiConfig(SFTConfig, ModelConfig):
         feedback_mode (`str`, *optional*, defaults to `"text"`):
             `"text"`: reward token plus the interpreter's feedback (LeTI). `"binary"`: reward token only (the
             paper's ablation). `"none"`: no tokens, passing programs only (rejection-sampling fine-tuning).
+            Controls for what the text adds (not in the paper): `"dummy"`, a constant span carrying no
+            information, as long (in characters) as the real feedback; `"shuffled"`, real feedback taken from
+            another failed program of the same iteration (the form kept, the information removed).
         sequence_order (`str`, *optional*, defaults to `"feedback_first"`):
             `"feedback_first"`: reward token, feedback, prompt, program (the authors' code).
             `"feedback_last"`: reward token, prompt, program, feedback (the order the paper's text describes).
@@ -255,8 +258,9 @@ class LetiConfig(SFTConfig, ModelConfig):
         default=True, metadata={"help": "Execute each distinct (task, program) pair once per run (same verdicts)."})
 
     # Parameters that control the training rows
-    feedback_mode: Literal["text", "binary", "none"] = field(
-        default="text", metadata={"help": "text (LeTI), binary (reward token only) or none (passing programs only)."})
+    feedback_mode: Literal["text", "binary", "none", "dummy", "shuffled"] = field(
+        default="text", metadata={"help": "text (LeTI), binary (reward token only), none (passing programs only), or the "
+                                          "controls dummy (an information-free span) and shuffled (another program's feedback)."})
     sequence_order: Literal["feedback_first", "feedback_last"] = field(
         default="feedback_first", metadata={"help": "Where the feedback span goes: before the prompt (authors' code) or after the program."})
     bad_token: str = field(default="<|bad|>", metadata={"help": "Reward token of failing programs."})

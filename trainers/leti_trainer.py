@@ -24,7 +24,8 @@ from .pretraining import build_pretraining_blocks
 from .rollouts import Rollout, RolloutCollector, load_rollouts
 from .tracking import RunTracker, loss_callback, passed_to_sft_trainer
 from .sampling import Sampler, SamplingParams, TransformersSampler
-from .sequences import inference_prompt, interleave_pretraining_dataset, select_rollouts, tokenize_rows, training_text
+from .sequences import (inference_prompt, interleave_pretraining_dataset, select_rollouts, shuffle_feedback, tokenize_rows,
+                        training_text)
 
 
 class LetiTrainer:
@@ -221,6 +222,8 @@ class LetiTrainer:
         """Tokenized LeTI rows of this iteration, with pre-training rows interleaved step by step."""
         earlier = self._earlier_passing(iteration) if self.args.replay_passing else None
         kept = select_rollouts(rollouts, self.args, seed=self.args.seed + iteration, earlier_passing=earlier)
+        if self.args.feedback_mode == "shuffled":
+            kept = shuffle_feedback(kept, seed=self.args.seed + iteration)
         texts = [t for t in (training_text(r, self.args) for r in kept) if t is not None]
         rows = tokenize_rows(texts, self.tokenizer, self.args)
         if self.args.pretrain_dataset and rows:

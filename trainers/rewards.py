@@ -10,7 +10,7 @@ from leti_env import CodeTask, Program, TaskRunner, extract_code, resolve_tasks
 
 from .leti_config import LetiConfig
 from .rollouts import Rollout, load_rollouts
-from .sequences import select_rollouts, tokenize_rows, training_text
+from .sequences import select_rollouts, shuffle_feedback, tokenize_rows, training_text
 
 
 class ExecutionReward:
@@ -101,7 +101,10 @@ def rollouts_to_sft_dataset(rollouts: Sequence[Rollout] | str | Path, config: Le
 
     if isinstance(rollouts, (str, Path)):
         rollouts = load_rollouts(rollouts)
-    texts = [t for t in (training_text(r, config) for r in select_rollouts(rollouts, config, seed=config.seed)) if t is not None]
+    kept = select_rollouts(rollouts, config, seed=config.seed)
+    if config.feedback_mode == "shuffled":
+        kept = shuffle_feedback(kept, seed=config.seed)
+    texts = [t for t in (training_text(r, config) for r in kept) if t is not None]
     if tokenizer is None:
         return datasets.Dataset.from_list([{"text": t} for t in texts])
     missing = [t for t in config.special_tokens if t not in tokenizer.get_vocab()]

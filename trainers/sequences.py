@@ -16,17 +16,44 @@ def training_text(rollout: Rollout, config: LetiConfig) -> str | None:
                        ``<|bad|><|lang_feedback|>`` + feedback + ``<|/lang_feedback|>`` + prompt + program.
     ``binary``:        the reward token + prompt + program (no feedback span).
     ``none``:          prompt + program, passing programs only.
+    ``dummy``:         as ``text``, with the feedback replaced by ``dummy_feedback`` of the same length.
+    ``shuffled``:      as ``text`` (``shuffle_feedback`` has given the rollouts each other's feedback).
     ``sequence_order="feedback_last"`` moves the feedback span after the program.
     """
     if config.feedback_mode == "none":
         return rollout.prompt + rollout.program if rollout.passed else None
     reward_token = config.good_token if rollout.passed else config.bad_token
     span = ""
-    if config.feedback_mode == "text" and not rollout.passed:
-        span = config.feedback_start_token + rollout.feedback + config.feedback_end_token
+    if config.feedback_mode in ("text", "shuffled", "dummy") and not rollout.passed:
+        feedback = dummy_feedback(len(rollout.feedback)) if config.feedback_mode == "dummy" else rollout.feedback
+        span = config.feedback_start_token + feedback + config.feedback_end_token
     if config.sequence_order == "feedback_first":
         return reward_token + span + rollout.prompt + rollout.program
     return reward_token + rollout.prompt + rollout.program + span
+
+
+DUMMY_LINE = "# no information here\n"
+
+
+def dummy_feedback(length: int) -> str:
+    """A constant span of ``length`` characters that says nothing about the program (the ``dummy`` control)."""
+    return (DUMMY_LINE * (length // len(DUMMY_LINE) + 1))[:length]
+
+
+def shuffle_feedback(rollouts: Sequence[Rollout], seed: int) -> list[Rollout]:
+    """The failing rollouts' feedback dealt out again so that none keeps its own (the ``shuffled`` control):
+    real feedback, from another failed program of the same iteration. Passing rollouts are unchanged, and
+    a lone failing rollout keeps its own (there is no other)."""
+    import dataclasses
+
+    failing = [i for i, r in enumerate(rollouts) if not r.passed]
+    order = list(failing)
+    random.Random(seed).shuffle(order)
+    donors = order[1:] + order[:1]  # a rotation of a shuffled order: nobody draws their own
+    out = list(rollouts)
+    for taker, donor in zip(order, donors):
+        out[taker] = dataclasses.replace(rollouts[taker], feedback=rollouts[donor].feedback)
+    return out
 
 
 def inference_prompt(prompt: str, config: LetiConfig, condition: str = "good", tokenizer=None) -> str:

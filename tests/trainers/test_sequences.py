@@ -150,3 +150,21 @@ def test_pretraining_alternates_one_step_each():
     pre = [{"input_ids": [2], "labels": [2], "kind": "p"} for _ in range(3)]
     order = [r["kind"] for r in interleave_pretraining(fcft, pre, rows_per_step=2)]
     assert order == ["f", "f", "p", "p", "f", "f", "p", "p", "f", "p"]
+
+
+def test_controls_keep_the_span_and_remove_its_information(config):
+    from trainers.sequences import DUMMY_LINE, dummy_feedback, shuffle_feedback
+
+    dummy = training_text(BAD, with_(config, feedback_mode="dummy"))
+    span = dummy.split("<|lang_feedback|>")[1].split("<|/lang_feedback|>")[0]
+    assert len(span) == len(FEEDBACK) and span == dummy_feedback(len(FEEDBACK)) and span.startswith(DUMMY_LINE)
+    assert training_text(GOOD, with_(config, feedback_mode="dummy")) == training_text(GOOD, config)  # passing: as text
+    failing = [Rollout(f"MBPP/{i}", PROMPT, f"\nx = {i}", 0.0, "failed", f"feedback of program {i}") for i in range(6)]
+    mixed = [GOOD] + failing
+    dealt = shuffle_feedback(mixed, seed=3)
+    assert dealt[0] == GOOD and [r.program for r in dealt] == [r.program for r in mixed]
+    assert sorted(r.feedback for r in dealt[1:]) == sorted(r.feedback for r in failing)  # the same texts, dealt out
+    assert all(d.feedback != r.feedback for d, r in zip(dealt[1:], failing))  # none keeps its own
+    assert shuffle_feedback(mixed, seed=3) == dealt and shuffle_feedback(mixed, seed=4) != dealt
+    shuffled = training_text(dealt[1], with_(config, feedback_mode="shuffled"))
+    assert dealt[1].feedback in shuffled and failing[0].feedback not in shuffled

@@ -38,7 +38,7 @@ def test_paper_defaults(tmp_path):
 @pytest.mark.parametrize("kwargs, message", [
     ({"eval_k": [1, 100]}, "pass@k needs 1 <= k <= eval_num_samples, but eval_k=[1, 100] and eval_num_samples=16. Raise"),
     ({"load_in_4bit": True, "use_peft": False}, "`load_in_4bit=True` needs `use_peft=True`"),
-    ({"feedback_mode": "verbose"}, "`feedback_mode` must be one of ['text', 'binary', 'none'], got 'verbose'"),
+    ({"feedback_mode": "verbose"}, "`feedback_mode` must be one of ['text', 'binary', 'none', 'dummy', 'shuffled'], got 'verbose'"),
     ({"dtype": "bf16"}, "`dtype` must be one of ['auto', 'bfloat16', 'float16', 'float32', None], got 'bf16'"),
     ({"bnb_4bit_quant_storage": "int4"}, "`bnb_4bit_quant_storage` must be one of ['uint8', 'bfloat16', 'float16'"),
     ({"load_in_8bit": True, "load_in_4bit": False, "use_peft": False}, "`load_in_8bit=True` needs `use_peft=True`"),

@@ -44,3 +44,19 @@ def test_grpo_with_execution_reward(tmp_path, env):
               "--num_generations", "4", "--per_device_train_batch_size", "4", "--max_completion_length", "16",
               "--output_dir", str(tmp_path / "grpo"), "--report_to", "none", "--bf16", "false", "--use_cpu", "true", env=env)
     assert "train_loss" in out or "loss" in out
+
+
+def test_grpo_refinement_masks_the_feedback(tmp_path, env):
+    out = run("grpo_refinement.py", "--model_name_or_path", "tiny", "--env_id", "LETI-Arith", "--max_train_tasks", "2",
+              "--max_steps", "1", "--num_generations", "4", "--per_device_train_batch_size", "4",
+              "--max_completion_length", "96", "--max_new_tokens", "12", "--output_dir", str(tmp_path / "refine"),
+              "--report_to", "none", "--bf16", "false", "--use_cpu", "true", env=env)
+    assert "train_loss" in out
+
+
+def test_grpo_tool_env(tmp_path, env):
+    out = run("grpo_tool_env.py", "--model_name_or_path", "tiny", "--chat_template", "qwen3", "--max_train_tasks", "2",
+              "--max_steps", "1", "--num_generations", "4", "--per_device_train_batch_size", "4",
+              "--max_completion_length", "24", "--output_dir", str(tmp_path / "tools"), "--report_to", "none",
+              "--bf16", "false", "--use_cpu", "true", env=env)
+    assert "train_loss" in out

@@ -152,23 +152,39 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
         if held:
             lines.append(f"| {arm} | {len(held)} | {_spread(sampled)} | {_spread(held)} | {_spread(comp)} | "
                          f"{sum(walls.values()) / len(walls) / 60:.1f} min |")
+    iterations = sorted({r["iteration"] for r in rows})
+    for measure, title in (("heldout_pass@1", "Held-out pass@1"), ("sampled_pass_rate", "Sampled pass rate")):
+        lines += ["", f"{title} per iteration (mean over seeds):", "",
+                  "| arm | " + " | ".join(str(i) for i in iterations) + " |", "| --- |" + " --- |" * len(iterations)]
+        for arm in (a for a in arms if any(r["arm"] == a for r in rows)):
+            cells = []
+            for i in iterations:
+                values = [r[measure] for r in rows if r["arm"] == arm and r["iteration"] == i and r[measure] is not None]
+                cells.append(f"{sum(values) / len(values):.3f}" if values else "-")
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     lines += ["", "Differences at the last iteration (textual − arm; mean over the seeds both have, 95% bootstrap "
-              "interval over seeds):", "", "| arm | held-out pass@1 | sampled pass rate |", "| --- | --- | --- |"]
+              "interval over seeds; with one seed the interval is that seed's value):", "",
+              "| arm | seeds | held-out pass@1 | sampled pass rate |", "| --- | --- | --- | --- |"]
     for arm in (a for a in CONTRASTS if a in arms and "textual" in arms):
+        common = set(final(rows, "textual", "heldout_pass@1")) & set(final(rows, arm, "heldout_pass@1"))
+        if not common:
+            continue
         cells = []
         for measure in ("heldout_pass@1", "sampled_pass_rate"):
             mean, low, high = bootstrap_difference(final(rows, "textual", measure), final(rows, arm, measure))
             cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append(f"| {arm} | {len(common)} | " + " | ".join(cells) + " |")
     lines += ["", "Optimizer steps to reach textual's mean held-out pass@1 at iterations 3 and 6 (the paper's "
-              "sample-efficiency ratio; `-`: some seed never does):", "", "| arm | to iteration 3's | to iteration 6's |",
-              "| --- | --- | --- |"]
-    for arm in arms:
+              "sample-efficiency ratio, steps and steps / textual's; `-`: some seed never does):", "",
+              "| arm | to iteration 3's | to iteration 6's |", "| --- | --- | --- |"]
+    for arm in (a for a in arms if any(r["arm"] == a for r in rows)):
         cells = []
         for iteration in (3, 6):
             levels = [r["heldout_pass@1"] for r in rows if r["arm"] == "textual" and r["iteration"] == iteration]
-            reached = steps_to_reach(rows, arm, "heldout_pass@1", sum(levels) / len(levels)) if levels else None
-            cells.append("-" if reached is None else f"{reached:.0f}")
+            level = sum(levels) / len(levels) if levels else None
+            reached = steps_to_reach(rows, arm, "heldout_pass@1", level) if level is not None else None
+            own = steps_to_reach(rows, "textual", "heldout_pass@1", level) if level is not None else None
+            cells.append("-" if reached is None else f"{reached:.0f}" + (f" ({reached / own:.2f}x)" if own else ""))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     total = sum({(r["arm"], r["seed"]): r["run_wall_s"] for r in rows}.values())
     lines += ["", f"Study wall time so far: {total / 3600:.2f} h over {len({(r['arm'], r['seed']) for r in rows})} runs.",

@@ -41,3 +41,12 @@ def small_config(output_dir, **overrides):
                   bf16=False, logging_steps=1, disable_tqdm=True, seed=0)
     values.update(overrides)
     return LetiConfig(**values)
+
+
+def tiny_grpo_config(output_dir, max_completion_length: int):
+    """One GRPO step on a CPU: 4 completions of one prompt, nothing saved or reported."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(output_dir=str(output_dir), use_cpu=True, bf16=False, max_steps=1, per_device_train_batch_size=4,
+                      num_generations=4, max_completion_length=max_completion_length, report_to="none",
+                      save_strategy="no", logging_steps=1, disable_tqdm=True)

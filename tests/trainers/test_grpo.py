@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from leti_env import TaskRunner, refinement_feedback
+from tests.trainers.conftest import tiny_grpo_config
 from trainers.grpo import RolloutReward, refinement_rollout, run_episodes
 
 
@@ -51,7 +52,7 @@ def test_a_second_turn_fix_changes_the_reward_and_feedback_carries_no_loss(token
 
 def test_grpo_trains_on_refinement_rollouts_with_feedback_masked(tmp_path, tiny_model_dir):
     import leti_env
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from trainers import tasks_to_dataset
 
@@ -73,9 +74,7 @@ def test_grpo_trains_on_refinement_rollouts_with_feedback_masked(tmp_path, tiny_
         return values
 
     recorded_reward.__name__ = "execution_reward"
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, max_steps=1, per_device_train_batch_size=4,
-                      num_generations=4, max_completion_length=160, report_to="none", save_strategy="no",
-                      logging_steps=1, disable_tqdm=True)
+    args = tiny_grpo_config(tmp_path, max_completion_length=160)
     trainer = GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[recorded_reward], args=args,
                           train_dataset=tasks_to_dataset(tasks), rollout_func=recorded)
     trainer.train()

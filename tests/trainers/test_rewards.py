@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.trainers.conftest import small_config
+from tests.trainers.conftest import small_config, tiny_grpo_config
 from trainers import ExecutionReward, LetiTrainer, rollouts_to_sft_dataset, tasks_to_dataset
 
 
@@ -68,7 +68,7 @@ def test_unknown_task_id_names_the_fix(mbpp_tasks):
 
 def test_grpo_step_rewards_match_the_environment(tmp_path, tiny_model_dir, mbpp_tasks):
     import gymnasium as gym
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     reward = ExecutionReward(mbpp_tasks)
     calls = []
@@ -79,9 +79,7 @@ def test_grpo_step_rewards_match_the_environment(tmp_path, tiny_model_dir, mbpp_
         return values
 
     recorded.__name__ = "execution_reward"
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, max_steps=1, per_device_train_batch_size=4,
-                      num_generations=4, max_completion_length=16, report_to="none", save_strategy="no",
-                      logging_steps=1, disable_tqdm=True)
+    args = tiny_grpo_config(tmp_path, max_completion_length=16)
     trainer = GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[recorded], args=args,
                           train_dataset=tasks_to_dataset(mbpp_tasks))
     trainer.train()

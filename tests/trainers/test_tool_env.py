@@ -6,6 +6,7 @@ import pickle
 
 import pytest
 
+from tests.trainers.conftest import tiny_grpo_config
 from trainers.tool_env import PASSED, CodeToolEnv, code_tool_task
 
 
@@ -35,7 +36,7 @@ def test_grpo_with_the_tool_environment_on_a_tool_calling_template(tmp_path, tin
 
     import trl
     from transformers import AutoTokenizer
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
     from trl.chat_template_utils import add_response_schema
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
@@ -43,9 +44,7 @@ def test_grpo_with_the_tool_environment_on_a_tool_calling_template(tmp_path, tin
     tokenizer = add_response_schema(tokenizer)
     spec = code_tool_task(mbpp_tasks[:2], max_turns=2)
     assert spec.train_dataset[0]["prompt"][-1] == {"role": "user", "content": mbpp_tasks[0].prompt}
-    args = GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, max_steps=1, per_device_train_batch_size=4,
-                      num_generations=4, max_completion_length=24, report_to="none", save_strategy="no",
-                      logging_steps=1, disable_tqdm=True)
+    args = tiny_grpo_config(tmp_path, max_completion_length=24)
     trainer = GRPOTrainer(model=str(tiny_model_dir), processing_class=tokenizer, args=args,
                           train_dataset=spec.train_dataset, environment_factory=spec.environment_factory,
                           reward_funcs=spec.reward_funcs)

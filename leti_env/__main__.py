@@ -3,6 +3,7 @@
     python -m leti_env envs
     python -m leti_env demo --env LETI-MBPP --num-tasks 5
     python -m leti_env sandbox
+    python -m leti_env serve --env LETI-MBPP --split test --port 8000     # (pip install "leti[serve]")
 """
 
 from __future__ import annotations
@@ -90,6 +91,45 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    """Serve one environment over OpenEnv until interrupted; the sandbox workers stop with the server."""
+    import logging
+
+    try:
+        import uvicorn
+
+        from leti_env.server import make_app
+    except ImportError as exc:
+        print(f"error: `serve` needs OpenEnv and uvicorn ({exc}); install them with: pip install \"leti[serve]\"",
+              file=sys.stderr)
+        return 2
+    from leti_env.execution.pool import SandboxUnavailableError
+
+    kwargs = json.loads(args.env_kwargs)
+    try:
+        app, runner = make_app(args.env, args.split, max_turns=args.max_turns, max_concurrent=args.max_concurrent,
+                               workers=args.workers, timeout=args.timeout, **kwargs)
+    except SandboxUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    pool = runner.pool()
+    logging.getLogger("openenv").setLevel(logging.WARNING)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on")
+    server = uvicorn.Server(config)  # stops gracefully on SIGINT/SIGTERM; the app's shutdown closes the pool
+    print(f"serving {args.env}{f' ({args.split})' if args.split else ''}, {app.state.leti_tasks} tasks, on http://{args.host}:{args.port} "
+          f"(OpenEnv: WebSocket /ws, HTTP /reset /step /schema); {pool.num_workers} sandbox workers, "
+          f"{pool.protections().get('mode')} mode; up to {args.max_concurrent} sessions, {args.max_turns} "
+          f"turn(s) each. Ctrl-C stops it.", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down
+        pass
+    finally:
+        pool.close()
+    print("stopped; the sandbox workers are closed", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m leti_env", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +143,24 @@ def main(argv: list[str] | None = None) -> int:
     sandbox.add_argument("--no-self-test", action="store_true", help="only list the protections")
     sandbox.add_argument("--json", action="store_true", help="print the report as JSON")
     sandbox.set_defaults(func=_sandbox)
+    serve = sub.add_parser("serve", help="serve an environment over OpenEnv (HTTP + WebSocket) for other trainers")
+    serve.add_argument("--env", default="LETI-MBPP", help="environment id (default: LETI-MBPP)")
+    serve.add_argument("--split", default=None, help="its split (default: the environment's own default)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes the "
+                            "sandbox to your network: put it behind your own authentication)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max_concurrent", "--max-concurrent", type=int, default=32,
+                       help="most sessions (WebSocket connections) at once (default: 32)")
+    serve.add_argument("--max_turns", "--max-turns", type=int, default=1,
+                       help="attempts per episode; more than 1 gives LeTI's refinement episodes (default: 1)")
+    serve.add_argument("--workers", type=int, default=None, help="sandbox workers shared by every session "
+                                                                  "(default: one per core)")
+    serve.add_argument("--timeout", type=float, default=None, help="seconds per program (default: the environment's)")
+    serve.add_argument("--env_kwargs", "--env-kwargs", default="{}",
+                       help='JSON keyword arguments for the environment, e.g. \'{"data_path": "mbpp.jsonl"}\'')
+    serve.add_argument("--log_level", "--log-level", default="warning", help="uvicorn's log level (default: warning)")
+    serve.set_defaults(func=_serve)
     args = parser.parse_args(argv)
     from gymnasium.error import Error as GymnasiumError
 

@@ -1,9 +1,10 @@
-"""The ``leti`` command: ``leti train``, ``leti eval``, ``leti export``, ``leti envs``.
+"""The ``leti`` command: ``leti train``, ``leti eval``, ``leti export``, ``leti serve``, ``leti envs``.
 
     leti train                                   # the built-in default: learns on a CPU in about 10 minutes
     leti train --config examples/configs/codegen-350M-mbpp.yaml --output_dir runs/mbpp
     leti eval --model runs/leti-default/iteration-6/model --env LETI-Arith --split heldout   # + samples.jsonl
     leti export --model runs/leti-default/iteration-6/model --output merged/   # one plain checkpoint
+    leti serve --env LETI-MBPP --split test --port 8000   # OpenEnv server (pip install "leti[serve]")
     leti envs
 """
 
@@ -185,9 +186,15 @@ def envs(argv: list[str]) -> int:
     return leti_env_main(["envs", *argv])
 
 
+def serve(argv: list[str]) -> int:
+    from leti_env.__main__ import main as leti_env_main
+
+    return leti_env_main(["serve", *argv])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": train, "eval": evaluate, "export": export, "envs": envs}
+    commands = {"train": train, "eval": evaluate, "export": export, "serve": serve, "envs": envs}
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2

@@ -11,6 +11,9 @@ which TRL adds as a reward function named after the class). TRL masks the tool r
 
 The model's chat template must support tool calls (TRL's ``trl/chat_templates``, e.g. ``qwen3.jinja``).
 Base models, which do not call tools, use ``trainers.grpo.refinement_rollout`` instead.
+
+With ``server_url`` the programs run in a ``leti serve`` process (OpenEnv; maybe on another machine)
+instead of this process's sandbox: each environment instance holds one OpenEnv session there.
 """
 
 from __future__ import annotations
@@ -32,11 +35,16 @@ class CodeToolEnv:
     ``task_id``; ``run_tests`` is the model's tool; ``get_reward`` scores the episode.
 
     Instances are reused across episodes (TRL pools them) and are picklable (tasks and limits only; the
-    sandbox pool is per process).
+    sandbox pool is per process, the server connection per instance).
+
+    With ``server_url`` (a ``leti serve`` of the same tasks, started with ``--max_turns`` at least this
+    ``max_turns``) each episode is an OpenEnv session's episode there. The server ends an episode at the
+    first pass, so after a pass ``run_tests`` answers without running again (``final`` is then the pass).
     """
 
     def __init__(self, tasks: Sequence[CodeTask], *, max_turns: int = 3,
-                 reward: Literal["final", "best", "first_try"] = "final", timeout: float = 5.0):
+                 reward: Literal["final", "best", "first_try"] = "final", timeout: float = 5.0,
+                 server_url: str | None = None):
         if max_turns < 1:
             raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
         if reward not in ("final", "best", "first_try"):
@@ -44,14 +52,34 @@ class CodeToolEnv:
         self.tasks = {t.task_id: t for t in tasks}
         self.max_turns, self.rule = max_turns, reward
         self.runner = TaskRunner(timeout=timeout, deduplicate=True)
+        self.server_url = server_url
+        self._client = None  # the OpenEnv session (server_url), opened at the first reset
+        self._episode_over = False
         self.task: CodeTask | None = None
         self.results: list[ExecutionResult] = []
+
+    def close(self) -> None:
+        """End the server session (``server_url``); the next ``reset`` opens a new one."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None}
 
     def reset(self, task_id: str | None = None, **row: Any) -> str | None:
         if task_id not in self.tasks:
             raise KeyError(f"CodeToolEnv has no task {task_id!r}: the dataset needs a task_id column from the same "
                            "tasks (code_tool_task builds both).")
         self.task, self.results = self.tasks[task_id], []
+        if self.server_url is not None:
+            if self._client is None:
+                from leti_env.server import LetiEnvClient
+
+                self._client = LetiEnvClient(base_url=self.server_url).sync()
+                self._client.connect()
+            self._client.reset(task_id=task_id)
+            self._episode_over = False
         return None
 
     def run_tests(self, code: str) -> str:
@@ -67,7 +95,17 @@ class CodeToolEnv:
             return "No task: the environment was not reset."
         if len(self.results) >= self.max_turns:
             return f"No attempts left (at most {self.max_turns})."
-        result = self.runner.run([(self.task, "\n" + extract_code(str(code)))])[0]
+        completion = "\n" + extract_code(str(code))
+        if self.server_url is None:
+            result = self.runner.run([(self.task, completion)])[0]
+        elif self._episode_over:
+            return PASSED if self.results and self.results[-1].passed else "No attempts left (the server's limit)."
+        else:
+            from leti_env.server import CodeAction
+
+            observation = self._client.step(CodeAction(code=completion)).observation
+            self._episode_over = observation.done
+            result = ExecutionResult(observation.status, observation.feedback)
         self.results.append(result)
         return PASSED if result.passed else result.feedback
 
@@ -89,12 +127,15 @@ class CodeToolTask:
 
 
 def code_tool_task(tasks: Any, *, max_turns: int = 3, reward: Literal["final", "best", "first_try"] = "final",
-                   timeout: float = 5.0, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> CodeToolTask:
+                   timeout: float = 5.0, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+                   server_url: str | None = None) -> CodeToolTask:
     """The dataset (chat prompts + ``task_id``), the environment factory and the reward functions for
-    ``tasks`` (an env id, an environment or ``CodeTask``s)."""
+    ``tasks`` (an env id, an environment or ``CodeTask``s). ``server_url``: run the programs on a
+    ``leti serve`` of the same tasks (OpenEnv) instead of in this process's sandbox."""
     from .rewards import tasks_to_dataset
 
     tasks = resolve_tasks(tasks, "tasks")
-    factory = functools.partial(CodeToolEnv, tasks, max_turns=max_turns, reward=reward, timeout=timeout)
+    factory = functools.partial(CodeToolEnv, tasks, max_turns=max_turns, reward=reward, timeout=timeout,
+                                server_url=server_url)
     factory()  # bad options fail here, not in the trainer
     return CodeToolTask(tasks_to_dataset(tasks, conversational=True, system_prompt=system_prompt), factory)

@@ -7,6 +7,7 @@ it got. The parts share the slot's state and locks, and read best in one place."
 from __future__ import annotations
 
 import atexit
+import itertools
 import os
 import select
 import signal
@@ -146,6 +147,10 @@ class ExecutorPool:
     it, so a trainer's large heap is never copied and each run costs a few milliseconds. Workers are
     started lazily and restarted if one ever stops answering.
 
+    Threads may share one pool: each ``run`` takes the idle workers it can use (at least one, waiting
+    for one if every worker is busy) and hands each back as soon as it has nothing left to run, so the
+    sessions of a server, or the reward functions of a threaded trainer, run side by side on it.
+
     Args:
         workers: Number of parallel workers (default: the number of usable cores).
         memory_mb: Memory cap of each worker's cgroup is sized from this (per-run caps are set per
@@ -197,19 +202,41 @@ class ExecutorPool:
         self.config = {"disable": sorted(disable), "memory_mb": memory_mb, "pids_max": pids_max, "tmpfs_mb": tmpfs_mb,
                        "caller_cwd": os.getcwd(), "home": os.path.expanduser("~")}
         self._workers: list[_Worker] = []
-        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []  # started workers no call is using
+        self._lock = threading.Condition()  # guards _workers and _idle; notified when a worker is handed back
         self._owner_pid = os.getpid()
         self._warned = self._warned_unconfined = False
-        self._next_id = 0
+        self._ids = itertools.count(1)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def _ensure_started(self) -> None:
         if os.getpid() != self._owner_pid:  # we were forked: the workers belong to the parent
-            self._workers, self._owner_pid = [], os.getpid()
+            self._workers, self._idle, self._owner_pid = [], [], os.getpid()
         while len(self._workers) < self.num_workers:
-            self._workers.append(_Worker(self._worker_config(len(self._workers)), self.python))
-            self._check_protections(self._workers[-1].protections)
+            worker = _Worker(self._worker_config(len(self._workers)), self.python)
+            self._workers.append(worker)
+            self._idle.append(worker)
+            self._check_protections(worker.protections)
+
+    def _acquire(self, wanted: int) -> list[_Worker]:
+        """Up to ``wanted`` idle workers (at least one: waits for a concurrent call to hand one back)."""
+        with self._lock:
+            self._ensure_started()
+            while not self._idle:
+                self._lock.wait()
+                self._ensure_started()  # a concurrent close() may have stopped them
+            taken, self._idle = self._idle[:wanted], self._idle[wanted:]
+            return taken
+
+    def _release(self, worker: _Worker) -> None:
+        with self._lock:
+            ours = worker in self._workers
+            if ours and worker not in self._idle:
+                self._idle.append(worker)
+            self._lock.notify_all()
+        if not ours:  # the pool was closed while this call ran (and may have restarted this slot): stop it
+            worker.close()
 
     def _worker_config(self, index: int) -> dict:
         cpus = self.cpus or _usable_cpus()
@@ -259,10 +286,13 @@ class ExecutorPool:
         return pids
 
     def close(self) -> None:
-        """Stop the workers. The pool restarts them if used again."""
+        """Stop the workers. The pool restarts them if used again. A worker a concurrent ``run`` is using
+        stops when that call hands it back (its pipes belong to that thread until then)."""
         self._warned_unconfined = False  # a restart of an unconfined pool warns again
-        workers, self._workers = self._workers, []
-        for worker in workers:
+        with self._lock:
+            idle, self._workers, self._idle = self._idle, [], []
+            self._lock.notify_all()
+        for worker in idle:
             worker.close()
 
     def __enter__(self) -> ExecutorPool:
@@ -309,16 +339,23 @@ class ExecutorPool:
                 "max_file_mb": int(max_file_mb), "output_limit_mb": int(output_limit_mb or 0),
                 "max_output_bytes": int(max_output_bytes),
             })
-        with self._lock:
-            self._ensure_started()
-            return self._dispatch(requests, timeout, progress)
+        if not requests:
+            return []
+        workers = self._acquire(len(requests))
+        try:
+            return self._dispatch(requests, timeout, progress, workers)
+        finally:
+            for worker in workers:
+                self._release(worker)
 
-    def _dispatch(self, requests: list[dict], timeout: float, progress) -> list[ExecutionResult]:
-        """Feed the workers, keeping a second (small) request queued behind the running one.
+    def _dispatch(self, requests: list[dict], timeout: float, progress, workers: list[_Worker]) -> list[ExecutionResult]:
+        """Feed this call's workers, keeping a second (small) request queued behind the running one.
 
         The queued request hides the round trip through this process: a worker starts its next
         program the moment it sends a result. Large requests are not queued, so that a full pipe
-        can never block this loop while other workers wait.
+        can never block this loop while other workers wait. A worker with nothing left to do is handed
+        back at once, so a concurrent call (another thread: a server's sessions, a threaded reward)
+        can use it while this call waits for its last programs.
         """
         results: list[ExecutionResult | None] = [None] * len(requests)
         pending = deque(range(len(requests)))
@@ -331,21 +368,24 @@ class ExecutorPool:
             done += 1
             pending.extendleft(reversed(worker.inflight))  # queued, never started: run them elsewhere
             worker.inflight.clear()
-            self._replace(worker)
+            workers[workers.index(worker)] = self._replace(worker)
 
         while done < len(requests):
             now = time.monotonic()
-            for worker in self._workers:
+            for worker in workers:
                 while pending and (not worker.inflight or (
                         len(worker.inflight) < 2 and _size(requests[pending[0]]) < _QUEUE_MAX_BYTES)):
                     index = pending.popleft()
-                    self._next_id += 1
-                    requests[index]["id"] = self._next_id
+                    requests[index]["id"] = next(self._ids)
                     worker.send(requests[index])
                     if not worker.inflight:
                         worker.busy_until = now + watchdog
                     worker.inflight.append(index)
-            busy = {w.fd_out: w for w in self._workers if w.inflight}
+            if not pending:  # nothing left to start: hand idle workers back now
+                for worker in [w for w in workers if not w.inflight]:
+                    workers.remove(worker)
+                    self._release(worker)
+            busy = {w.fd_out: w for w in workers if w.inflight}
             wait = max(0.0, min(w.busy_until for w in busy.values()) - time.monotonic())
             ready, _, _ = select.select(list(busy), [], [], wait)
             for fd in ready:
@@ -362,7 +402,7 @@ class ExecutorPool:
                     if reply.get("restart"):  # its cleanup failed: a fresh slot, queued work elsewhere
                         pending.extendleft(reversed(worker.inflight))
                         worker.inflight.clear()
-                        self._replace(worker)
+                        workers[workers.index(worker)] = self._replace(worker)
                 if progress is not None:
                     progress(done, len(requests))
             now = time.monotonic()
@@ -371,11 +411,15 @@ class ExecutorPool:
                     fail_head(worker, "the worker stopped answering and was restarted")
         return results  # type: ignore[return-value]
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker) -> _Worker:
+        """Kill ``worker`` and start a fresh slot in its place (the calling ``run`` keeps using it)."""
         worker.kill()
         fresh = _Worker(worker.config, self.python)
-        self._workers[self._workers.index(worker)] = fresh
+        with self._lock:
+            if worker in self._workers:  # else the pool was closed meanwhile: the fresh one is this call's
+                self._workers[self._workers.index(worker)] = fresh
         self._check_protections(fresh.protections)  # a restarted slot must be as confined as the first
+        return fresh
 
 
 _QUEUE_MAX_BYTES = 16384

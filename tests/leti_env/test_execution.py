@@ -252,3 +252,81 @@ def test_recursion_feedback_is_byte_identical_to_the_direct_fork_executor(pool):
     # called by the tests (through the verifier), with no module frame below it: two more repeats, as before
     assert called.feedback.endswith("    return f(n + 1)\n  [Previous line repeated 992 more times]\n"
                                     "RecursionError: maximum recursion depth exceeded\n"), called.feedback
+
+
+# -- one pool, several threads ------------------------------------------------------------------
+
+
+def _solution_processes(pool) -> int:
+    """How many solution processes of this pool are alive now (by process name, under its workers)."""
+    from leti_env.execution.pool import _descendants
+
+    count = 0
+    for worker in list(pool._workers):
+        for pid in _descendants(worker.proc.pid):
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    count += f.read().strip() == "leti-solution"
+            except OSError:
+                pass
+    return count
+
+
+def test_threads_sharing_a_pool_run_side_by_side_and_get_their_own_results():
+    import threading
+    import time
+
+    from leti_env import ExecutorPool
+
+    with ExecutorPool(2) as pool:
+        pool.run(["pass"])
+        sleeper = "import time\ntime.sleep(2.5)\n"
+        results: dict[int, list] = {}
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, pool.run([sleeper], timeout=10)))
+                   for i in range(2)]
+        for t in threads:
+            t.start()
+        most = 0
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and most < 2:  # both single-program calls are running at once
+            most = max(most, _solution_processes(pool))
+            time.sleep(0.02)
+        for t in threads:
+            t.join()
+        assert most == 2, "two threads' programs did not run at the same time on a 2-worker pool"
+        assert [r[0].status for r in results.values()] == ["passed", "passed"]
+
+        # Many threads, many programs each: every call gets its own results, in its own order.
+        def call(k: int) -> None:
+            programs = [f"assert {k} * {j} == {k * j}" if j % 3 else f"assert {k} == -1" for j in range(12)]
+            results[k] = [r.status for r in pool.run(programs)]
+
+        threads = [threading.Thread(target=call, args=(k,)) for k in range(2, 8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k in range(2, 8):
+            assert results[k] == ["failed" if j % 3 == 0 else "passed" for j in range(12)], k
+
+
+def test_closing_a_pool_while_a_thread_runs_leaves_no_worker():
+    import threading
+    import time
+
+    from leti_env import ExecutorPool
+
+    pool = ExecutorPool(2)
+    pool.run(["pass"] * 2)
+    launchers = [w.proc for w in pool._workers]
+    out: list = []
+    thread = threading.Thread(target=lambda: out.extend(pool.run(["import time\ntime.sleep(1)\n"], timeout=10)))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while _solution_processes(pool) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pool.close()  # the idle worker stops now, the busy one when its call ends
+    thread.join()
+    assert out[0].status == "passed"  # the running call finished normally
+    assert all(p.poll() is not None for p in launchers), "a worker outlived close()"
+    assert pool._workers == [] and pool._idle == []

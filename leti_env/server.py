@@ -1,0 +1,252 @@
+"""leti's environments over OpenEnv: the sandbox and the feedback for trainers in other processes.
+
+    pip install "leti[serve]"
+    leti serve --env LETI-MBPP --split test --port 8000          # 127.0.0.1 only, unless --host says otherwise
+
+OpenEnv (``openenv-core``) is how TRL, SkyRL, open-instruct, prime-rl and torchforge reach environments that
+live outside the trainer: an HTTP and WebSocket protocol with a Python client. ``leti serve`` serves one
+registered environment with it. Each WebSocket connection is a session with its own episode; all sessions
+share one sandbox pool of this process, so programs of different sessions run side by side, as many at a
+time as the pool has workers.
+
+An episode is LeTI's: ``reset`` shows a task's prompt; each ``step`` runs a program (the model's completion,
+appended to the prompt) against the task's tests and answers with the reward (1.0 or 0.0), the status and
+the interpreter's feedback. With ``max_turns > 1`` a failed attempt continues the episode, and the
+observation's ``prompt`` is the next model input (the task, the attempt, its feedback as comments, the
+task again: ``leti_env.refinement_prompt``).
+
+    from leti_env.server import CodeAction, LetiEnvClient
+    with LetiEnvClient(base_url="http://127.0.0.1:8000").sync() as env:
+        first = env.reset(task_id="MBPP/11")
+        result = env.step(CodeAction(code=completion))
+        result.reward, result.observation.status, result.observation.feedback
+
+The stateless HTTP endpoints work too: ``POST /reset`` returns a task, and ``POST /step`` with
+``{"action": {"code": ..., "task_id": ...}}`` scores one program without a session.
+
+This module imports ``openenv`` at import time: ``import leti_env`` never imports it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from openenv.core import EnvClient
+from openenv.core.client_types import StepResult
+from openenv.core.env_server.http_server import create_app
+from openenv.core.env_server.interfaces import Environment
+from openenv.core.env_server.types import Action, EnvironmentMetadata, Observation, State
+from pydantic import Field
+
+from .envs import CodeEnv, load_env, refinement_prompt
+from .execution.runner import TaskRunner
+
+__all__ = ["CodeAction", "CodeObservation", "CodeState", "LetiEnvClient", "LetiServerEnv", "RequestError", "make_app"]
+
+MAX_PROGRAM_CHARS = 65536
+
+
+class RequestError(ValueError):
+    """A request the episode cannot serve (unknown task, step without an episode): the client's to fix.
+    Over WebSocket OpenEnv sends its message as an error reply; over HTTP it is a 400 with the message."""
+
+
+class CodeAction(Action):
+    """One attempt: a program for the episode's task."""
+
+    code: str = Field(..., max_length=MAX_PROGRAM_CHARS,
+                      description="The program: the model's completion, appended to the task's prompt as in LeTI.")
+    task_id: str | None = Field(
+        default=None,
+        description="Run on this task without a session's episode (one turn; what the stateless HTTP /step needs). "
+                    "Inside an episode it may only name the episode's own task.")
+
+
+class CodeObservation(Observation):
+    """What the model sees, and how its last attempt did. ``reward`` and ``done`` are OpenEnv's own fields."""
+
+    task_id: str = Field(default="", description="The episode's task.")
+    prompt: str = Field(default="", description="The next model input: the task's prompt after reset; after a "
+                                                "failed turn of an episode that goes on, the refinement prompt.")
+    feedback: str = Field(default="", description="The interpreter's feedback on the last attempt (empty if it passed).")
+    status: str = Field(default="", description="The last attempt's outcome: passed, failed, error, syntax_error, "
+                                                "timeout, ... (empty after reset).")
+    passed: bool = Field(default=False, description="Every test passed.")
+    turn: int = Field(default=0, description="Attempts made in this episode.")
+    truncated: bool = Field(default=False, description="The episode ended because its turns ran out.")
+
+
+class CodeState(State):
+    """The session's episode: OpenEnv's ``episode_id`` and ``step_count``, plus the task and the turn limit."""
+
+    env_id: str = ""
+    task_id: str | None = None
+    max_turns: int = 1
+
+
+class LetiServerEnv(Environment[CodeAction, CodeObservation, CodeState]):
+    """One session's episode over a shared task list and a shared ``TaskRunner`` (hence sandbox pool).
+
+    Build instances with ``make_app`` (it makes the factory OpenEnv calls per session and per HTTP call).
+    """
+
+    SUPPORTS_CONCURRENT_SESSIONS = True  # an episode's state is its own; the pool is thread-safe
+
+    def __init__(self, env_id: str, base: CodeEnv, runner: TaskRunner, max_turns: int):
+        super().__init__()
+        self.env_id = env_id
+        self._env = CodeEnv(base.tasks, timeout=base.timeout, memory_mb=base.memory_mb, max_turns=max_turns,
+                            max_feedback_chars=base.max_feedback_chars)
+        self._env.runner = runner
+        self._state = CodeState(env_id=env_id, max_turns=max_turns)
+
+    def reset(self, seed: int | None = None, episode_id: str | None = None, task_id: str | None = None,
+              index: int | None = None, **_: Any) -> CodeObservation:
+        """A new episode: the task named by ``task_id`` (or the ``index``-th task), else one drawn with ``seed``."""
+        options: dict[str, Any] = {}
+        if task_id is not None:
+            options["task_id"] = self._task_id(task_id)
+        elif index is not None:
+            if not 0 <= int(index) < len(self._env.tasks):
+                raise RequestError(f"index {index} is out of range: {self.env_id} has {len(self._env.tasks)} tasks")
+            options["index"] = int(index)
+        prompt, info = self._env.reset(seed=seed, options=options)
+        self._state = CodeState(episode_id=episode_id or str(uuid.uuid4()), step_count=0, env_id=self.env_id,
+                                task_id=info["task_id"], max_turns=self._env.max_turns)
+        return CodeObservation(task_id=info["task_id"], prompt=prompt, done=False, reward=None)
+
+    def step(self, action: CodeAction, **_: Any) -> CodeObservation:  # type: ignore[override]
+        """Run ``action.code`` against the task's tests; the observation carries the verdict and the feedback."""
+        if action.task_id is not None:
+            task_id = self._task_id(action.task_id)
+            if self._env._done:  # no episode in progress: a one-turn episode on that task
+                self.reset(task_id=task_id)
+            elif task_id != self._state.task_id:
+                raise RequestError(f"this session's episode is on {self._state.task_id}, not {task_id}: reset first, "
+                                 "or leave task_id out")
+        elif self._env._done:
+            raise RequestError("no episode in progress: call reset() first (or name the task in the action's "
+                               "task_id for a one-turn run)" if self._state.task_id is None else
+                               "this episode has ended (the tests passed or its turns ran out): call reset()")
+        feedback, reward, terminated, truncated, info = self._env.step(action.code)
+        self._state.step_count += 1
+        task = self._env.task(info["task_id"])
+        done = terminated or truncated
+        return CodeObservation(
+            task_id=info["task_id"], prompt="" if done else refinement_prompt(task.prompt, action.code, feedback),
+            feedback=feedback, status=info["status"], passed=info["passed"], turn=info["turn"],
+            truncated=truncated, done=done, reward=reward)
+
+    @property
+    def state(self) -> CodeState:
+        return self._state
+
+    def get_metadata(self) -> EnvironmentMetadata:
+        return EnvironmentMetadata(
+            name=self.env_id,
+            description=f"leti {self.env_id}: Python tasks judged by hidden tests in leti's sandbox, with LeTI's "
+                        f"textual feedback ({len(self._env.tasks)} tasks, up to {self._env.max_turns} turns)",
+            version="1.0.0")
+
+    def close(self) -> None:
+        """Nothing to free: the runner and its sandbox pool belong to the server, not to the session."""
+
+    def _task_id(self, task_id: Any) -> str:
+        try:
+            return self._env.task(task_id).task_id
+        except KeyError as exc:
+            raise RequestError(exc.args[0]) from None
+
+
+def make_app(env_id: str, split: str | None = None, *, max_turns: int = 1, max_concurrent: int = 32,
+             workers: int | None = None, timeout: float | None = None, **env_kwargs: Any):
+    """The FastAPI app that serves ``env_id`` (its ``split``), and the runner its sessions share.
+
+    Args:
+        env_id: A registered leti environment (``LETI-MBPP``, ``LETI-HumanEval``, ``LETI-EAE``, ``LETI-Arith``).
+        split: Its split (``None`` for environments without splits).
+        max_turns: Attempts per episode (LeTI's refinement episodes: more than 1).
+        max_concurrent: Most WebSocket sessions at once (each holds one episode).
+        workers: Sandbox workers, shared by every session (default: one per core).
+        timeout: Seconds per program (default: the environment's own, e.g. 5 for MBPP, 30 for EAE).
+        env_kwargs: Passed to the environment (``data_path``, ``sanitized``, ...).
+
+    Returns:
+        ``(app, runner)``: serve ``app`` with uvicorn; the sandbox workers start now (a host that cannot
+        confine programs fails here, not at the first step) and stop when the app shuts down.
+    """
+    if max_turns < 1:
+        raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
+    if max_concurrent < 1:
+        raise ValueError(f"`max_concurrent` must be at least 1, got {max_concurrent}")
+    base = load_env(env_id, split, **({"timeout": timeout} if timeout is not None else {}), **env_kwargs)
+    runner = TaskRunner(timeout=base.timeout, memory_mb=base.memory_mb, max_feedback_chars=base.max_feedback_chars,
+                        workers=workers)
+    pool = runner.pool()
+    pool.protections()  # start the workers: a refused sandbox is an error now
+
+    def factory() -> LetiServerEnv:
+        return LetiServerEnv(env_id, base, runner, max_turns)
+
+    app = create_app(factory, CodeAction, CodeObservation, env_name=env_id, max_concurrent_envs=max_concurrent)
+    from fastapi.responses import JSONResponse
+
+    async def request_error(_request, exc: RequestError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    app.add_exception_handler(RequestError, request_error)
+    app.add_middleware(_QuietDisconnect)
+    app.router.on_shutdown.append(pool.close)
+    app.state.leti_tasks = len(base.tasks)
+    return app, runner
+
+
+class _QuietDisconnect:
+    """ASGI middleware: a WebSocket whose client has left ends quietly.
+
+    OpenEnv 0.3.0's ``/ws`` handler closes the socket once more after the client hung up, and catches only
+    ``RuntimeError`` there; with current Starlette that raises ``WebSocketDisconnect``, which uvicorn prints
+    as a traceback for every session that ends. Nothing is lost by dropping it: the session is over and
+    its environment already closed.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        from starlette.websockets import WebSocketDisconnect
+
+        try:
+            await self.app(scope, receive, send)
+        except WebSocketDisconnect:
+            if scope.get("type") != "websocket":
+                raise
+
+
+class LetiEnvClient(EnvClient[CodeAction, CodeObservation, CodeState]):
+    """OpenEnv's client for ``leti serve``: ``await client.reset(task_id=...)``, ``await client.step(CodeAction(code=...))``,
+    or the same without ``await`` on ``client.sync()``."""
+
+    async def _send_and_receive(self, message: dict[str, Any]) -> dict[str, Any]:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            return await super()._send_and_receive(message)
+        except ConnectionClosed as exc:
+            raise ConnectionError(
+                f"the leti server at {self._ws_url} closed this session ({exc}). It refuses sessions beyond its "
+                "--max_concurrent (each open client holds one: TRL's environment_factory opens one per "
+                "generation slot); start it with a larger --max_concurrent, or close() clients you no longer use."
+            ) from None
+
+    def _step_payload(self, action: CodeAction) -> dict[str, Any]:
+        return action.model_dump(exclude_none=True)
+
+    def _parse_result(self, payload: dict[str, Any]) -> StepResult[CodeObservation]:
+        observation = CodeObservation(**payload.get("observation", {}), done=payload.get("done", False),
+                                      reward=payload.get("reward"))
+        return StepResult(observation=observation, reward=payload.get("reward"), done=payload.get("done", False))
+
+    def _parse_state(self, payload: dict[str, Any]) -> CodeState:
+        return CodeState(**payload)

@@ -8,11 +8,15 @@ Sampling with vLLM on a CUDA GPU (`pip install -e ".[vllm]"`; a model vLLM can l
     python examples/train_leti.py --model_name_or_path Qwen/Qwen2.5-Coder-0.5B --env_id LETI-MBPP \
         --output_dir runs/mbpp-leti-vllm --generation_backend vllm --vllm_gpu_memory_utilization 0.5
 
+Trackers and the Hub: `--report_to tensorboard,trackio` logs the whole LeTI run as one tracker run (curves
+at the cumulative optimizer step, LeTI's metrics and a table of sampled programs per iteration);
+`--push_to_hub --hub_model_id you/leti-mbpp` uploads the model card, the model and the rollouts.
+
 Smoke run on a CPU (tiny offline model, four tasks, seconds):
 
     python examples/train_leti.py --model_name_or_path tiny --max_train_tasks 4 --max_eval_tasks 2 \
         --num_iterations 1 --num_generations_per_prompt 2 --max_new_tokens 16 --eval_num_samples 2 --eval_k 1 \
-        --load_in_4bit false --output_dir runs/smoke
+        --load_in_4bit false --report_to tensorboard,trackio --output_dir runs/smoke
 
 The flags are `leti train`'s (one parser, `trainers.parser.make_parser`): TRL's SFTConfig and ModelConfig
 flags (`--lora_r`, `--load_in_4bit`, `--dtype`, ...), LeTI's, and the tasks'. Only the defaults differ:

@@ -30,8 +30,11 @@ def test_train_leti_then_sft_from_its_rollouts(tmp_path, env):
     out = run("train_leti.py", "--model_name_or_path", "tiny", "--max_train_tasks", "4", "--max_eval_tasks", "2",
               "--num_iterations", "1", "--num_generations_per_prompt", "2", "--max_new_tokens", "16",
               "--eval_num_samples", "2", "--eval_k", "1", "--eval_max_new_tokens", "8", "--load_in_4bit", "false",
-              "--activation_checkpointing", "false", "--bf16", "false", "--output_dir", str(tmp_path / "leti"), env=env)
+              "--activation_checkpointing", "false", "--bf16", "false", "--report_to", "tensorboard,trackio",
+              "--output_dir", str(tmp_path / "leti"), env={**env, "TRACKIO_DIR": str(tmp_path / "trackio")})
     assert "'iteration': 1" in out and (tmp_path / "leti" / "iteration-1" / "COMPLETE").exists()
+    assert list((tmp_path / "leti" / "runs").glob("events.out.tfevents.*"))  # tensorboard: one run, kept
+    assert "trackio: project leti, run leti-" in out and list((tmp_path / "trackio").glob("leti.db"))
     out = run("sft_from_rollouts.py", "--rollouts", str(tmp_path / "leti" / "iteration-1" / "rollouts"),
               "--model_name_or_path", "tiny", "--output_dir", str(tmp_path / "sft"), "--max_steps", "2",
               "--per_device_train_batch_size", "2", "--load_in_4bit", "false", "--bf16", "false",

@@ -212,7 +212,9 @@ class LetiConfig(SFTConfig, ModelConfig):
     > Changed defaults of the parent: `learning_rate` 1e-5 (the paper, 350M), `lr_scheduler_type` `"constant"`,
     > `weight_decay` 0.01, `max_grad_norm` 0 (no clipping), `max_length` 2048, `train_sampling_strategy`
     > `"sequential"` (the authors' code does not shuffle; the pre-training mix relies on order), `save_strategy`
-    > `"no"` (the trainer saves each iteration itself), `report_to` `"none"`. `use_cpu` is set automatically
+    > `"no"` (the trainer saves each iteration itself), `report_to` `"none"`, `project` `"leti"` (trackio's
+    > project; with `report_to` tensorboard or trackio, LeTI logs one tracker run per LeTI run, see
+    > `trainers/tracking.py`). `use_cpu` is set automatically
     > when no GPU/XPU/MPS is available.
     """
 
@@ -224,7 +226,8 @@ class LetiConfig(SFTConfig, ModelConfig):
     max_length: int | None = field(default=2048, metadata={"help": "Longest training row in tokens (the paper: 2048)."})
     train_sampling_strategy: str = field(default="sequential", metadata={"help": "Row order; `sequential` as the paper."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing inside an iteration (the trainer saves every iteration)."})
-    report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (TRL `report_to`)."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (TRL `report_to`); several: comma-separated, e.g. tensorboard,trackio."})
+    project: str = field(default="leti", metadata={"help": "trackio project of the run (transformers' default: huggingface)."})
     # TRL turns checkpointing on by default under transformers' old name, which transformers 5 deprecates with a
     # FutureWarning on every config; leti leaves the old name unset (`activation_checkpointing` decides, on).
     gradient_checkpointing: bool | None = field(
@@ -335,6 +338,8 @@ class LetiConfig(SFTConfig, ModelConfig):
                 self.activation_checkpointing = True  # TRL's default, under transformers 5's name
             elif not hasattr(self, "activation_checkpointing"):  # transformers 4
                 self.gradient_checkpointing = True
+        if isinstance(self.report_to, str) and "," in self.report_to:  # the command line: --report_to tensorboard,trackio
+            self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
         super().__post_init__()
         ModelConfig.__post_init__(self)  # TrainingArguments' __post_init__ does not chain to it
         if isinstance(self.lora_target_modules, str) and "," in self.lora_target_modules:  # leti 0.1's "q_proj,v_proj"

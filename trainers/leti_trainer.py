@@ -93,7 +93,10 @@ class LetiTrainer:
         self.last_sft_trainer = None
         self._iteration = 0  # the last iteration trained (evaluation seeds: the same when resumed)
         self._table: IterationTable | None = None  # the console's per-iteration rows
-        self.tracker = RunTracker(args.report_to or [], self.output_dir, enabled=self.distributed.is_main)
+        self.tracker = RunTracker(args.report_to or [], self.output_dir, enabled=self.distributed.is_main,
+                                  project=args.project, run_name=args.run_name, space_id=args.trackio_space_id,
+                                  bucket_id=args.trackio_bucket_id, private=args.hub_private_repo,
+                                  config=args.to_dict())
         self._optimizer_steps = 0  # cumulative over iterations: the trackers' step
         # sample -> execute -> Rollout; deduplicate_execution: the runner remembers this run's verdicts
         self.collector = RolloutCollector(

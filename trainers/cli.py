@@ -1,9 +1,10 @@
-"""The ``leti`` command: ``leti train``, ``leti eval``, ``leti export``, ``leti serve``, ``leti envs``.
+"""The ``leti`` command: ``leti train``, ``leti eval``, ``leti export``, ``leti push``, ``leti serve``, ``leti envs``.
 
     leti train                                   # the built-in default: learns on a CPU in about 10 minutes
     leti train --config examples/configs/codegen-350M-mbpp.yaml --output_dir runs/mbpp
     leti eval --model runs/leti-default/iteration-6/model --env LETI-Arith --split heldout   # + samples.jsonl
     leti export --model runs/leti-default/iteration-6/model --output merged/   # one plain checkpoint
+    leti push --run runs/leti-default --repo you/leti-arith   # card, model, rollouts to the Hub (--iterations all)
     leti serve --env LETI-MBPP --split test --port 8000   # OpenEnv server (pip install "leti[serve]")
     leti envs
 """
@@ -186,6 +187,33 @@ def envs(argv: list[str]) -> int:
     return leti_env_main(["envs", *argv])
 
 
+def push(argv: list[str]) -> int:
+    """Upload a finished (or interrupted) run folder: what ``push_to_hub=True`` does at the end of training."""
+    from .hub import push_run, write_model_card
+
+    parser = argparse.ArgumentParser(prog="leti push", description=push.__doc__)
+    parser.add_argument("--run", required=True, help="the run folder (leti train's --output_dir)")
+    parser.add_argument("--repo", required=True, help="the model repo, e.g. you/leti-mbpp (the rollouts go to <repo>-rollouts)")
+    parser.add_argument("--iterations", choices=("last", "all"), default="last",
+                        help="the last iteration's model at the repo's root, or also every iteration's in iteration-N/")
+    parser.add_argument("--private", action="store_true", help="create the repos private")
+    args = parser.parse_args(argv)
+    if not Path(args.run, "config.json").is_file():
+        print(f"error: {args.run} is not a leti run folder (no config.json): pass leti train's --output_dir",
+              file=sys.stderr)
+        return 2
+    write_model_card(args.run, args.repo)  # the card names the repo it is pushed to
+    try:
+        uploaded = push_run(args.run, args.repo, iterations=args.iterations, private=args.private or None)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for repo, files in uploaded.items():
+        if files:
+            print(f"{repo}: {len(files)} files")
+    return 0
+
+
 def serve(argv: list[str]) -> int:
     from leti_env.__main__ import main as leti_env_main
 
@@ -194,7 +222,7 @@ def serve(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": train, "eval": evaluate, "export": export, "serve": serve, "envs": envs}
+    commands = {"train": train, "eval": evaluate, "export": export, "push": push, "serve": serve, "envs": envs}
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2

@@ -61,3 +61,16 @@ def test_push_hands_the_card_models_and_rollouts_to_the_hub(tmp_path, tiny_model
         set(uploaded["someone/every"])
     with pytest.raises(ValueError, match="`iterations` must be 'last' or 'all'"):
         trainer.push_to_hub(iterations="best")
+
+    # `leti push`: the same upload of a run folder, later, from the command line
+    from trainers.cli import main
+
+    RecordingApi.instances.clear()
+    assert main(["push", "--run", str(tmp_path / "run"), "--repo", "someone/later"]) == 0
+    (api,) = RecordingApi.instances
+    assert [c[:3] for c in api.calls] == [("create_repo", "someone/later", "model"),
+                                          ("upload_folder", "someone/later", "model"),
+                                          ("create_repo", "someone/later-rollouts", "dataset"),
+                                          ("upload_folder", "someone/later-rollouts", "dataset")]
+    assert "someone/later-rollouts" in api.readme  # the card was rewritten for this repo
+    assert main(["push", "--run", str(tmp_path / "nothing"), "--repo", "someone/x"]) == 2

@@ -105,11 +105,24 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from leti_env.execution.pool import SandboxUnavailableError
 
+    import socket
+
     kwargs = json.loads(args.env_kwargs)
+    try:  # bound before anything starts: a port in use is one clear line, not a server that half started
+        listener = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
+                                        else socket.AF_INET, reuse_port=False)
+    except OSError as exc:
+        import os
+
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(f"error: cannot listen on {args.host}:{args.port} ({reason}): pick another --port, or stop "
+              "what holds it", file=sys.stderr)
+        return 1
     try:
         app, runner = make_app(args.env, args.split, max_turns=args.max_turns, max_concurrent=args.max_concurrent,
                                workers=args.workers, timeout=args.timeout, **kwargs)
     except SandboxUnavailableError as exc:
+        listener.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     pool = runner.pool()
@@ -121,7 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
           f"{pool.protections().get('mode')} mode; up to {args.max_concurrent} sessions, {args.max_turns} "
           f"turn(s) each. Ctrl-C stops it.", flush=True)
     try:
-        server.run()
+        server.run(sockets=[listener])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down
         pass
     finally:

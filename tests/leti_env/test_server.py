@@ -240,3 +240,10 @@ def test_grpo_tool_env_example_against_the_server(tmp_path, server):
          "--bf16", "false", "--use_cpu", "true"], capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "train_loss" in proc.stdout
+
+
+def test_a_port_in_use_is_one_clear_error(server):
+    proc = subprocess.run([sys.executable, "-m", "leti_env", "serve", "--env", "LETI-Arith", "--port", str(server.port)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert f"cannot listen on 127.0.0.1:{server.port} (Address already in use): pick another --port" in proc.stderr

@@ -40,7 +40,7 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
     import sys
 
     env = {**os.environ, "LETI_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    arms = ["textual", "binary", "dummy_span", "shuffled_feedback"]
+    arms = ["textual", "binary", "dummy_span", "shuffled_feedback", "sft_reference", "textual_pretrain_mix"]
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--quick", "--arms", *arms,
                            "--out", str(tmp_path / "study")], capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -50,9 +50,18 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert {r["arm"] for r in rows} == set(arms) and {r["iteration"] for r in rows} == {"0", "1", "2"}
     assert all((out / name).stat().st_size > 0 for name in ("heldout_pass_at_1.png", "sampled_pass_rate.png"))
-    configs = {arm: __import__("json").loads((out / "runs" / f"{arm}-seed0" / "config.json").read_text())["feedback_mode"]
-               for arm in arms}
-    assert configs == {"textual": "text", "binary": "binary", "dummy_span": "dummy", "shuffled_feedback": "shuffled"}
+    import json
+
+    configs = {arm: json.loads((out / "runs" / f"{arm}-seed0" / "config.json").read_text()) for arm in arms}
+    assert {arm: c["feedback_mode"] for arm, c in configs.items() if arm in arms[:4]} == {
+        "textual": "text", "binary": "binary", "dummy_span": "dummy", "shuffled_feedback": "shuffled"}
+    assert configs["sft_reference"]["train_on"] == "references" and configs["textual"]["train_on"] == "rollouts"
+    assert configs["textual_pretrain_mix"]["pretrain_dataset"] == str(out / "runs" / "pretraining-corpus-quick")
+    assert (out / "runs" / "textual_pretrain_mix-seed0" / "pretraining-blocks").exists()  # the mix really ran
+    for arm in arms:  # forgetting: the LM loss of the base model (0) and of each iteration's model
+        forgetting = json.loads((out / "runs" / f"{arm}-seed0" / "forgetting.json").read_text())
+        assert set(forgetting) == {"0", "1", "2"} and all(v["heldout_lm_loss"] > 0 for v in forgetting.values())
+    assert "Forgetting: language-model loss" in report and "| textual_pretrain_mix | textual_sequential |" not in report
     again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--quick", "--arms", *arms,
                             "--out", str(out)], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert again.returncode == 0 and "seed 0:" not in again.stdout  # finished runs are kept, not run again

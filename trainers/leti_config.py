@@ -97,6 +97,11 @@ class LetiConfig(SFTConfig, ModelConfig):
             Controls for what the text adds (not in the paper): `"dummy"`, a constant span carrying no
             information, as long (in characters) as the real feedback; `"shuffled"`, real feedback taken from
             another failed program of the same iteration (the form kept, the information removed).
+        train_on (`str`, *optional*, defaults to `"rollouts"`):
+            `"rollouts"`: each iteration trains on its sampled programs (LeTI). `"references"`: on the tasks'
+            reference programs instead, as if each had been sampled and passed (supervised fine-tuning on
+            ground truth, the paper's comparison; the sampling still runs, for the sampled pass rate). Every
+            task needs a reference program.
         sequence_order (`str`, *optional*, defaults to `"feedback_first"`):
             `"feedback_first"`: reward token, feedback, prompt, program (the authors' code).
             `"feedback_last"`: reward token, prompt, program, feedback (the order the paper's text describes).
@@ -264,6 +269,8 @@ class LetiConfig(SFTConfig, ModelConfig):
     feedback_mode: Literal["text", "binary", "none", "dummy", "shuffled"] = field(
         default="text", metadata={"help": "text (LeTI), binary (reward token only), none (passing programs only), or the "
                                           "controls dummy (an information-free span) and shuffled (another program's feedback)."})
+    train_on: Literal["rollouts", "references"] = field(
+        default="rollouts", metadata={"help": "rollouts (LeTI) or references: the tasks' reference programs (SFT on ground truth)."})
     sequence_order: Literal["feedback_first", "feedback_last"] = field(
         default="feedback_first", metadata={"help": "Where the feedback span goes: before the prompt (authors' code) or after the program."})
     bad_token: str = field(default="<|bad|>", metadata={"help": "Reward token of failing programs."})

@@ -207,6 +207,15 @@ class LetiTrainer:
         self.distributed.wait()
         return metrics
 
+    def _reference_rollouts(self, iteration: int) -> list[Rollout]:
+        """Every training task's reference program, as a passing rollout (``train_on="references"``)."""
+        missing = [t.task_id for t in self.train_tasks if not t.reference_solution]
+        if missing:
+            raise ValueError(f"train_on='references' needs a reference program for every training task; "
+                             f"{len(missing)} have none (e.g. {missing[:3]})")
+        return [Rollout(task_id=t.task_id, prompt=t.prompt, program=t.reference_solution, reward=1.0, status="passed",
+                        feedback="", iteration=iteration) for t in self.train_tasks]
+
     def collect_rollouts(self, iteration: int, path: Path) -> list[Rollout]:
         """Sample and execute, or reload the rollouts an interrupted run already saved."""
         from transformers import set_seed
@@ -223,7 +232,9 @@ class LetiTrainer:
 
     def training_rows(self, rollouts: Sequence[Rollout], iteration: int) -> list[dict]:
         """Tokenized LeTI rows of this iteration, with pre-training rows interleaved step by step."""
-        earlier = self._earlier_passing(iteration) if self.args.replay_passing else None
+        if self.args.train_on == "references":  # ground truth instead of the samples (the SFT comparison)
+            rollouts = self._reference_rollouts(iteration)
+        earlier = self._earlier_passing(iteration) if self.args.replay_passing and self.args.train_on == "rollouts" else None
         kept = select_rollouts(rollouts, self.args, seed=self.args.seed + iteration, earlier_passing=earlier)
         if self.args.feedback_mode == "shuffled":
             kept = shuffle_feedback(kept, seed=self.args.seed + iteration)

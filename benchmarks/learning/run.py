@@ -14,6 +14,18 @@ the plots. Arms (each a `LetiConfig` option on top of the built-in default, `tra
 - dummy_span: a constant, information-free span as long as the real feedback
 - shuffled_feedback: real feedback from another failed program of the same iteration
 - positives_only: passing programs only, no tokens (rejection-sampling fine-tuning)
+- sft_reference: the tasks' reference programs instead of the samples, for the same optimizer steps
+  (`--train_on references`: supervised fine-tuning on ground truth, the paper's comparison)
+- textual_pretrain_mix: LeTI with the pre-training mix (1:1 optimizer steps), the corpus being the default
+  model's own pre-training documents (regenerated exactly: the same generator and seed). The mix alternates
+  steps by row order, so it trains on rows in order (`--train_sampling_strategy sequential`), where the
+  default batches rows by length; its own baseline is therefore
+- textual_sequential: LeTI with rows in order, without the mix
+
+Forgetting, for every arm (`forgetting.json` in each run folder, computed after the run): the language-model
+loss of each iteration's model (iteration 0: the base model) on a held-out slice of the pre-training stream
+(the 1,000 documents that follow the ones the model was pre-trained on), and the sampled pass rate on the
+single-step tasks (what the base model was pre-trained to do) among each iteration's rollouts.
 """
 
 from __future__ import annotations
@@ -37,10 +49,17 @@ ARMS = {
     "dummy_span": ["--feedback_mode", "dummy"],
     "shuffled_feedback": ["--feedback_mode", "shuffled"],
     "positives_only": ["--feedback_mode", "none"],
+    "sft_reference": ["--train_on", "references"],
+    "textual_pretrain_mix": ["--pretrain_dataset", "{corpus}", "--pretrain_text_field", "text",
+                             "--train_sampling_strategy", "sequential"],
+    "textual_sequential": ["--train_sampling_strategy", "sequential"],
 }
 QUICK = ["--model_name_or_path", "tiny", "--num_iterations", "2", "--max_train_tasks", "12", "--max_eval_tasks", "6",
          "--num_generations_per_prompt", "2", "--max_steps", "3", "--max_new_tokens", "12", "--eval_max_new_tokens", "12"]
-CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only")
+CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference", "textual_pretrain_mix",
+             "textual_sequential")
+BASELINES = {"textual_pretrain_mix": "textual_sequential"}  # else textual
+HELDOUT_DOCUMENTS = 1000  # the pre-training stream's next documents: never trained on
 
 
 def main() -> int:
@@ -62,12 +81,22 @@ def main() -> int:
 
 
 def run(folder: Path, arm: str, seed: int, quick: bool) -> None:
-    """One `leti train` (resumed if interrupted; skipped if complete), its wall time, its compositional score."""
+    """One `leti train` (resumed if interrupted; skipped if complete), its wall time, its compositional score,
+    then its forgetting measures."""
     done = folder / "study.json"
-    if done.exists():
-        return
+    if not done.exists():
+        train(folder, arm, seed, quick)
+    if not (folder / "forgetting.json").exists():
+        measure_forgetting(folder, quick)
+
+
+def train(folder: Path, arm: str, seed: int, quick: bool) -> None:
+    done = folder / "study.json"
+    corpus = folder.parent / ("pretraining-corpus-quick" if quick else "pretraining-corpus")
+    if "{corpus}" in ARMS[arm] and not corpus.exists():
+        write_pretraining_corpus(corpus, quick)
     argv = [sys.executable, "-m", "trainers.cli", "train", "--output_dir", str(folder), "--seed", str(seed),
-            *ARMS[arm], *(QUICK if quick else [])]
+            *[a.replace("{corpus}", str(corpus)) for a in ARMS[arm]], *(QUICK if quick else [])]
     start = time.monotonic()
     print(f"{arm} seed {seed}: {' '.join(argv[3:])}", flush=True)
     subprocess.run(argv, cwd=REPO, check=True)
@@ -81,6 +110,79 @@ def run(folder: Path, arm: str, seed: int, quick: bool) -> None:
     done.write_text(json.dumps({"arm": arm, "seed": seed, "wall_s": round(wall, 1), "compositional_pass@1": compositional}))
 
 
+def pretraining_stream(quick: bool):
+    """The default model's pre-training documents, in order (``trainers.default_model``: seed 0, 800 steps
+    of 64), then the documents that would have come next."""
+    from trainers.default_model import PRETRAIN_STEPS, pretraining_example
+
+    rng = random.Random(0)
+    seen = 200 if quick else PRETRAIN_STEPS * 64
+    return [pretraining_example(rng) for _ in range(seen)], [pretraining_example(rng) for _ in range(
+        50 if quick else HELDOUT_DOCUMENTS)]
+
+
+def write_pretraining_corpus(folder: Path, quick: bool) -> None:
+    import datasets
+
+    documents, _ = pretraining_stream(quick)
+    tmp = folder.with_name(folder.name + ".tmp")
+    datasets.Dataset.from_dict({"text": documents}).save_to_disk(str(tmp))
+    os.replace(tmp, folder)
+
+
+def measure_forgetting(folder: Path, quick: bool) -> None:
+    """``forgetting.json``: per iteration, the model's mean token loss on the held-out pre-training documents
+    (iteration 0: the base model) and the single-step tasks' sampled pass rate (iteration k: the rollouts
+    the model after k - 1 iterations sampled; so they start at iteration 1)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    import leti_env
+
+    transformers_logging.disable_progress_bar()
+    from trainers.rollouts import load_rollouts
+
+    config = json.loads((folder / "config.json").read_text())
+    name = config.get("model_name_or_path") or "default"
+    if name == "default":
+        from trainers.default_model import default_model_path
+
+        base = default_model_path(seed=int(config.get("default_model_seed") or 0))
+    else:
+        from trainers.tiny import tiny_model_path
+
+        base = tiny_model_path(name)
+    _, heldout = pretraining_stream(quick)
+    single_step = {t.task_id for t in leti_env.load_tasks("LETI-Arith", "train") if t.metadata.get("num_steps") == 1}
+    models = {0: base, **{int(p.name.split("-")[1]): p / "model" for p in folder.glob("iteration-*")
+                          if (p / "COMPLETE").exists()}}
+    measures: dict[int, dict] = {}
+    torch.manual_seed(0)
+    for iteration, path in sorted(models.items()):
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for start in range(0, len(heldout), 64):
+                texts = [d + tokenizer.eos_token for d in heldout[start:start + 64]]
+                batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+                labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+                logits = model(**batch).logits[:, :-1]
+                targets = labels[:, 1:]
+                losses = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
+                                                           ignore_index=-100, reduction="sum")
+                total += float(losses)
+                count += int((targets != -100).sum())
+        measures[iteration] = {"heldout_lm_loss": round(total / count, 4)}
+        rollouts_dir = folder / f"iteration-{iteration}" / "rollouts"
+        if iteration > 0 and rollouts_dir.exists():
+            single = [r for r in load_rollouts(rollouts_dir) if r.task_id in single_step]
+            if single:
+                measures[iteration]["single_step_sampled_pass_rate"] = round(sum(r.reward for r in single) / len(single), 4)
+    (folder / "forgetting.json").write_text(json.dumps(measures, indent=1) + "\n")
+
+
 def rows_of(out: Path, arms, seeds) -> list[dict]:
     rows = []
     for arm in arms:
@@ -89,13 +191,17 @@ def rows_of(out: Path, arms, seeds) -> list[dict]:
             if not (folder / "study.json").exists():
                 continue
             study = json.loads((folder / "study.json").read_text())
+            forgetting = json.loads((folder / "forgetting.json").read_text()) if (folder / "forgetting.json").exists() else {}
             for line in (folder / "metrics.jsonl").read_text().splitlines():
                 m = json.loads(line)
+                lost = forgetting.get(str(m["iteration"]), {})
                 rows.append({"arm": arm, "seed": seed, "iteration": m["iteration"],
                              "optimizer_steps": m.get("run/optimizer_steps", 0),
                              "sampled_pass_rate": m.get("rollout/pass_rate"), "heldout_pass@1": m.get("eval/pass@1"),
                              "seconds": sum(v for k, v in m.items() if k.startswith("time/")),
-                             "run_wall_s": study["wall_s"], "compositional_pass@1": study["compositional_pass@1"]})
+                             "run_wall_s": study["wall_s"], "compositional_pass@1": study["compositional_pass@1"],
+                             "heldout_lm_loss": lost.get("heldout_lm_loss"),
+                             "single_step_sampled_pass_rate": lost.get("single_step_sampled_pass_rate")})
     return rows
 
 
@@ -153,7 +259,11 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
             lines.append(f"| {arm} | {len(held)} | {_spread(sampled)} | {_spread(held)} | {_spread(comp)} | "
                          f"{sum(walls.values()) / len(walls) / 60:.1f} min |")
     iterations = sorted({r["iteration"] for r in rows})
-    for measure, title in (("heldout_pass@1", "Held-out pass@1"), ("sampled_pass_rate", "Sampled pass rate")):
+    for measure, title in (("heldout_pass@1", "Held-out pass@1"), ("sampled_pass_rate", "Sampled pass rate"),
+                           ("heldout_lm_loss", "Forgetting: language-model loss on held-out pre-training documents "
+                                               "(nats per token; lower is better)"),
+                           ("single_step_sampled_pass_rate", "Forgetting: sampled pass rate of the single-step tasks "
+                                                             "(the rollouts each iteration starts from)")):
         lines += ["", f"{title} per iteration (mean over seeds):", "",
                   "| arm | " + " | ".join(str(i) for i in iterations) + " |", "| --- |" + " --- |" * len(iterations)]
         for arm in (a for a in arms if any(r["arm"] == a for r in rows)):
@@ -162,18 +272,24 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
                 values = [r[measure] for r in rows if r["arm"] == arm and r["iteration"] == i and r[measure] is not None]
                 cells.append(f"{sum(values) / len(values):.3f}" if values else "-")
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    lines += ["", "Differences at the last iteration (textual − arm; mean over the seeds both have, 95% bootstrap "
-              "interval over seeds; with one seed the interval is that seed's value):", "",
-              "| arm | seeds | held-out pass@1 | sampled pass rate |", "| --- | --- | --- | --- |"]
-    for arm in (a for a in CONTRASTS if a in arms and "textual" in arms):
-        common = set(final(rows, "textual", "heldout_pass@1")) & set(final(rows, arm, "heldout_pass@1"))
+    lines += ["", "Differences at the last iteration (baseline − arm; the baseline is textual, except for the "
+              "pre-training mix, whose baseline is textual_sequential: the same row order without the mix; mean over "
+              "the seeds both have, 95% bootstrap interval over seeds; with one seed the interval is that seed's "
+              "value). A positive language-model-loss difference means the arm forgot less:", "",
+              "| arm | baseline | seeds | held-out pass@1 | sampled pass rate | held-out LM loss |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for arm in (a for a in CONTRASTS if a in arms):
+        baseline = BASELINES.get(arm, "textual")
+        if baseline not in arms:
+            continue
+        common = set(final(rows, baseline, "heldout_pass@1")) & set(final(rows, arm, "heldout_pass@1"))
         if not common:
             continue
         cells = []
-        for measure in ("heldout_pass@1", "sampled_pass_rate"):
-            mean, low, high = bootstrap_difference(final(rows, "textual", measure), final(rows, arm, measure))
-            cells.append(f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
-        lines.append(f"| {arm} | {len(common)} | " + " | ".join(cells) + " |")
+        for measure in ("heldout_pass@1", "sampled_pass_rate", "heldout_lm_loss"):
+            mean, low, high = bootstrap_difference(final(rows, baseline, measure), final(rows, arm, measure))
+            cells.append("-" if mean != mean else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+        lines.append(f"| {arm} | {baseline} | {len(common)} | " + " | ".join(cells) + " |")
     lines += ["", "Optimizer steps to reach textual's mean held-out pass@1 at iterations 3 and 6 (the paper's "
               "sample-efficiency ratio, steps and steps / textual's; `-`: some seed never does):", "",
               "| arm | to iteration 3's | to iteration 6's |", "| --- | --- | --- |"]

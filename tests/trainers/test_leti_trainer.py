@@ -104,6 +104,24 @@ def test_replay_reads_the_latest_passing_programs_from_the_run_folder(tmp_path, 
     assert texts[0].startswith("<|bad|>") and texts[1] == "<|good|>" + task.prompt + "new"
 
 
+def test_train_on_references_trains_on_the_ground_truth_only(tmp_path, tiny_model_dir, mbpp_tasks):
+    """The SFT comparison: the iteration's rows are the tasks' reference programs, whatever was sampled."""
+    from trainers import Rollout
+
+    tasks = mbpp_tasks[:3]
+    trainer = LetiTrainer(str(tiny_model_dir), small_config(tmp_path, train_on="references", keep_passing="distinct"),
+                          train_tasks=tasks)
+    sampled = [Rollout(t.task_id, t.prompt, "wrong", 0.0, "failed", "AssertionError", 1) for t in tasks]
+    rows = trainer.training_rows(sampled, 1)
+    texts = sorted(trainer.tokenizer.decode(r["input_ids"]).replace(trainer.tokenizer.pad_token or "", "") for r in rows)
+    assert texts == sorted("<|good|>" + t.prompt + t.reference_solution for t in tasks)
+    assert not any("wrong" in t or "<|bad|>" in t for t in texts)
+    bare = [type(t)(t.task_id, t.prompt, t.tests) for t in tasks]  # no reference program
+    with pytest.raises(ValueError, match="train_on='references' needs a reference program for every training task"):
+        LetiTrainer(str(tiny_model_dir), small_config(tmp_path / "b", train_on="references"),
+                    train_tasks=bare).training_rows(sampled, 1)
+
+
 def test_saved_adapter_loads_with_peft_and_generates(tmp_path, tiny_model_dir, mbpp_tasks):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer

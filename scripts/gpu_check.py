@@ -22,6 +22,10 @@ independent, and one that fails or crashes is reported as such while the others 
   iteration 1 and run again: iteration 1 is kept, iteration 2 completes. Then ``leti eval`` and
   ``leti export`` load the adapter it saved: eval's model is 4-bit on the training device, and the merged
   export's logits match it.
+- ``sandbox_here``: the executor on this machine, whose kernel, cgroup version and container differ from the
+  CI's: ``python -m leti_env sandbox`` (every protection and its safe self-test) and, where pytest is
+  installed, the cgroup and least-privilege tests (``tests/leti_env/test_cgroups.py``,
+  ``test_least_privilege.py``); on a cgroup v2 host these run the v2 path on a real kernel. Device-free.
 """
 
 from __future__ import annotations
@@ -399,6 +403,36 @@ class Context:
                 build_codegen(folder, self.shapes, size, self._tokenizer)
             self._models[name] = folder
         return self._models[name]
+
+
+@check
+def sandbox_here(ctx) -> dict:
+    import importlib.util
+
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "leti_env", "sandbox", "--json"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    try:
+        report = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return {"ok": False, "error": (proc.stdout + proc.stderr)[-3000:]}
+    from leti_env.execution.sandbox import cgroups
+
+    failed = [c["class"] for c in report.get("self_test", []) if not c["ok"]]
+    result = {"ok": proc.returncode == 0 and not failed, "mode": report.get("mode"),
+              "cgroups": cgroups.can_use()[1], "missing": [k for k, v in report.items() if v is False],
+              "self_test_failed": failed}
+    if ctx.args.smoke or importlib.util.find_spec("pytest") is None:  # the CPU suite runs these tests itself
+        result["tests"] = "not run (" + ("smoke" if ctx.args.smoke else "no pytest") + ")"
+        return result
+    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            "tests/leti_env/test_cgroups.py", "tests/leti_env/test_least_privilege.py"],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result["tests"] = (tests.stdout.strip().splitlines() or ["?"])[-1]
+    result["ok"] = result["ok"] and tests.returncode == 0
+    if tests.returncode != 0:
+        result["log"] = tests.stdout[-3000:]
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The versions leti is tested with, for a Python 3.12 x86-64 machine (about 58 MB in all).
 WHEELS="trl==1.16.0 transformers==5.24.0 peft==0.21.2 bitsandbytes==0.50.2 datasets==5.2.0 gymnasium==1.4.0
-        farama-notifications==0.0.6 dill==0.4.1 multiprocess==0.70.19"
+        farama-notifications==0.0.6 dill==0.4.1 multiprocess==0.70.19 pytest==9.2.0 pluggy==1.7.0 iniconfig==2.3.1"
 PY=${PYTHON:-}
 if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
@@ -27,7 +27,9 @@ if [ "${1:-}" = "--wheels" ]; then
   du -sh .whl
   exit 0
 fi
-if ls .whl/*.whl >/dev/null 2>&1; then
+if ls .whl/*.whl >/dev/null 2>&1 && ! "$PY" -c "import sys; sys.exit(sys.version_info[:2] != (3, 12))"; then
+  echo "gpu_check: ignoring .whl/ (wheels for Python 3.12; this is $("$PY" -c 'import platform; print(platform.python_version())'))" >&2
+elif ls .whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/leti-site .whl/*.whl
   export PYTHONPATH=/tmp/leti-site${PYTHONPATH:+:$PYTHONPATH}
 fi

@@ -164,13 +164,17 @@ def test_malformed_requests_get_clear_errors_and_the_server_stays_up(server):
 def test_shutdown_leaves_no_sandbox_behind():
     tmp_before = {n for n in os.listdir("/tmp") if n.startswith("leti-sandbox-")}
     server = Server("--workers", "2")
-    with server.client() as env:
-        env.reset(task_id=TASK.task_id)
-        assert env.step(CodeAction(code=TASK.reference_solution)).reward == 1.0
-    launchers = [pid for pid in _descendants(server.proc.pid) if _is_launcher(pid, server.proc.pid)]
-    tree = _descendants(server.proc.pid)
-    assert len(launchers) == 2 and tree
-    code, out, err = server.stop()
+    try:
+        with server.client() as env:
+            env.reset(task_id=TASK.task_id)
+            assert env.step(CodeAction(code=TASK.reference_solution)).reward == 1.0
+        launchers = [pid for pid in _descendants(server.proc.pid) if _is_launcher(pid, server.proc.pid)]
+        tree = _descendants(server.proc.pid)
+        assert len(launchers) == 2 and tree
+        code, out, err = server.stop()
+    finally:
+        if server.proc.poll() is None:  # a failed assertion above: never leave a server behind
+            server.stop()
     assert code == 0, err
     assert "serving LETI-MBPP (test)" in out and "Traceback" not in err
     alive = [pid for pid in tree if os.path.exists(f"/proc/{pid}")]
@@ -224,6 +228,7 @@ def test_a_full_server_refuses_a_session_with_a_clear_error():
             assert first.step(CodeAction(code=TASK.reference_solution)).reward == 1.0  # unaffected
     finally:
         server.stop()
+        assert server.proc.returncode == 0
 
 
 @pytest.mark.slow

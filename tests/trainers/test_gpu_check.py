@@ -21,7 +21,8 @@ def test_gpu_check_runs_every_check_on_a_cpu(tmp_path):
     assert out.exists(), run.stderr[-3000:]
     report = json.loads(out.read_text())
     checks = report["checks"]
-    assert set(checks) == {"qlora_updates", "memory", "shared_prefill", "vllm", "train_resume_eval_export"}
+    assert set(checks) == {"qlora_updates", "memory", "shared_prefill", "vllm", "train_resume_eval_export", "sandbox_here"}
+    assert checks["sandbox_here"]["mode"] and checks["sandbox_here"]["self_test_failed"] == []
     failed = {name: result for name, result in checks.items() if not result["ok"]}
     assert not failed and run.returncode == 0, json.dumps(failed, indent=1)[-4000:]
     qlora = checks["qlora_updates"]

@@ -38,11 +38,11 @@ def _tasks(env_id: str, split: str | None, limit: int | None):
     return load_tasks(env_id, split, limit)
 
 
-def _model_path(name: str, seed: int) -> str:
+def _model_path(name: str, seed: int, size: str = "small") -> str:
     if name == "default":
         from .default_model import default_model_path
 
-        return default_model_path(seed=seed)
+        return default_model_path(seed=seed, size=size)
     from .tiny import tiny_model_path
 
     return tiny_model_path(name)
@@ -71,7 +71,8 @@ def train(argv: list[str]) -> int:
         eval_tasks = _tasks(script.env_id, script.eval_split, script.max_eval_tasks) \
             if script.eval_split not in (None, "none") else None
         with Processes().main_first():  # under a multi-process launcher, the main process builds a missing model
-            model_path = _model_path(config.model_name_or_path or "default", script.default_model_seed)
+            model_path = _model_path(config.model_name_or_path or "default", script.default_model_seed,
+                                     script.default_model_size)
         trainer = LetiTrainer(model_path, config, train_tasks=train_tasks, eval_tasks=eval_tasks)
     except SETUP_ERRORS as exc:
         return _setup_failed("train", exc)

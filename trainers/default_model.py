@@ -35,6 +35,12 @@ from leti_env.tasks.arith import CONSTANTS, MAX_INPUT, OPERATORS, PHRASES, apply
 
 VERSION = 2  # bump when the recipe changes, so caches are rebuilt
 PRETRAIN_STEPS = 800
+# Llama shapes of the default model's sizes. "small" is the built-in default (~0.9 M parameters); "medium"
+# (~5 M) is for asking whether what LeTI's feedback text adds changes with scale (the learning study).
+SIZES = {
+    "small": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4),
+    "medium": dict(hidden_size=256, intermediate_size=768, num_hidden_layers=6, num_attention_heads=4),
+}
 
 
 def cache_dir() -> Path:
@@ -79,16 +85,18 @@ def build_default_tokenizer(seed: int = 0):
                                    pad_token="<|pad|>", padding_side="left", model_max_length=512)
 
 
-def default_model_path(*, seed: int = 0, rebuild: bool = False, log=print, **build_kwargs) -> str:
-    """The cached default model (built on first use). Returns its folder."""
-    folder = cache_dir() / f"default-arith-v{VERSION}-seed{seed}"
+def default_model_path(*, seed: int = 0, size: str = "small", rebuild: bool = False, log=print, **build_kwargs) -> str:
+    """The cached default model of ``size`` (built on first use). Returns its folder."""
+    if size not in SIZES:
+        raise ValueError(f"unknown default model size {size!r}; choose from {sorted(SIZES)}")
+    folder = cache_dir() / (f"default-arith-v{VERSION}-seed{seed}" + ("" if size == "small" else f"-{size}"))
     if (folder / "leti_default_model.json").exists() and not rebuild:
         return str(folder)
-    build_default_model(folder, seed=seed, log=log, **build_kwargs)
+    build_default_model(folder, seed=seed, size=size, log=log, **build_kwargs)
     return str(folder)
 
 
-def build_default_model(folder: str | Path, *, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS,
+def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small", pretrain_steps: int = PRETRAIN_STEPS,
                         batch_size: int = 64, learning_rate: float = 3e-3, warmup_steps: int = 50,
                         described_fraction: float = 0.35, max_input: int = MAX_INPUT, log=print) -> Path:
     """Tokenizer + Llama + pre-training; writes ``folder`` with a ``leti_default_model.json`` record.
@@ -106,8 +114,9 @@ def build_default_model(folder: str | Path, *, seed: int = 0, pretrain_steps: in
     start = time.monotonic()
     torch.manual_seed(seed)
     tokenizer = build_default_tokenizer(seed)
-    config = LlamaConfig(vocab_size=len(tokenizer) + 4, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+    shape = SIZES[size]
+    config = LlamaConfig(vocab_size=len(tokenizer) + 4, **shape, num_key_value_heads=shape["num_attention_heads"],
+                         max_position_embeddings=512,
                          tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model = LlamaForCausalLM(config)
@@ -138,7 +147,7 @@ def build_default_model(folder: str | Path, *, seed: int = 0, pretrain_steps: in
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tail = losses[-max(1, min(50, len(losses) // 5)):]
-    record = {"version": VERSION, "seed": seed, "parameters": sum(p.numel() for p in model.parameters()),
+    record = {"version": VERSION, "seed": seed, "size": size, "parameters": sum(p.numel() for p in model.parameters()),
               "vocab_size": len(tokenizer), "pretrain_steps": pretrain_steps, "pretrain_tokens": tokens_seen,
               "described_fraction": described_fraction, "max_input": max_input, "learning_rate": learning_rate,
               "first_loss": losses[0], "final_loss": sum(tail) / len(tail), "seconds": time.monotonic() - start,

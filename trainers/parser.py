@@ -23,6 +23,8 @@ class ScriptArguments:
     max_eval_tasks: int | None = field(default=None, metadata={"help": "Use only the first N evaluation tasks."})
     default_model_seed: int = field(default=0, metadata={"help": "Seed of the built-in default model "
                                                                  "(`--model_name_or_path default`)."})
+    default_model_size: str = field(default="small", metadata={"help": "Size of the built-in default model: small "
+                                                                       "(~0.9 M parameters, the default) or medium (~5 M)."})
     verbose: bool = field(default=False, metadata={"help": "Also show transformers', datasets' and bitsandbytes' own "
                                                            "logging, progress bars and deprecation notices."})
 

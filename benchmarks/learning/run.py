@@ -21,6 +21,8 @@ the plots. Arms (each a `LetiConfig` option on top of the built-in default, `tra
   steps by row order, so it trains on rows in order (`--train_sampling_strategy sequential`), where the
   default batches rows by length; its own baseline is therefore
 - textual_sequential: LeTI with rows in order, without the mix
+- textual_medium, binary_medium, dummy_span_medium: textual, binary and dummy_span with the ~5 M-parameter
+  default model (`--default_model_size medium`); not in the default set of arms (name them)
 
 Forgetting, for every arm (`forgetting.json` in each run folder, computed after the run): the language-model
 loss of each iteration's model (iteration 0: the base model) on a held-out slice of the pre-training stream
@@ -53,18 +55,25 @@ ARMS = {
     "textual_pretrain_mix": ["--pretrain_dataset", "{corpus}", "--pretrain_text_field", "text",
                              "--train_sampling_strategy", "sequential"],
     "textual_sequential": ["--train_sampling_strategy", "sequential"],
+    # the same question at ~5 M parameters (--default_model_size medium: its own cached model)
+    "textual_medium": ["--default_model_size", "medium"],
+    "binary_medium": ["--default_model_size", "medium", "--feedback_mode", "binary"],
+    "dummy_span_medium": ["--default_model_size", "medium", "--feedback_mode", "dummy"],
 }
+DEFAULT_ARMS = ["textual", "binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference",
+                "textual_pretrain_mix", "textual_sequential"]  # the medium arms: asked for by name (hours each)
 QUICK = ["--model_name_or_path", "tiny", "--num_iterations", "2", "--max_train_tasks", "12", "--max_eval_tasks", "6",
          "--num_generations_per_prompt", "2", "--max_steps", "3", "--max_new_tokens", "12", "--eval_max_new_tokens", "12"]
 CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference", "textual_pretrain_mix",
-             "textual_sequential")
-BASELINES = {"textual_pretrain_mix": "textual_sequential"}  # else textual
+             "textual_sequential", "binary_medium", "dummy_span_medium")
+BASELINES = {"textual_pretrain_mix": "textual_sequential", "binary_medium": "textual_medium",
+             "dummy_span_medium": "textual_medium"}  # else textual
 HELDOUT_DOCUMENTS = 1000  # the pre-training stream's next documents: never trained on
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, choices=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default=str(HERE), help="folder of runs/, RESULTS.md, results.csv and the plots")
     parser.add_argument("--quick", action="store_true", help="one seed, 2 iterations, a tiny model: the pipeline only")
@@ -87,7 +96,7 @@ def run(folder: Path, arm: str, seed: int, quick: bool) -> None:
     if not done.exists():
         train(folder, arm, seed, quick)
     if not (folder / "forgetting.json").exists():
-        measure_forgetting(folder, quick)
+        measure_forgetting(folder, quick, size="medium" if "medium" in ARMS[arm] else "small")
 
 
 def train(folder: Path, arm: str, seed: int, quick: bool) -> None:
@@ -130,7 +139,7 @@ def write_pretraining_corpus(folder: Path, quick: bool) -> None:
     os.replace(tmp, folder)
 
 
-def measure_forgetting(folder: Path, quick: bool) -> None:
+def measure_forgetting(folder: Path, quick: bool, size: str = "small") -> None:
     """``forgetting.json``: per iteration, the model's mean token loss on the held-out pre-training documents
     (iteration 0: the base model) and the single-step tasks' sampled pass rate (iteration k: the rollouts
     the model after k - 1 iterations sampled; so they start at iteration 1)."""
@@ -148,7 +157,7 @@ def measure_forgetting(folder: Path, quick: bool) -> None:
     if name == "default":
         from trainers.default_model import default_model_path
 
-        base = default_model_path(seed=int(config.get("default_model_seed") or 0))
+        base = default_model_path(seed=int(config.get("default_model_seed") or 0), size=size)
     else:
         from trainers.tiny import tiny_model_path
 
@@ -291,15 +300,17 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
             cells.append("-" if mean != mean else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
         lines.append(f"| {arm} | {baseline} | {len(common)} | " + " | ".join(cells) + " |")
     lines += ["", "Optimizer steps to reach textual's mean held-out pass@1 at iterations 3 and 6 (the paper's "
-              "sample-efficiency ratio, steps and steps / textual's; `-`: some seed never does):", "",
+              "sample-efficiency ratio, steps and steps / textual's; the medium arms against textual_medium; "
+              "`-`: some seed never does):", "",
               "| arm | to iteration 3's | to iteration 6's |", "| --- | --- | --- |"]
     for arm in (a for a in arms if any(r["arm"] == a for r in rows)):
         cells = []
+        reference = "textual_medium" if arm.endswith("_medium") else "textual"
         for iteration in (3, 6):
-            levels = [r["heldout_pass@1"] for r in rows if r["arm"] == "textual" and r["iteration"] == iteration]
+            levels = [r["heldout_pass@1"] for r in rows if r["arm"] == reference and r["iteration"] == iteration]
             level = sum(levels) / len(levels) if levels else None
             reached = steps_to_reach(rows, arm, "heldout_pass@1", level) if level is not None else None
-            own = steps_to_reach(rows, "textual", "heldout_pass@1", level) if level is not None else None
+            own = steps_to_reach(rows, reference, "heldout_pass@1", level) if level is not None else None
             cells.append("-" if reached is None else f"{reached:.0f}" + (f" ({reached / own:.2f}x)" if own else ""))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     total = sum({(r["arm"], r["seed"]): r["run_wall_s"] for r in rows}.values())

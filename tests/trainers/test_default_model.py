@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 
+import pytest
+
 from trainers.default_model import build_default_model, pretraining_example
 
 
@@ -29,3 +31,16 @@ def test_build_writes_a_loadable_model_and_its_record(tmp_path):
     assert tokenizer.tokenize("123") == ["1", "2", "3"]  # every digit its own token
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert model.config.tie_word_embeddings and model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
+
+
+def test_the_medium_size_is_its_own_cached_model(tmp_path, monkeypatch):
+    """--default_model_size medium: ~5 M parameters, cached beside (never instead of) the small default."""
+    from trainers.default_model import default_model_path
+
+    monkeypatch.setenv("LETI_CACHE", str(tmp_path))
+    medium = default_model_path(size="medium", pretrain_steps=3, warmup_steps=1, log=lambda *_: None)
+    record = json.loads((tmp_path / "default-arith-v2-seed0-medium" / "leti_default_model.json").read_text())
+    assert medium.endswith("-medium") and record["size"] == "medium" and 4_000_000 < record["parameters"] < 7_000_000
+    assert not (tmp_path / "default-arith-v2-seed0").exists()
+    with pytest.raises(ValueError, match="unknown default model size 'huge'; choose from"):
+        default_model_path(size="huge")

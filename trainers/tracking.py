@@ -107,11 +107,7 @@ class RunTracker:
         if "trackio" not in self.names:
             return None
         if self._trackio_run is None:
-            try:
-                import trackio
-            except ImportError as exc:
-                raise ImportError(f"report_to='trackio' needs trackio ({exc}): `pip install trackio`, "
-                                  "or drop it from report_to.") from None
+            trackio = _tracker_module("trackio", "trackio")
             options = dict(self._trackio_options)
             record = self.output_dir / RUN_FILE
             kept = json.loads(record.read_text()).get("trackio", {}) if record.is_file() else {}
@@ -132,13 +128,20 @@ class RunTracker:
         if "tensorboard" not in self.names:
             return None
         if self._writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as exc:
-                raise ImportError(f"report_to='tensorboard' needs tensorboard ({exc}): `pip install tensorboard`, "
-                                  "or drop it from report_to.") from None
-            self._writer = SummaryWriter(log_dir=str(self.output_dir / "runs"))
+            tensorboard = _tracker_module("tensorboard", "torch.utils.tensorboard")
+            self._writer = tensorboard.SummaryWriter(log_dir=str(self.output_dir / "runs"))
         return self._writer
+
+
+def _tracker_module(name: str, module: str):
+    """``module``, or an error naming the package that ``report_to=name`` needs."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"report_to='{name}' needs {name} ({exc}): `pip install {name}`, "
+                          "or drop it from report_to.") from None
 
 
 def loss_callback(tracker: RunTracker, offset: int):

@@ -58,6 +58,10 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
     assert configs["sft_reference"]["train_on"] == "references" and configs["textual"]["train_on"] == "rollouts"
     assert configs["textual_pretrain_mix"]["pretrain_dataset"] == str(out / "runs" / "pretraining-corpus-quick")
     assert (out / "runs" / "textual_pretrain_mix-seed0" / "pretraining-blocks").exists()  # the mix really ran
+    import datasets
+
+    corpus = datasets.load_from_disk(str(out / "runs" / "pretraining-corpus-quick"))
+    assert all(text.endswith("<|endoftext|>") for text in corpus["text"])  # documents as the model saw them
     for arm in arms:  # forgetting: the LM loss of the base model (0) and of each iteration's model
         forgetting = json.loads((out / "runs" / f"{arm}-seed0" / "forgetting.json").read_text())
         assert set(forgetting) == {"0", "1", "2"} and all(v["heldout_lm_loss"] > 0 for v in forgetting.values())

@@ -231,14 +231,19 @@ class LetiEnvClient(EnvClient[CodeAction, CodeObservation, CodeState]):
     async def _send_and_receive(self, message: dict[str, Any]) -> dict[str, Any]:
         from websockets.exceptions import ConnectionClosed
 
+        # A full server sends CAPACITY_REACHED and closes: the client sees the one or the other first.
         try:
             return await super()._send_and_receive(message)
         except ConnectionClosed as exc:
-            raise ConnectionError(
-                f"the leti server at {self._ws_url} closed this session ({exc}). It refuses sessions beyond its "
-                "--max_concurrent (each open client holds one: TRL's environment_factory opens one per "
-                "generation slot); start it with a larger --max_concurrent, or close() clients you no longer use."
-            ) from None
+            why = str(exc)
+        except RuntimeError as exc:
+            if "CAPACITY_REACHED" not in str(exc):
+                raise
+            why = str(exc)
+        raise ConnectionError(
+            f"the leti server at {self._ws_url} refused or closed this session ({why}). It refuses sessions beyond "
+            "its --max_concurrent (each open client holds one: TRL's environment_factory opens one per "
+            "generation slot); start it with a larger --max_concurrent, or close() clients you no longer use.")
 
     def _step_payload(self, action: CodeAction) -> dict[str, Any]:
         return action.model_dump(exclude_none=True)

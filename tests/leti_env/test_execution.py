@@ -176,6 +176,33 @@ def test_truthiness_of_returned_objects_is_forwarded(pool):
     assert run1(pool, program).passed
 
 
+# A program that writes its own frames on the test channel (found by fstat) before the verifier asks.
+_RAW_FRAME = (
+    "import os, stat, struct\n"
+    "def _socket(fd):\n"
+    "    try:\n        return stat.S_ISSOCK(os.fstat(fd).st_mode)\n    except OSError:\n        return False\n"
+    "body = {body}\n"
+    "for fd in range(3, 64):\n"
+    "    if _socket(fd):\n"
+    "        os.write(fd, struct.pack('>I', len(body)) + body)\n"
+    "def add(a, b):\n    return a - b\n"
+)
+
+
+@pytest.mark.parametrize("body, why", [
+    ("b'[\"loaded\"] [\"ok\",true]'", "extra data after a message"),  # a second, forged reply glued on
+    ("b' [\"loaded\"]'", "Expecting value"),  # whitespace: the framing is exact JSON, nothing around it
+    ("'[\"loaded\"]'.encode('utf-16')", "codec can't decode"),  # UTF-8 only
+    ("b'[\"ok\",true]'", "expected the load report"),  # a reply before any request
+])
+def test_raw_frames_on_the_test_channel_fail_the_program_and_the_slot_lives_on(pool, body, why):
+    result = run1(pool, Program(_RAW_FRAME.format(body=body), "assert add(1, 2) == 3\n"))
+    assert result.status == "error" and not result.passed
+    assert "SandboxProtocolError: the program broke the test protocol" in result.feedback
+    assert why in result.feedback
+    assert run1(pool, Program("def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\n")).passed
+
+
 # -- the API ----------------------------------------------------------------------------------
 
 

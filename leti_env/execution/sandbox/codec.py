@@ -17,6 +17,9 @@ import fractions
 import sys
 
 _MAX_DEPTH = 200
+# Larger ints travel as hex strings (JSON parsers elsewhere may cap them). A constant: `10**300` written
+# inline is recomputed on every call (CPython folds only small powers), and encode runs on every reply.
+_INT_LIMIT = 10**300
 # Builtin functions a program may hand back by name (pure functions; never eval, open, __import__ ...).
 SAFE_BUILTIN_FUNCTIONS = frozenset(
     "abs all any ascii bin callable chr divmod format hash hex isinstance issubclass iter len max min "
@@ -75,7 +78,7 @@ def encode(value, register, depth: int = 0):
     if value is None or t is bool or t is str:
         return value
     if t is int:
-        return value if -(10**300) < value < 10**300 else ["i", format(value, "x")]
+        return value if -_INT_LIMIT < value < _INT_LIMIT else ["i", format(value, "x")]
     if t is float:
         return ["x", value.hex()]  # exact, and covers nan/inf without JSON extensions
     if depth > _MAX_DEPTH:

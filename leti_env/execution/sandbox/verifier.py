@@ -71,6 +71,10 @@ class _Connection:
         self.refs: dict[int, SandboxObject] = {}
         self.reader = MessageReader(fd)
         self.violation: ProtocolViolation | None = None  # sticky: the tests cannot swallow it
+        self._poll = select.poll()  # registered once: every test call waits on it
+        self._poll.register(fd, select.POLLIN)
+        if pidfd is not None:
+            self._poll.register(pidfd, select.POLLIN)
 
     def _violated(self, message: str) -> ProtocolViolation:
         if self.violation is None:
@@ -80,10 +84,9 @@ class _Connection:
     def _wait_readable(self) -> None:
         if self.reader.has_message():
             return
-        fds = [self.fd] + ([self.pidfd] if self.pidfd is not None else [])
         while True:
-            ready, _, _ = select.select(fds, [], [])
-            if self.fd in ready:
+            ready = [fd for fd, _ in self._poll.poll()]
+            if self.fd in ready:  # readable, or hung up (the read then says so)
                 return
             if self.pidfd in ready:  # exited; but read whatever it wrote before dying
                 ready, _, _ = select.select([self.fd], [], [], 0)

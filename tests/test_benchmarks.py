@@ -69,3 +69,7 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
     again = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--quick", "--arms", *arms,
                             "--out", str(out)], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert again.returncode == 0 and "seed 0:" not in again.stdout  # finished runs are kept, not run again
+    one = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--quick", "--arms", "textual",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    report = (out / "RESULTS.md").read_text()  # a one-arm invocation keeps every finished run in the report
+    assert one.returncode == 0 and all(f"| {arm} | 1 |" in report for arm in arms), report[:2000]

@@ -86,8 +86,16 @@ def main() -> int:
     for seed in args.seeds:  # seed-major: an interrupted study has every arm at the same number of seeds
         for arm in args.arms:
             run(out / "runs" / f"{arm}-seed{seed}", arm, seed, args.quick)
-            write_results(out, args.arms, args.seeds, command, args.quick)
+            write_results(out, *finished_runs(out), command, args.quick)
     return 0
+
+
+def finished_runs(out: Path) -> tuple[list[str], list[int]]:
+    """The arms (in ``ARMS`` order) and seeds of every finished run under ``out/runs``: the report covers
+    them all, whichever command ran them (a study grows across invocations and days)."""
+    done = [p.parent.name for p in (out / "runs").glob("*-seed*/study.json")]
+    arms = [a for a in ARMS if any(name.rsplit("-seed", 1)[0] == a for name in done)]
+    return arms, sorted({int(name.rsplit("-seed", 1)[1]) for name in done})
 
 
 def run(folder: Path, arm: str, seed: int, quick: bool) -> None:
@@ -109,7 +117,7 @@ def train(folder: Path, arm: str, seed: int, quick: bool) -> None:
             *[a.replace("{corpus}", str(corpus)) for a in ARMS[arm]], *(QUICK if quick else [])]
     start = time.monotonic()
     print(f"{arm} seed {seed}: {' '.join(argv[3:])}", flush=True)
-    subprocess.run(argv, cwd=REPO, check=True)
+    subprocess.run(argv, cwd=REPO, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # progress as it happens, into a log too
     wall = time.monotonic() - start
     last = max(int(p.name.split("-")[1]) for p in folder.glob("iteration-*") if (p / "COMPLETE").exists())
     scored = subprocess.run([sys.executable, "-m", "trainers.cli", "eval", "--model", str(folder / f"iteration-{last}" / "model"),
@@ -139,6 +147,7 @@ def write_pretraining_corpus(folder: Path, quick: bool) -> None:
     documents, _ = pretraining_stream(quick)
     documents = [d + END_OF_TEXT for d in documents]
     tmp = folder.with_name(folder.name + ".tmp")
+    datasets.disable_progress_bars()  # a one-second save: its bar says nothing
     datasets.Dataset.from_dict({"text": documents}).save_to_disk(str(tmp))
     os.replace(tmp, folder)
 
@@ -261,9 +270,14 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plots = [plot(out, rows, arms, measure) for measure in ("heldout_pass@1", "sampled_pass_rate")]
+    small = [a for a in arms if not a.endswith("_medium")]
+    medium = [a for a in arms if a.endswith("_medium")]  # another model: their own plots
+    plots = [plot(out, rows, group, measure, suffix) for group, suffix in ((small, ""), (medium, "_medium")) if group
+             for measure in ("heldout_pass@1", "sampled_pass_rate")]
     lines = [f"# The learning study{' (quick: the pipeline only, no scientific result)' if quick else ''}", "",
-             f"Command: `{command}` (seeds {', '.join(map(str, seeds))}), {_versions()}.", "",
+             f"Every finished run under `runs/` (arms {', '.join(arms)}; seeds {', '.join(map(str, seeds))}); the "
+             f"study's command is `python benchmarks/learning/run.py [--arms ...] [--seeds ...]`, and this report was "
+             f"last written by `{command}`, {_versions()}.", "",
              "| arm | seeds | final sampled pass rate | final held-out pass@1 | compositional pass@1 | wall per run |",
              "| --- | --- | --- | --- | --- | --- |"]
     for arm in arms:
@@ -328,7 +342,7 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
     (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
 
 
-def plot(out: Path, rows, arms, measure) -> Path:
+def plot(out: Path, rows, arms, measure, suffix: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -348,7 +362,7 @@ def plot(out: Path, rows, arms, measure) -> Path:
     ax.set_ylabel(measure.replace("_", " "))
     ax.legend()
     fig.tight_layout()
-    path = out / f"{measure.replace('@', '_at_')}.png"
+    path = out / f"{measure.replace('@', '_at_')}{suffix}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

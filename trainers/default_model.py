@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -85,7 +86,13 @@ def build_default_tokenizer(seed: int = 0):
                                    pad_token="<|pad|>", padding_side="left", model_max_length=512)
 
 
-def default_model_path(*, seed: int = 0, size: str = "small", rebuild: bool = False, log=print, **build_kwargs) -> str:
+def _progress(message: str) -> None:
+    """Where the build's progress goes: stderr, at once (as the run's table), so that a log or a pipe shows
+    a ten-minute build as it happens rather than when stdout's buffer fills."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def default_model_path(*, seed: int = 0, size: str = "small", rebuild: bool = False, log=_progress, **build_kwargs) -> str:
     """The cached default model of ``size`` (built on first use). Returns its folder."""
     if size not in SIZES:
         raise ValueError(f"unknown default model size {size!r}; choose from {sorted(SIZES)}")
@@ -98,7 +105,7 @@ def default_model_path(*, seed: int = 0, size: str = "small", rebuild: bool = Fa
 
 def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small", pretrain_steps: int = PRETRAIN_STEPS,
                         batch_size: int = 64, learning_rate: float = 3e-3, warmup_steps: int = 50,
-                        described_fraction: float = 0.35, max_input: int = MAX_INPUT, log=print) -> Path:
+                        described_fraction: float = 0.35, max_input: int = MAX_INPUT, log=_progress) -> Path:
     """Tokenizer + Llama + pre-training; writes ``folder`` with a ``leti_default_model.json`` record.
 
     Pre-training runs a fixed number of steps (not a time budget), so a seed gives the same recipe on
@@ -144,8 +151,16 @@ def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     tmp = folder.with_name(folder.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+    from transformers.utils import logging as transformers_logging
+
+    bars = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # a bar for one 4 MB shard says nothing; the line below does
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    finally:
+        if bars:
+            transformers_logging.enable_progress_bar()
     tail = losses[-max(1, min(50, len(losses) // 5)):]
     record = {"version": VERSION, "seed": seed, "size": size, "parameters": sum(p.numel() for p in model.parameters()),
               "vocab_size": len(tokenizer), "pretrain_steps": pretrain_steps, "pretrain_tokens": tokens_seen,

@@ -44,3 +44,25 @@ def test_the_medium_size_is_its_own_cached_model(tmp_path, monkeypatch):
     assert not (tmp_path / "default-arith-v2-seed0").exists()
     with pytest.raises(ValueError, match="unknown default model size 'huge'; choose from"):
         default_model_path(size="huge")
+
+
+def test_build_progress_reaches_a_pipe_as_it_happens(tmp_path):
+    """`leti train 2>&1 | tee log` shows the build while it runs: stderr, flushed (stdout to a pipe is
+    block-buffered, so a print there would only show at exit)."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    child = ("import sys\nfrom trainers.default_model import default_model_path\n"
+             "default_model_path(pretrain_steps=3, warmup_steps=1)\nsys.stdin.read()\n")  # stays alive until told
+    proc = subprocess.Popen([sys.executable, "-c", child], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "LETI_CACHE": str(tmp_path)}, text=True)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 120)
+        line = proc.stderr.readline() if ready else ""
+        assert line.startswith("default model ready:"), line
+        assert proc.poll() is None  # read while the process still runs
+    finally:
+        out, _ = proc.communicate("", timeout=60)
+    assert out == ""  # nothing on stdout

@@ -103,6 +103,12 @@ class CodeEnv(gym.Env[str, str]):
         self._turn = 0
         self._done = True
 
+    @property
+    def episode_over(self) -> bool:
+        """Whether ``step`` needs a ``reset`` first: before the first episode, or once the tests passed or
+        the turns ran out. (A server or a multi-turn loop asks this instead of catching ``ResetNeeded``.)"""
+        return self._done
+
     # -- task selection ----------------------------------------------------------------------
 
     def task(self, task_id: str | int) -> CodeTask:

@@ -120,12 +120,12 @@ class LetiServerEnv(Environment[CodeAction, CodeObservation, CodeState]):
         """Run ``action.code`` against the task's tests; the observation carries the verdict and the feedback."""
         if action.task_id is not None:
             task_id = self._task_id(action.task_id)
-            if self._env._done:  # no episode in progress: a one-turn episode on that task
+            if self._env.episode_over:  # no episode in progress: a one-turn episode on that task
                 self.reset(task_id=task_id)
             elif task_id != self._state.task_id:
                 raise RequestError(f"this session's episode is on {self._state.task_id}, not {task_id}: reset first, "
                                  "or leave task_id out")
-        elif self._env._done:
+        elif self._env.episode_over:
             raise RequestError("no episode in progress: call reset() first (or name the task in the action's "
                                "task_id for a one-turn run)" if self._state.task_id is None else
                                "this episode has ended (the tests passed or its turns ran out): call reset()")

@@ -40,6 +40,7 @@ def test_module_prefixed_id_imports_the_package():
 
 def test_episode_protocol():
     env = gym.make("LETI-MBPP", split="test")
+    assert env.unwrapped.episode_over
     with pytest.raises(gym.error.ResetNeeded):
         env.unwrapped.step("x")
     prompt, info = env.reset(seed=3)
@@ -48,8 +49,10 @@ def test_episode_protocol():
     assert env.reset(options={"task_id": 11})[1]["task_id"] == "MBPP/11"
     with pytest.raises(TypeError, match="the action must be a str .* got int"):
         env.unwrapped.step(42)
+    assert not env.unwrapped.episode_over
     obs, reward, terminated, truncated, info = env.step(WRONG_11)
     assert (reward, terminated, truncated, info["status"]) == (0.0, True, False, "failed")
+    assert env.unwrapped.episode_over  # one turn: over after a failure too
     assert obs == info["feedback"] and "AssertionError" in obs
     with pytest.raises(KeyError, match="no task 'MBPP/9999'"):
         env.reset(options={"task_id": "MBPP/9999"})
@@ -61,6 +64,7 @@ def test_refinement_episode():
     wrong = WRONG_11
     obs, reward, terminated, truncated, info = env.step(wrong)
     assert (reward, terminated, truncated, info["turn"]) == (0.0, False, False, 1)
+    assert not env.unwrapped.episode_over  # turns left: the episode goes on
     next_input = refinement_prompt(prompt, wrong, obs)
     assert next_input.startswith(prompt + wrong) and next_input.endswith(prompt)
     assert "# AssertionError" in next_input

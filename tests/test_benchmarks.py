@@ -49,7 +49,9 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
     assert "quick: the pipeline only" in report and "| dummy_span | 1 |" in report and "bootstrap" in report
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert {r["arm"] for r in rows} == set(arms) and {r["iteration"] for r in rows} == {"0", "1", "2"}
-    assert all((out / name).stat().st_size > 0 for name in ("heldout_pass_at_1.png", "sampled_pass_rate.png"))
+    assert all((out / name).stat().st_size > 0 for name in ("heldout_pass_at_1.png", "sampled_pass_rate.png",
+                                                          "heldout_pass_at_1_vs_wall_time.png"))
+    assert all(float(r["cumulative_seconds"]) > 0 for r in rows if r["iteration"] != "0")
     import json
 
     configs = {arm: json.loads((out / "runs" / f"{arm}-seed0" / "config.json").read_text()) for arm in arms}

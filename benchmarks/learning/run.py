@@ -23,7 +23,7 @@ the plots. Arms (each a `LetiConfig` option on top of the built-in default, `tra
 - textual_sequential: LeTI with rows in order, without the mix
 - textual_medium, binary_medium, dummy_span_medium: textual, binary and dummy_span with the ~5 M-parameter
   default model (`--default_model_size medium`), 4 samples per prompt and 80 optimizer steps per iteration
-  (the 10-minute budget of one run); not in the default set of arms (name them)
+  (near the 10-minute budget of one run); not in the default set of arms (name them)
 
 Forgetting, for every arm (`forgetting.json` in each run folder, computed after the run): the language-model
 loss of each iteration's model (iteration 0: the base model) on a held-out slice of the pre-training stream
@@ -58,8 +58,8 @@ ARMS = {
                              "--train_sampling_strategy", "sequential"],
     "textual_sequential": ["--train_sampling_strategy", "sequential"],
     # the same question at ~5 M parameters (--default_model_size medium: its own cached model), within the
-    # same 10-minute budget per run: a training step costs ~4x the small model's, so half the samples per
-    # prompt and a third of the optimizer steps per iteration (the default recipe takes ~22 minutes there)
+    # same 10-minute budget per run: a training step costs ~4.7x the small model's, so half the samples per
+    # prompt and a third of the optimizer steps per iteration (the default recipe takes ~28 minutes there)
     "textual_medium": [*MEDIUM],
     "binary_medium": [*MEDIUM, "--feedback_mode", "binary"],
     "dummy_span_medium": [*MEDIUM, "--feedback_mode", "dummy"],
@@ -72,8 +72,7 @@ CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only", "sft
              "textual_sequential", "binary_medium", "dummy_span_medium")
 BASELINES = {"textual_pretrain_mix": "textual_sequential", "binary_medium": "textual_medium",
              "dummy_span_medium": "textual_medium"}  # else textual
-HELDOUT_DOCUMENTS = 1000
-END_OF_TEXT = "<|endoftext|>"  # the default model's EOS (trainers.default_model.build_default_tokenizer)  # the pre-training stream's next documents: never trained on
+HELDOUT_DOCUMENTS = 1000  # the pre-training stream's next documents: never trained on
 
 
 def main() -> int:
@@ -148,8 +147,10 @@ def write_pretraining_corpus(folder: Path, quick: bool) -> None:
     concatenates documents into blocks with no separator of its own, as the authors' code does)."""
     import datasets
 
+    from trainers.default_model import EOS
+
     documents, _ = pretraining_stream(quick)
-    documents = [d + END_OF_TEXT for d in documents]
+    documents = [d + EOS for d in documents]
     tmp = folder.with_name(folder.name + ".tmp")
     datasets.disable_progress_bars()  # a one-second save: its bar says nothing
     datasets.Dataset.from_dict({"text": documents}).save_to_disk(str(tmp))
@@ -222,11 +223,12 @@ def rows_of(out: Path, arms, seeds) -> list[dict]:
             for line in (folder / "metrics.jsonl").read_text().splitlines():
                 m = json.loads(line)
                 lost = forgetting.get(str(m["iteration"]), {})
-                elapsed += sum(v for k, v in m.items() if k.startswith("time/"))
+                seconds = sum(v for k, v in m.items() if k.startswith("time/"))
+                elapsed += seconds
                 rows.append({"arm": arm, "seed": seed, "iteration": m["iteration"],
                              "optimizer_steps": m.get("run/optimizer_steps", 0),
                              "sampled_pass_rate": m.get("rollout/pass_rate"), "heldout_pass@1": m.get("eval/pass@1"),
-                             "seconds": sum(v for k, v in m.items() if k.startswith("time/")),
+                             "seconds": seconds,
                              "cumulative_seconds": round(elapsed, 1),
                              "run_wall_s": study["wall_s"], "compositional_pass@1": study["compositional_pass@1"],
                              "heldout_lm_loss": lost.get("heldout_lm_loss"),

@@ -38,7 +38,7 @@ def _loads(body: bytes):
     text = body.decode()
     value, end = _DECODER.raw_decode(text)
     if end != len(text):
-        raise ValueError(f"{len(text) - end} bytes of extra data after a message")
+        raise ValueError(f"{len(text) - end} characters of extra data after a message")
     return value
 
 

@@ -75,3 +75,29 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
                           "--out", str(out)], capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     report = (out / "RESULTS.md").read_text()  # a one-arm invocation keeps every finished run in the report
     assert one.returncode == 0 and all(f"| {arm} | 1 |" in report for arm in arms), report[:2000]
+
+
+def test_learning_study_compares_the_mix_with_its_baseline_after_as_many_leti_steps():
+    """Half of the mix's optimizer steps are pre-training steps: its iteration 2k meets the baseline's iteration k,
+    and a single-step pass rate (sampled from the previous iteration's model) one iteration later on both sides."""
+    spec = importlib.util.spec_from_file_location("learning_study", REPO / "benchmarks" / "learning" / "run.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    rows = []
+    for seed in (0, 1):
+        for i in range(5):  # the mix: held-out pass@1 = iteration / 10; LM loss 1 + iteration; single-step 0.5 + iteration
+            rows.append({"arm": "textual_pretrain_mix", "seed": seed, "iteration": i, "optimizer_steps": 240 * i,
+                         "heldout_pass@1": i / 10, "heldout_lm_loss": 1.0 + i, "single_step_sampled_pass_rate": 0.5 + i})
+        for i in range(4):  # the baseline: its iteration k sits at the mix's 2k on every measure
+            rows.append({"arm": "textual_sequential", "seed": seed, "iteration": i, "optimizer_steps": 240 * i,
+                         "heldout_pass@1": 2 * i / 10, "heldout_lm_loss": 1.0 + 2 * i,
+                         "single_step_sampled_pass_rate": 0.5 + 2 * i - 1})
+    lines = study.mix_at_equal_leti_steps(rows)
+    table = [line for line in lines if line.startswith("| 240") or line.startswith("| 480")]
+    assert len(table) == 2, lines
+    # 240 LeTI steps: mix iteration 2 against baseline iteration 1 (pass@1, LM loss: equal by construction), and
+    # the single-step rate of those models, sampled in mix iteration 3 (3.5) and baseline iteration 2 (3.5)
+    assert table[0] == ("| 240 | 2 vs 1 | 2 | 0.200 vs 0.200 (+0.000 [+0.000, +0.000]) | 3.000 vs 3.000 (+0.000 [+0.000, "
+                        "+0.000]) | 3.500 vs 3.500 (+0.000 [+0.000, +0.000]) |"), table[0]
+    assert table[1].startswith("| 480 | 4 vs 2 | 2 | 0.400 vs 0.400") and table[1].endswith("| - |")  # no iteration 5
+    assert study.mix_at_equal_leti_steps([r for r in rows if r["arm"] == "textual_pretrain_mix"]) == []

@@ -139,6 +139,9 @@ class LetiConfig(SFTConfig, ModelConfig):
         pretrain_dataset (`str` or `None`, *optional*, defaults to `None`):
             A dataset of plain text/code (Hub id or local path loadable by `datasets.load_dataset`, or a
             folder saved with `save_to_disk`). `None`: no mix. The paper uses 50k Python files of The Stack.
+            Every optimizer step on LeTI rows is followed by one on pre-training blocks (the paper's 1:1),
+            so an epoch takes twice the optimizer steps. `max_steps` counts both kinds: with it set, the
+            mix trains on half as many LeTI steps as the same run without the mix.
         pretrain_data_dir (`str` or `None`, *optional*, defaults to `None`):
             `data_dir` of a Hub pre-training dataset (The Stack: `data/python`).
         pretrain_revision (`str` or `None`, *optional*, defaults to `None`):

@@ -17,7 +17,9 @@ the plots. Arms (each a `LetiConfig` option on top of the built-in default, `tra
 - sft_reference: the tasks' reference programs instead of the samples, for the same optimizer steps
   (`--train_on references`: supervised fine-tuning on ground truth, the paper's comparison)
 - textual_pretrain_mix: LeTI with the pre-training mix (1:1 optimizer steps), the corpus being the default
-  model's own pre-training documents (regenerated exactly: the same generator and seed). The mix alternates
+  model's own pre-training documents (regenerated exactly: the same generator and seed). Its 240 optimizer
+  steps per iteration are 120 on LeTI rows and 120 on pre-training blocks (the paper keeps the LeTI steps
+  and adds as many; that would double the training phase, over the budget of one run). The mix alternates
   steps by row order, so it trains on rows in order (`--train_sampling_strategy sequential`), where the
   default batches rows by length; its own baseline is therefore
 - textual_sequential: LeTI with rows in order, without the mix
@@ -256,6 +258,48 @@ def bootstrap_difference(a: dict, b: dict, draws: int = 10_000, seed: int = 0) -
     return sum(diffs) / len(diffs), means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
 
 
+def mix_at_equal_leti_steps(rows, mix: str = "textual_pretrain_mix", baseline: str = "textual_sequential") -> list[str]:
+    """The pre-training mix against its baseline after the same number of optimizer steps on LeTI rows.
+
+    Half of the mix's optimizer steps are pre-training steps (its rows alternate step by step, and 240 steps
+    stay within one epoch of them), so its iteration 2k has taken as many LeTI steps as the baseline's
+    iteration k (its single-step pass rate is sampled from that model, in the next iteration). Comparing at
+    equal iterations would credit the mix with forgetting less merely because it
+    trained less on LeTI rows."""
+    def by_seed(arm, iteration, measure):
+        return {r["seed"]: r[measure] for r in rows
+                if r["arm"] == arm and r["iteration"] == iteration and r[measure] is not None}
+
+    last = max((r["iteration"] for r in rows if r["arm"] == mix), default=0)
+    if not any(r["arm"] == baseline for r in rows) or last < 2:
+        return []
+    lines = ["", f"The pre-training mix at equal LeTI steps: {mix} at iteration 2k against {baseline} at iteration k "
+             "(half of the mix's optimizer steps are pre-training steps; the single-step rate is that model's, sampled in "
+             "the next iteration); mean over the seeds both have, and "
+             f"{baseline} − {mix} with its 95% bootstrap interval over seeds (positive: the mix is better on LM loss, "
+             "worse on the pass rates):", "",
+             "| LeTI steps | iterations | seeds | held-out pass@1 | held-out LM loss | single-step sampled pass rate |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for k in range(1, last // 2 + 1):
+        cells, seeds = [], set()
+        for measure, offset in (("heldout_pass@1", 0), ("heldout_lm_loss", 0), ("single_step_sampled_pass_rate", 1)):
+            # an iteration's rollouts come from the previous iteration's model: the model after 2k (k) is sampled
+            # in iteration 2k + 1 (k + 1)
+            ours, theirs = by_seed(mix, 2 * k + offset, measure), by_seed(baseline, k + offset, measure)
+            common = sorted(set(ours) & set(theirs))
+            seeds |= set(common)
+            if not common:
+                cells.append("-")
+                continue
+            diff, low, high = bootstrap_difference(theirs, ours)
+            cells.append(f"{sum(ours[s] for s in common) / len(common):.3f} vs "
+                         f"{sum(theirs[s] for s in common) / len(common):.3f} ({diff:+.3f} [{low:+.3f}, {high:+.3f}])")
+        steps = [r["optimizer_steps"] for r in rows if r["arm"] == baseline and r["iteration"] == k]
+        if seeds and steps:
+            lines.append(f"| {sum(steps) / len(steps):.0f} | {2 * k} vs {k} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def steps_to_reach(rows, arm, measure, level) -> float | None:
     """The optimizer steps at which ``arm``'s mean curve (over its seeds, iteration by iteration) first reaches
     ``level``; None if it never does. (Per-seed first crossings would leave the reference arm itself short of
@@ -288,7 +332,8 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
              f"Every finished run under `runs/` (arms {', '.join(arms)}; seeds {', '.join(map(str, seeds))}); the "
              f"study's command is `python benchmarks/learning/run.py [--arms ...] [--seeds ...]`, and this report was "
              f"last written by `{command}`, {_versions()}.", "",
-             "| arm | seeds | final sampled pass rate | final held-out pass@1 | compositional pass@1 | wall per run |",
+             "| arm | seeds | final sampled pass rate | final held-out pass@1 | compositional pass@1 | wall per run (mean, "
+             "range) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for arm in arms:
         sampled, held = final(rows, arm, "sampled_pass_rate"), final(rows, arm, "heldout_pass@1")
@@ -296,7 +341,8 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
         walls = {r["seed"]: r["run_wall_s"] for r in rows if r["arm"] == arm}
         if held:
             lines.append(f"| {arm} | {len(held)} | {_spread(sampled)} | {_spread(held)} | {_spread(comp)} | "
-                         f"{sum(walls.values()) / len(walls) / 60:.1f} min |")
+                         f"{sum(walls.values()) / len(walls) / 60:.1f} min ({min(walls.values()) / 60:.1f}-"
+                         f"{max(walls.values()) / 60:.1f}) |")
     iterations = sorted({r["iteration"] for r in rows})
     for measure, title in (("heldout_pass@1", "Held-out pass@1"), ("sampled_pass_rate", "Sampled pass rate"),
                            ("heldout_lm_loss", "Forgetting: language-model loss on held-out pre-training documents "
@@ -329,6 +375,7 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
             mean, low, high = bootstrap_difference(final(rows, baseline, measure), final(rows, arm, measure))
             cells.append("-" if mean != mean else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
         lines.append(f"| {arm} | {baseline} | {len(common)} | " + " | ".join(cells) + " |")
+    lines += mix_at_equal_leti_steps(rows)
     lines += ["", "Optimizer steps to reach textual's mean held-out pass@1 at iterations 3 and 6 (the paper's "
               "sample-efficiency ratio: the optimizer steps at which an arm's mean curve first reaches that level, and "
               "that over textual's; the medium arms against textual_medium; `never`: not within the run):", "",

@@ -23,6 +23,9 @@ the plots. Arms (each a `LetiConfig` option on top of the built-in default, `tra
   steps by row order, so it trains on rows in order (`--train_sampling_strategy sequential`), where the
   default batches rows by length; its own baseline is therefore
 - textual_sequential: LeTI with rows in order, without the mix
+- textual_pretrain_mix_short: the same mix on 128-token pre-training blocks (`--pretrain_block_size 128`; the
+  paper's blocks are the model's length, 256 tokens here), whose steps cost about half: the mix within the
+  10-minute budget of one run
 - textual_medium, binary_medium, dummy_span_medium: textual, binary and dummy_span with the ~5 M-parameter
   default model (`--default_model_size medium`), 4 samples per prompt and 80 optimizer steps per iteration
   (near the 10-minute budget of one run); not in the default set of arms (name them)
@@ -58,6 +61,9 @@ ARMS = {
     "sft_reference": ["--train_on", "references"],
     "textual_pretrain_mix": ["--pretrain_dataset", "{corpus}", "--pretrain_text_field", "text",
                              "--train_sampling_strategy", "sequential"],
+    # the same mix on 128-token pre-training blocks: each pre-training step costs about half, to fit the budget
+    "textual_pretrain_mix_short": ["--pretrain_dataset", "{corpus}", "--pretrain_text_field", "text",
+                                   "--train_sampling_strategy", "sequential", "--pretrain_block_size", "128"],
     "textual_sequential": ["--train_sampling_strategy", "sequential"],
     # the same question at ~5 M parameters (--default_model_size medium: its own cached model), within the
     # same 10-minute budget per run: a training step costs ~4.7x the small model's, so half the samples per
@@ -67,12 +73,13 @@ ARMS = {
     "dummy_span_medium": [*MEDIUM, "--feedback_mode", "dummy"],
 }
 DEFAULT_ARMS = ["textual", "binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference",
-                "textual_pretrain_mix", "textual_sequential"]  # the medium arms: asked for by name
+                "textual_pretrain_mix", "textual_pretrain_mix_short", "textual_sequential"]  # medium: by name
 QUICK = ["--model_name_or_path", "tiny", "--num_iterations", "2", "--max_train_tasks", "12", "--max_eval_tasks", "6",
          "--num_generations_per_prompt", "2", "--max_steps", "3", "--max_new_tokens", "12", "--eval_max_new_tokens", "12"]
 CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference", "textual_pretrain_mix",
-             "textual_sequential", "binary_medium", "dummy_span_medium")
-BASELINES = {"textual_pretrain_mix": "textual_sequential", "binary_medium": "textual_medium",
+             "textual_pretrain_mix_short", "textual_sequential", "binary_medium", "dummy_span_medium")
+BASELINES = {"textual_pretrain_mix": "textual_sequential", "textual_pretrain_mix_short": "textual_sequential",
+             "binary_medium": "textual_medium",
              "dummy_span_medium": "textual_medium"}  # else textual
 HELDOUT_DOCUMENTS = 1000  # the pre-training stream's next documents: never trained on
 
@@ -375,7 +382,8 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
             mean, low, high = bootstrap_difference(final(rows, baseline, measure), final(rows, arm, measure))
             cells.append("-" if mean != mean else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
         lines.append(f"| {arm} | {baseline} | {len(common)} | " + " | ".join(cells) + " |")
-    lines += mix_at_equal_leti_steps(rows)
+    for mix in ("textual_pretrain_mix", "textual_pretrain_mix_short"):
+        lines += mix_at_equal_leti_steps(rows, mix)
     lines += ["", "Optimizer steps to reach textual's mean held-out pass@1 at iterations 3 and 6 (the paper's "
               "sample-efficiency ratio: the optimizer steps at which an arm's mean curve first reaches that level, and "
               "that over textual's; the medium arms against textual_medium; `never`: not within the run):", "",

@@ -7,6 +7,7 @@
     leti push --run runs/leti-default --repo you/leti-arith   # card, model, rollouts to the Hub (--iterations all)
     leti serve --env LETI-MBPP --split test --port 8000   # OpenEnv server (pip install "leti[serve]")
     leti envs
+    leti build-default-model --size small        # the shipped default model's recipe, run here (~2 minutes)
 """
 
 from __future__ import annotations
@@ -56,7 +57,32 @@ def _quiet_unless(verbose: bool) -> None:
         quiet_libraries()
 
 
+def _cpu_kernels_requested(argv: list[str]) -> str:
+    """``--cpu_kernels`` from the command line, else from the ``--config`` YAML, else portable: read before
+    the parser imports torch, since torch reads its kernel settings once."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--cpu_kernels="):
+            return arg.split("=", 1)[1]
+        if arg == "--cpu_kernels" and i + 1 < len(argv):
+            return argv[i + 1]
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        try:
+            import yaml
+
+            with open(argv[argv.index("--config") + 1]) as f:
+                recipe = yaml.safe_load(f)
+            if isinstance(recipe, dict) and recipe.get("cpu_kernels"):
+                return str(recipe["cpu_kernels"])
+        except (OSError, ValueError, ImportError):
+            pass  # the parser reports an unreadable recipe
+    return "portable"
+
+
 def train(argv: list[str]) -> int:
+    if _cpu_kernels_requested(argv) == "portable":
+        from .machine import portable_cpu_kernels
+
+        portable_cpu_kernels()
     _quiet_unless("--verbose" in argv or "--verbose=true" in argv)  # before TrlParser imports the libraries
     from .distributed import Processes
     from .leti_trainer import LetiTrainer
@@ -215,6 +241,36 @@ def push(argv: list[str]) -> int:
     return 0
 
 
+def build_default_model(argv: list[str]) -> int:
+    """Run the default model's recipe here and say whether the result is the shipped model, bit for bit."""
+    from .default_model import SHIPPED, SIZES, build_default_model as build, cached_model_folder, file_sha256
+
+    parser = argparse.ArgumentParser(prog="leti build-default-model", description=build_default_model.__doc__)
+    parser.add_argument("--size", choices=sorted(SIZES), default="small", help="small (~0.9 M parameters) or medium (~5 M)")
+    parser.add_argument("--seed", type=int, default=0, help="the recipe's seed (the shipped models are seed 0)")
+    parser.add_argument("--output_dir", default=None, help="where to write it (default: the cache, where "
+                        "`leti train --default_model_seed SEED` finds it)")
+    parser.add_argument("--pretrain_steps", type=int, default=None, help="fewer pre-training steps than the recipe's "
+                        "800, for a quick look (the result is then not the shipped model)")
+    args = parser.parse_args(argv)
+    folder = Path(args.output_dir) if args.output_dir else cached_model_folder(args.seed, args.size)
+    _quiet_unless(False)
+    build(folder, seed=args.seed, size=args.size,
+          **({"pretrain_steps": args.pretrain_steps} if args.pretrain_steps else {}))
+    if args.seed != 0:
+        print(f"built {folder} (seed {args.seed}: no shipped model to compare with)")
+        return 0
+    shipped = SHIPPED[args.size]
+    differ = [name for name in ("model.safetensors", "tokenizer.json") if file_sha256(folder / name) != shipped[name]]
+    if differ:
+        print(f"built {folder}: differs from the shipped {args.size} model ({', '.join(differ)}): this CPU's "
+              f"kernels round differently; the shipped model is what `leti train` uses")
+    else:
+        print(f"built {folder}: bit-identical to the shipped {args.size} model "
+              f"(model.safetensors sha256 {shipped['model.safetensors'][:12]})")
+    return 0
+
+
 def serve(argv: list[str]) -> int:
     from leti_env.__main__ import main as leti_env_main
 
@@ -223,7 +279,8 @@ def serve(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": train, "eval": evaluate, "export": export, "push": push, "serve": serve, "envs": envs}
+    commands = {"train": train, "eval": evaluate, "export": export, "push": push, "serve": serve, "envs": envs,
+                "build-default-model": build_default_model}
     if not argv or argv[0] not in commands:
         print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2

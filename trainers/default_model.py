@@ -1,6 +1,13 @@
 """The built-in default model: a ~0.9 M-parameter Llama that knows the primitives of LETI-Arith.
 
-How it is made (offline, ~2 minutes on 2 cores, cached under ``$LETI_CACHE``, default ``~/.cache/leti``):
+It ships with leti (``trainers/default_models/<size>/``), built once by the recipe below, so that every
+machine trains the same base model: its 800 CPU pre-training steps do not give the same bits on every
+CPU, and from a different base LeTI takes off at a different pace. Each file's sha256 is checked on load
+(``SHIPPED``). Seeds other than 0 are built on first use and cached under ``$LETI_CACHE`` (default
+``~/.cache/leti``); ``leti build-default-model`` runs the recipe and says whether this machine's result is
+the shipped model, bit for bit.
+
+How it is made (offline, ~2 minutes on 2 cores):
 
 1. A byte-level BPE tokenizer trained on the family's own text (task descriptions, programs,
    asserts, feedback lines), with every digit its own token.
@@ -44,8 +51,74 @@ SIZES = {
 }
 
 
+SHIPPED_DIR = Path(__file__).with_name("default_models")
+# sha256 of every file of the shipped models (seed 0 of each size), checked whenever one is loaded
+SHIPPED: dict[str, dict[str, str]] = {
+    "small": {
+        "config.json": "91a2bd54f4dbfebf0c44c73f04be5a8e9703f6c845f878d8c3780e290488906a",
+        "generation_config.json": "17e26fdb0638e17ace8be2357fe7615013bb221604cac0ff7368a558028be097",
+        "leti_default_model.json": "e21019afe1f49c2717d6a8f43ba5c24ee70911ba4a09205c13deec14ab00c36c",
+        "model.safetensors": "1d56f6786732457c4f9ce866855d0fd30665576d08bee21442749b1e14f23179",
+        "tokenizer.json": "ff01de3bfbc0d23388a90125623b251c0d148ed8dccd783c274fa85c04b439c4",
+        "tokenizer_config.json": "82b57cee6ec802269563f8de21f3f132da357b124b2e374e3db0965b4805af5e",
+    },
+    "medium": {
+        "config.json": "6977dc940ef7abf05196d26174023800bf3d2c2d988cba3bfc8456aa477e6e4b",
+        "generation_config.json": "17e26fdb0638e17ace8be2357fe7615013bb221604cac0ff7368a558028be097",
+        "leti_default_model.json": "e374c2d7cc850adb4608b4e28948bb3aa9380dc39edc4dcba2b12dc114f094d0",
+        "model.safetensors": "806557453a0855f2ff55fcc5da905fe3d8210fec72545040b696f65e210a6546",
+        "tokenizer.json": "ff01de3bfbc0d23388a90125623b251c0d148ed8dccd783c274fa85c04b439c4",
+        "tokenizer_config.json": "82b57cee6ec802269563f8de21f3f132da357b124b2e374e3db0965b4805af5e",
+    },
+}
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("LETI_CACHE", Path.home() / ".cache" / "leti"))
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_sha256(folder: str | Path) -> str | None:
+    """The base model's identity in a figure: the sha256 of its weights file (``model.safetensors``), or
+    None where a folder has no single such file."""
+    path = Path(folder) / "model.safetensors"
+    return file_sha256(path) if path.is_file() else None
+
+
+def base_model_record(source: object) -> dict:
+    """What a run's ``config.json`` says of its base model when it is a leti default model (shipped or
+    built): its folder, its weights' sha256, and the record of its build. Other models: ``{}``."""
+    if not isinstance(source, (str, os.PathLike)) or not (Path(source) / "leti_default_model.json").is_file():
+        return {}
+    record = json.loads((Path(source) / "leti_default_model.json").read_text())
+    return {"base_model": {"path": str(source), "sha256": model_sha256(source),
+                           "shipped": Path(source).resolve().parent == SHIPPED_DIR.resolve(),
+                           **{k: record.get(k) for k in ("version", "seed", "size", "parameters")}}}
+
+
+def shipped_model_path(size: str = "small") -> str:
+    """The shipped default model of ``size``, after checking every file against ``SHIPPED``."""
+    if size not in SIZES:
+        raise ValueError(f"unknown default model size {size!r}; choose from {sorted(SIZES)}")
+    folder = SHIPPED_DIR / size
+    for name, expected in SHIPPED[size].items():
+        path = folder / name
+        if not path.is_file():
+            raise OSError(f"the shipped default model lacks {path}: reinstall leti (an install without its "
+                          "package data, or a checkout without the file?)")
+        if file_sha256(path) != expected:
+            raise OSError(f"the shipped default model's {path} does not match its sha256 ({expected[:12]}...): "
+                          "reinstall leti, or `leti build-default-model` to build one")
+    return str(folder)
 
 
 def pretraining_example(rng: random.Random, described_fraction: float = 0.35, max_input: int = MAX_INPUT) -> str:
@@ -95,11 +168,19 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def cached_model_folder(seed: int = 0, size: str = "small") -> Path:
+    """Where a built default model of ``seed`` and ``size`` is cached."""
+    return cache_dir() / (f"default-arith-v{VERSION}-seed{seed}" + ("" if size == "small" else f"-{size}"))
+
+
 def default_model_path(*, seed: int = 0, size: str = "small", rebuild: bool = False, log=_progress, **build_kwargs) -> str:
-    """The cached default model of ``size`` (built on first use). Returns its folder."""
+    """The default model of ``size``: the shipped one for seed 0; another seed's is built on first use and
+    cached (``rebuild``, or build arguments, build it again). Returns its folder."""
     if size not in SIZES:
         raise ValueError(f"unknown default model size {size!r}; choose from {sorted(SIZES)}")
-    folder = cache_dir() / (f"default-arith-v{VERSION}-seed{seed}" + ("" if size == "small" else f"-{size}"))
+    if seed == 0 and not rebuild and not build_kwargs:
+        return shipped_model_path(size)
+    folder = cached_model_folder(seed, size)
     if (folder / "leti_default_model.json").exists() and not rebuild:
         return str(folder)
     build_default_model(folder, seed=seed, size=size, log=log, **build_kwargs)
@@ -119,6 +200,8 @@ def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small
 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .machine import machine_record
 
     folder = Path(folder)
     start = time.monotonic()
@@ -169,7 +252,7 @@ def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small
               "vocab_size": len(tokenizer), "pretrain_steps": pretrain_steps, "pretrain_tokens": tokens_seen,
               "described_fraction": described_fraction, "max_input": max_input, "learning_rate": learning_rate,
               "first_loss": losses[0], "final_loss": sum(tail) / len(tail), "seconds": time.monotonic() - start,
-              "recipe": __doc__}
+              "machine": machine_record(), "recipe": __doc__}
     (tmp / "leti_default_model.json").write_text(json.dumps(record, indent=2))
     if folder.exists():
         import shutil

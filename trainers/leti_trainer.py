@@ -19,7 +19,7 @@ from .console import IterationTable, progress, third_party_deprecations_ignored,
 from .distributed import Processes, _Processes, execution_pool, shared_execution  # noqa: F401 - (_Processes: old name)
 from .leti_config import LetiConfig
 from .model_setup import (_load_model, _load_tokenizer, _module_name, _movable, _require_bitsandbytes,  # noqa: F401
-                          wrap_with_lora)
+                          keep_4bit_weights_trainable, wrap_with_lora)
 from .pretraining import build_pretraining_blocks
 from .rollouts import Rollout, RolloutCollector, load_rollouts
 from .tracking import RunTracker, loss_callback, passed_to_sft_trainer
@@ -77,6 +77,9 @@ class LetiTrainer:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "left"
         self.model = _load_model(model, args) if isinstance(model, (str, os.PathLike)) else model
+        self._base_model = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", None)
+        if args.quantized:
+            keep_4bit_weights_trainable(self.model)  # bitsandbytes' CPU inference layout breaks training
         if _movable(self.model) and self.model.device != args.device:
             # sampling comes before the first training step (where Trainer would move it): use the accelerator now
             self.model.to(args.device)
@@ -134,7 +137,12 @@ class LetiTrainer:
         """Run (or resume) all iterations; return the last iteration's metrics."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.distributed.is_main:
-            (self.output_dir / "config.json").write_text(json.dumps(self.args.to_dict(), indent=2, default=str))
+            from .default_model import base_model_record
+            from .machine import machine_record
+
+            # the recipe, and where its figures come from: the base model's hash, the CPU, torch's kernels
+            record = {**self.args.to_dict(), **base_model_record(self._base_model), "machine": machine_record()}
+            (self.output_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
         done = self.completed_iterations()
         if done:
             self._load_weights(self.output_dir / f"iteration-{max(done)}" / "model")
@@ -297,6 +305,8 @@ class LetiTrainer:
         # lose what the bf16 copy rounded off) and put them back once it is built.
         keep = ({name: p.data for name, p in self.model.named_parameters() if p.requires_grad}
                 if self.args.quantized and self.args.adapter_dtype == "float32" else {})
+        if self.args.quantized:  # whatever ran the model in eval mode since (a callback, the caller)
+            keep_4bit_weights_trainable(self.model)
         train_dataset = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(rows)
         with third_party_deprecations_ignored(), progress(self.distributed.is_main) as shown:
             trainer = SFTTrainer(model=self.model, args=args, train_dataset=train_dataset,

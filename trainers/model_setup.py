@@ -77,6 +77,41 @@ def model_loading_kwargs(args: Any) -> dict[str, Any]:
     return kwargs
 
 
+def keep_4bit_weights_trainable(model) -> int:
+    """Keep a 4-bit model's weights in the layout training needs, on every CPU. Returns how many layers
+    were converted back.
+
+    Why: on a CPU with AVX512-BF16, bitsandbytes (0.50.2, ``nn.modules.Linear4bit.forward``) converts a
+    4-bit weight to a CPU inference layout the first time the layer runs in eval mode without grad
+    (sampling, evaluation), sets ``quant_state.packing_format_for_cpu`` and never converts it back. The
+    next training forward then takes the inference-only kernel, whose in-place ``result += bias`` fails
+    ("a view of a leaf Variable that requires grad is being used in an in-place operation"), so every
+    QLoRA iteration on such a CPU died at its first training step. The switch is turned off on each
+    layer (``support_avx512bf16_for_cpu``) and any weight already converted, as by a caller who sampled
+    from the model before handing it over, is converted back. A side effect we want: sampling computes
+    the same way on CPUs with and without AVX512-BF16 (the inference layout also rounds the
+    quantization scales to bfloat16). ``docs/upstream/bitsandbytes-cpu-packed-4bit-training.md`` is the
+    upstream report.
+    """
+    try:
+        import bitsandbytes as bnb
+    except Exception:  # not installed, or no backend here: then no layer can be 4-bit
+        return 0
+    inverse = getattr(getattr(bnb, "functional", None), "_convert_weight_packed_for_cpu_inverse", None)
+    converted = 0
+
+    for module in model.modules():
+        if not isinstance(module, bnb.nn.Linear4bit):
+            continue
+        module.support_avx512bf16_for_cpu = False  # read in forward where the layout exists; harmless elsewhere
+        state = getattr(module.weight, "quant_state", None)
+        if inverse is not None and getattr(state, "packing_format_for_cpu", False):
+            module.weight.data, module.weight.quant_state = inverse(module.weight.data, state)
+            module.quant_state = module.weight.quant_state
+            converted += 1
+    return converted
+
+
 def _movable(model) -> bool:
     """Whether the trainer may move ``model`` to its device (not quantized, not already spread by a device map)."""
     return getattr(model, "quantization_method", None) is None and not getattr(model, "hf_device_map", None) \

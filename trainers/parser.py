@@ -25,6 +25,11 @@ class ScriptArguments:
                                                                  "(`--model_name_or_path default`)."})
     default_model_size: str = field(default="small", metadata={"help": "Size of the built-in default model: small "
                                                                        "(~0.9 M parameters, the default) or medium (~5 M)."})
+    cpu_kernels: str = field(default="portable", metadata={
+        "help": "CPU kernels: portable (ATen and MKL at AVX2 width on any x86 CPU that has it, so that CPUs with "
+                "and without AVX-512 compute the same bits; set before torch computes, and only where "
+                "ATEN_CPU_CAPABILITY / MKL_CBWR are unset) or native (the widest this CPU has).",
+        "choices": ["portable", "native"]})
     verbose: bool = field(default=False, metadata={"help": "Also show transformers', datasets' and bitsandbytes' own "
                                                            "logging, progress bars and deprecation notices."})
 

@@ -45,6 +45,14 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
     assert "| iteration |" in (run_dir / "report.md").read_text()
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["passing_copies"], config["replay_passing"], config["use_peft"]) == (6, True, False)  # the default recipe
+    # where its figures came from: this CPU, torch's kernels (portable by default on an AVX2 CPU), the threads
+    from trainers.machine import cpu_description
+
+    machine = config["machine"]
+    assert machine["cpu"] == cpu_description()[0] and machine["torch"]["threads"] >= 1
+    if "avx2" in machine["cpu_flags"] and "ATEN_CPU_CAPABILITY" not in os.environ:
+        assert machine["torch"]["cpu_capability"] == "AVX2" and machine["env"]["MKL_CBWR"] == "AVX2"
+    assert "base_model" not in config  # the tiny test model is not a leti default model
     # `leti eval` runs the trainer's evaluation path (sampler, executor, report): with the recipe's settings
     # (greedy, 24 new tokens, one sample) it scores the saved model as the trainer scored it
     out = run("eval", "--model", str(run_dir / "iteration-1" / "model"), "--env", "LETI-Arith", "--split", "heldout",
@@ -185,20 +193,41 @@ def test_ctrl_c_leaves_a_run_folder_that_the_same_command_resumes(tmp_path, env)
     assert all((tmp_path / "run" / f"iteration-{i}" / "COMPLETE").exists() for i in (1, 2, 3))
 
 
-def test_every_run_seed_uses_the_one_cached_default_model(tmp_path, monkeypatch):
+def test_every_run_seed_uses_the_one_shipped_default_model(tmp_path, monkeypatch):
     from trainers.cli import DEFAULT_CONFIG, _model_path
-    from trainers.default_model import VERSION
+    from trainers.default_model import SHIPPED_DIR, VERSION
     from trainers.parser import make_parser
 
     monkeypatch.setenv("LETI_CACHE", str(tmp_path))
-    for seed in (0, 3):  # a cached model is used as is, never rebuilt
+    for seed in (0, 3):  # a cached model is used as is, never rebuilt; seed 0's is never looked for
         folder = tmp_path / f"default-arith-v{VERSION}-seed{seed}"
         folder.mkdir()
         (folder / "leti_default_model.json").write_text("{}")
     script, config = make_parser().parse_args_and_config(
         ["--config", str(DEFAULT_CONFIG), "--seed", "2", "--output_dir", str(tmp_path / "run")])
     assert (config.seed, script.default_model_seed) == (2, 0)  # the run's seed does not pick the model
-    assert _model_path("default", script.default_model_seed) == str(tmp_path / f"default-arith-v{VERSION}-seed0")
+    assert _model_path("default", script.default_model_seed) == str(SHIPPED_DIR / "small")
     other, _ = make_parser().parse_args_and_config(
         ["--config", str(DEFAULT_CONFIG), "--default_model_seed", "3", "--output_dir", str(tmp_path / "run")])
     assert _model_path("default", other.default_model_seed) == str(tmp_path / f"default-arith-v{VERSION}-seed3")
+
+
+def test_cpu_kernels_are_read_before_torch_from_the_command_line_or_the_recipe(tmp_path):
+    from trainers.cli import _cpu_kernels_requested
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("cpu_kernels: native\nnum_iterations: 2\n")
+    assert _cpu_kernels_requested([]) == "portable"
+    assert _cpu_kernels_requested(["--cpu_kernels", "native"]) == "native"
+    assert _cpu_kernels_requested(["--cpu_kernels=native"]) == "native"
+    assert _cpu_kernels_requested(["--config", str(recipe)]) == "native"
+    assert _cpu_kernels_requested(["--config", str(recipe), "--cpu_kernels", "portable"]) == "portable"
+    assert _cpu_kernels_requested(["--config", str(tmp_path / "missing.yaml")]) == "portable"  # the parser says why
+
+
+def test_build_default_model_says_whether_it_built_the_shipped_model(tmp_path, env):
+    """The recipe run here (cut to 3 steps, so it cannot be the shipped model) is compared file by file."""
+    out = run("build-default-model", "--pretrain_steps", "3", "--output_dir", str(tmp_path / "built"), env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"built {tmp_path / 'built'}: differs from the shipped small model (model.safetensors)" in out.stdout
+    assert (tmp_path / "built" / "model.safetensors").is_file() and "default model ready" in out.stderr

@@ -1,4 +1,5 @@
-"""The built-in default model: how it is made (a short build here; the real one pre-trains 800 steps, ~2 minutes)."""
+"""The built-in default model: the shipped ones, and how they are made (a short build here; the real one
+pre-trains 800 steps, ~2 minutes)."""
 
 from __future__ import annotations
 
@@ -34,16 +35,58 @@ def test_build_writes_a_loadable_model_and_its_record(tmp_path):
 
 
 def test_the_medium_size_is_its_own_cached_model(tmp_path, monkeypatch):
-    """--default_model_size medium: ~5 M parameters, cached beside (never instead of) the small default."""
+    """--default_model_size medium with another seed: ~5 M parameters, cached beside (never instead of) the small."""
     from trainers.default_model import default_model_path
 
     monkeypatch.setenv("LETI_CACHE", str(tmp_path))
-    medium = default_model_path(size="medium", pretrain_steps=3, warmup_steps=1, log=lambda *_: None)
-    record = json.loads((tmp_path / "default-arith-v2-seed0-medium" / "leti_default_model.json").read_text())
+    medium = default_model_path(seed=1, size="medium", pretrain_steps=3, warmup_steps=1, log=lambda *_: None)
+    record = json.loads((tmp_path / "default-arith-v2-seed1-medium" / "leti_default_model.json").read_text())
     assert medium.endswith("-medium") and record["size"] == "medium" and 4_000_000 < record["parameters"] < 7_000_000
-    assert not (tmp_path / "default-arith-v2-seed0").exists()
+    assert not (tmp_path / "default-arith-v2-seed1").exists()
     with pytest.raises(ValueError, match="unknown default model size 'huge'; choose from"):
         default_model_path(size="huge")
+
+
+@pytest.mark.parametrize("size, parameters", [("small", 910_976), ("medium", 5_230_848)])
+def test_leti_train_loads_the_shipped_model_checked_file_by_file(tmp_path, monkeypatch, size, parameters):
+    """Seed 0 of each size ships with leti: no build, no cache; a changed or missing file is refused."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import trainers.default_model as default_model
+
+    monkeypatch.setenv("LETI_CACHE", str(tmp_path / "cache"))
+    folder = default_model.default_model_path(size=size)
+    assert folder == str(default_model.SHIPPED_DIR / size) and not (tmp_path / "cache").exists()
+    record = json.loads((default_model.SHIPPED_DIR / size / "leti_default_model.json").read_text())
+    assert record["parameters"] == parameters and record["pretrain_steps"] == 800 and record["machine"]["cpu"]
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    assert AutoTokenizer.from_pretrained(folder).tokenize("123") == ["1", "2", "3"]
+
+    copy = tmp_path / "shipped"
+    shutil.copytree(default_model.SHIPPED_DIR, copy)
+    monkeypatch.setattr(default_model, "SHIPPED_DIR", copy)
+    assert default_model.default_model_path(size=size) == str(copy / size)
+    weights = copy / size / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(OSError, match=f"shipped default model's .*{size}/model.safetensors does not match its sha256"):
+        default_model.default_model_path(size=size)
+    (copy / size / "tokenizer.json").unlink()
+    with pytest.raises(OSError, match="shipped default model lacks .*tokenizer.json: reinstall leti"):
+        default_model.default_model_path(size=size)
+
+
+def test_a_run_of_the_default_model_records_its_hash(tmp_path):
+    from trainers.default_model import SHIPPED, SHIPPED_DIR, base_model_record
+
+    record = base_model_record(str(SHIPPED_DIR / "small"))["base_model"]
+    assert record["sha256"] == SHIPPED["small"]["model.safetensors"] and record["shipped"]
+    assert (record["seed"], record["size"], record["parameters"]) == (0, "small", 910_976)
+    assert base_model_record(str(tmp_path)) == {} and base_model_record(None) == {}
 
 
 def test_build_progress_reaches_a_pipe_as_it_happens(tmp_path):

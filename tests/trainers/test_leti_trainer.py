@@ -190,6 +190,36 @@ def test_qlora_4bit_runs_an_iteration_on_cpu(tmp_path, tiny_model_dir, mbpp_task
     assert math.isfinite(metrics["train/loss"]) and (tmp_path / "iteration-1" / "model" / "adapter_model.safetensors").exists()
 
 
+def test_qlora_trains_on_a_cpu_where_bitsandbytes_switches_to_its_inference_layout(tmp_path, tiny_model_dir, mbpp_tasks,
+                                                                                   monkeypatch):
+    """On a CPU with AVX512-BF16, bitsandbytes converts a 4-bit weight to an inference-only layout at its first
+    eval-mode forward and never back; training then failed. Here that CPU is made on any CPU: the layers
+    believe they have AVX512-BF16 (as bitsandbytes decides at construction), and every weight arrives already
+    converted, exactly as bitsandbytes' forward converts it (a caller sampled from the model first)."""
+    import bitsandbytes as bnb
+    import bitsandbytes.nn.modules as bnb_modules
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+
+    from trainers.model_setup import _load_model
+
+    config = small_config(tmp_path, num_iterations=1, load_in_4bit=True, bf16=True, eval_before_training=False)
+    monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
+    model = _load_model(str(tiny_model_dir), config)
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and all(m.support_avx512bf16_for_cpu for m in layers)
+    for layer in layers:
+        layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu(layer.weight.data,
+                                                                                    layer.weight.quant_state)
+    assert all(m.weight.quant_state.packing_format_for_cpu for m in layers)
+
+    trainer = LetiTrainer(model, config, train_tasks=mbpp_tasks[:2])
+    lora_before = lora_weights(trainer.model)
+    metrics = trainer.train()  # samples in eval mode (where the switch would convert again), then trains
+    assert_lora_trained(lora_before, lora_weights(trainer.model))
+    assert math.isfinite(metrics["train/loss"])
+    assert not any(m.support_avx512bf16_for_cpu or m.weight.quant_state.packing_format_for_cpu for m in layers)
+
+
 def test_tied_embeddings_train_the_whole_embedding(tmp_path, tiny_tied_model_dir, mbpp_tasks):
     config = small_config(tmp_path, num_iterations=1, eval_before_training=False)
     trainer = LetiTrainer(str(tiny_tied_model_dir), config, train_tasks=mbpp_tasks[:2])

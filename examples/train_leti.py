@@ -49,5 +49,11 @@ def make_parser():
 
 
 if __name__ == "__main__":
+    import sys
+
+    from trainers.machine import portable_cpu_kernels, requested_cpu_kernels
+
+    if requested_cpu_kernels(sys.argv[1:]) == "portable":  # as `leti train`: before torch computes anything
+        portable_cpu_kernels()
     script_args, config = make_parser().parse_args_and_config()
     main(script_args, config)

@@ -101,3 +101,28 @@ def test_learning_study_compares_the_mix_with_its_baseline_after_as_many_leti_st
                         "+0.000]) | 3.500 vs 3.500 (+0.000 [+0.000, +0.000]) |"), table[0]
     assert table[1].startswith("| 480 | 4 vs 2 | 2 | 0.400 vs 0.400") and table[1].endswith("| - |")  # no iteration 5
     assert study.mix_at_equal_leti_steps([r for r in rows if r["arm"] == "textual_pretrain_mix"]) == []
+
+
+def test_portable_kernels_give_the_same_bits_on_a_cpu_without_avx512(tmp_path):
+    """benchmarks/reproducibility.py --quick: `leti train` with its default (portable) kernels here, and on
+    this CPU made to look like one without AVX-512 (ATen, MKL and oneDNN capped at AVX2): the trained
+    weights are bit-identical. Where this CPU has AVX-512, the native path differs, so the check can fail."""
+    import os
+    import subprocess
+    import sys
+
+    from trainers.machine import cpu_description
+
+    flags = cpu_description()[1]
+    if "avx2" not in flags:
+        pytest.skip("portable kernels are for x86 CPUs with AVX2")
+    paths = ["portable", "avx2_cpu_portable", *(["native"] if "avx512f" in flags else [])]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproducibility.py"), "--quick", "--paths", *paths,
+                           "--out", str(tmp_path / "runs")], capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")}
+    assert rows["portable"][7] == "yes" and rows["avx2_cpu_portable"][7] == "yes", proc.stdout
+    assert rows["avx2_cpu_portable"][2] == "AVX2"
+    if "native" in rows:
+        assert rows["native"][2] == "AVX512" and rows["native"][7] == "no", proc.stdout

@@ -28,6 +28,7 @@ _EXPORTS = {
     "export_merged_model": "export",
     "VLLMSampler": "vllm_backend",
     "build_tiny_model": "tiny",
+    "keep_4bit_weights_trainable": "model_setup",
 }
 
 

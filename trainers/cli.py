@@ -57,31 +57,10 @@ def _quiet_unless(verbose: bool) -> None:
         quiet_libraries()
 
 
-def _cpu_kernels_requested(argv: list[str]) -> str:
-    """``--cpu_kernels`` from the command line, else from the ``--config`` YAML, else portable: read before
-    the parser imports torch, since torch reads its kernel settings once."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--cpu_kernels="):
-            return arg.split("=", 1)[1]
-        if arg == "--cpu_kernels" and i + 1 < len(argv):
-            return argv[i + 1]
-    if "--config" in argv and argv.index("--config") + 1 < len(argv):
-        try:
-            import yaml
-
-            with open(argv[argv.index("--config") + 1]) as f:
-                recipe = yaml.safe_load(f)
-            if isinstance(recipe, dict) and recipe.get("cpu_kernels"):
-                return str(recipe["cpu_kernels"])
-        except (OSError, ValueError, ImportError):
-            pass  # the parser reports an unreadable recipe
-    return "portable"
-
-
 def train(argv: list[str]) -> int:
-    if _cpu_kernels_requested(argv) == "portable":
-        from .machine import portable_cpu_kernels
+    from .machine import portable_cpu_kernels, requested_cpu_kernels
 
+    if requested_cpu_kernels(argv) == "portable":  # before anything imports torch
         portable_cpu_kernels()
     _quiet_unless("--verbose" in argv or "--verbose=true" in argv)  # before TrlParser imports the libraries
     from .distributed import Processes

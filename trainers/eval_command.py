@@ -42,6 +42,9 @@ def make_eval_parser() -> argparse.ArgumentParser:
     add("--generation_backend", choices=["hf", "vllm"], default="hf", help="hf (transformers) or vllm (CUDA)")
     add("--vllm_gpu_memory_utilization", type=float, default=0.5, help="GPU memory share of the vLLM engine")
     add("--output_dir", default=None, help="where samples.jsonl and results.json go")
+    add("--cpu_kernels", choices=["portable", "native"], default="portable",
+        help="CPU kernels, as in `leti train`: portable (AVX2 width: the same bits on CPUs with and without "
+             "AVX-512) or native")
     add("--verbose", action="store_true", help="also show the libraries' own logging and warnings")
     return parser
 
@@ -197,6 +200,10 @@ def main(argv: list[str]) -> int:
     from .cli import SETUP_ERRORS, _quiet_unless, _setup_failed
 
     args = parse_eval_args(argv)
+    if args.cpu_kernels == "portable":  # before torch computes anything: as the run being scored computed
+        from .machine import portable_cpu_kernels
+
+        portable_cpu_kernels()
     _quiet_unless(args.verbose)
     try:
         results = run_eval(args)

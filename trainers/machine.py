@@ -60,6 +60,29 @@ def portable_cpu_kernels(environ: dict | None = None) -> dict[str, str]:
     return applied
 
 
+def requested_cpu_kernels(argv: list[str]) -> str:
+    """``--cpu_kernels`` of a training command line (``leti train``'s flags), else from its ``--config`` YAML,
+    else portable: read before the parser imports torch, since torch reads its kernel settings once. A
+    training script of your own: ``if requested_cpu_kernels(sys.argv[1:]) == "portable":
+    portable_cpu_kernels()`` before it imports torch (``examples/train_leti.py`` does)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--cpu_kernels="):
+            return arg.split("=", 1)[1]
+        if arg == "--cpu_kernels" and i + 1 < len(argv):
+            return argv[i + 1]
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        try:
+            import yaml
+
+            with open(argv[argv.index("--config") + 1]) as f:
+                recipe = yaml.safe_load(f)
+            if isinstance(recipe, dict) and recipe.get("cpu_kernels"):
+                return str(recipe["cpu_kernels"])
+        except Exception:  # unreadable or not YAML: the parser reports it, with the fix
+            pass
+    return "portable"
+
+
 def machine_record() -> dict[str, Any]:
     """The machine a run computed on, for its ``config.json``: a figure always says where it came from."""
     model, flags = cpu_description()

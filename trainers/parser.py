@@ -28,7 +28,8 @@ class ScriptArguments:
     cpu_kernels: str = field(default="portable", metadata={
         "help": "CPU kernels: portable (ATen and MKL at AVX2 width on any x86 CPU that has it, so that CPUs with "
                 "and without AVX-512 compute the same bits; set before torch computes, and only where "
-                "ATEN_CPU_CAPABILITY / MKL_CBWR are unset) or native (the widest this CPU has).",
+                "ATEN_CPU_CAPABILITY / MKL_CBWR are unset) or native (the widest this CPU has). Read from the "
+                "command line or --config before torch is imported (trainers.machine.requested_cpu_kernels).",
         "choices": ["portable", "native"]})
     verbose: bool = field(default=False, metadata={"help": "Also show transformers', datasets' and bitsandbytes' own "
                                                            "logging, progress bars and deprecation notices."})

@@ -212,19 +212,6 @@ def test_every_run_seed_uses_the_one_shipped_default_model(tmp_path, monkeypatch
     assert _model_path("default", other.default_model_seed) == str(tmp_path / f"default-arith-v{VERSION}-seed3")
 
 
-def test_cpu_kernels_are_read_before_torch_from_the_command_line_or_the_recipe(tmp_path):
-    from trainers.cli import _cpu_kernels_requested
-
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("cpu_kernels: native\nnum_iterations: 2\n")
-    assert _cpu_kernels_requested([]) == "portable"
-    assert _cpu_kernels_requested(["--cpu_kernels", "native"]) == "native"
-    assert _cpu_kernels_requested(["--cpu_kernels=native"]) == "native"
-    assert _cpu_kernels_requested(["--config", str(recipe)]) == "native"
-    assert _cpu_kernels_requested(["--config", str(recipe), "--cpu_kernels", "portable"]) == "portable"
-    assert _cpu_kernels_requested(["--config", str(tmp_path / "missing.yaml")]) == "portable"  # the parser says why
-
-
 def test_build_default_model_says_whether_it_built_the_shipped_model(tmp_path, env):
     """The recipe run here (cut to 3 steps, so it cannot be the shipped model) is compared file by file."""
     out = run("build-default-model", "--pretrain_steps", "3", "--output_dir", str(tmp_path / "built"), env=env)

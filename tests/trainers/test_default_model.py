@@ -65,6 +65,9 @@ def test_leti_train_loads_the_shipped_model_checked_file_by_file(tmp_path, monke
     assert sum(p.numel() for p in model.parameters()) == parameters
     assert AutoTokenizer.from_pretrained(folder).tokenize("123") == ["1", "2", "3"]
 
+    sums = (default_model.SHIPPED_DIR / size / "SHA256SUMS").read_text().splitlines()  # for `sha256sum -c`
+    assert dict(reversed(line.split("  ")) for line in sums) == default_model.SHIPPED[size]
+
     copy = tmp_path / "shipped"
     shutil.copytree(default_model.SHIPPED_DIR, copy)
     monkeypatch.setattr(default_model, "SHIPPED_DIR", copy)

@@ -6,7 +6,8 @@ import platform
 
 import pytest
 
-from trainers.machine import PORTABLE_KERNELS, cpu_description, machine_record, portable_cpu_kernels
+from trainers.machine import (PORTABLE_KERNELS, cpu_description, machine_record, portable_cpu_kernels,
+                              requested_cpu_kernels)
 
 
 def test_portable_kernels_are_set_only_where_the_user_set_nothing():
@@ -29,3 +30,14 @@ def test_the_machine_record_names_the_cpu_and_torchs_kernels():
     assert record["torch"]["threads"] == torch.get_num_threads()
     if torch.backends.mkl.is_available():
         assert any("Math Kernel Library" in line for line in record["torch"]["build"])
+
+
+def test_cpu_kernels_are_read_before_torch_from_the_command_line_or_the_recipe(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("cpu_kernels: native\nnum_iterations: 2\n")
+    assert requested_cpu_kernels([]) == "portable"
+    assert requested_cpu_kernels(["--cpu_kernels", "native"]) == "native"
+    assert requested_cpu_kernels(["--cpu_kernels=native"]) == "native"
+    assert requested_cpu_kernels(["--config", str(recipe)]) == "native"
+    assert requested_cpu_kernels(["--config", str(recipe), "--cpu_kernels", "portable"]) == "portable"
+    assert requested_cpu_kernels(["--config", str(tmp_path / "missing.yaml")]) == "portable"  # the parser says why

@@ -18,7 +18,7 @@ THIRD_PARTY_DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated", r"`gra
 
 
 def quiet_libraries() -> None:
-    """Silence transformers', datasets', bitsandbytes' and TRL's logging and progress bars below errors,
+    """Silence transformers', datasets', bitsandbytes', kernels' and TRL's logging and progress bars below errors,
     and the third-party deprecation notices above, for this process.
 
     The ``leti`` command calls this unless ``--verbose``; a script that uses ``LetiTrainer`` decides for
@@ -31,7 +31,9 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     datasets.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    for name in ("bitsandbytes", "trl", "peft", "accelerate"):
+    # kernels: on CPUs with AVX512-BF16, importing bitsandbytes asks it for a Hub kernel, and offline it
+    # warns that it skips the publisher check (bitsandbytes 0.50.2, kernels 0.19)
+    for name in ("bitsandbytes", "trl", "peft", "accelerate", "kernels"):
         logging.getLogger(name).setLevel(logging.ERROR)
     _ignore_third_party_deprecations()
 

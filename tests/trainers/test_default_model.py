@@ -73,11 +73,13 @@ def test_leti_train_loads_the_shipped_model_checked_file_by_file(tmp_path, monke
     monkeypatch.setattr(default_model, "SHIPPED_DIR", copy)
     assert default_model.default_model_path(size=size) == str(copy / size)
     weights = copy / size / "model.safetensors"
-    data = bytearray(weights.read_bytes())
+    original = weights.read_bytes()
+    data = bytearray(original)
     data[-1] ^= 1  # one bit of one weight
     weights.write_bytes(bytes(data))
     with pytest.raises(OSError, match=f"shipped default model's .*{size}/model.safetensors does not match its sha256"):
         default_model.default_model_path(size=size)
+    weights.write_bytes(original)
     (copy / size / "tokenizer.json").unlink()
     with pytest.raises(OSError, match="shipped default model lacks .*tokenizer.json: reinstall leti"):
         default_model.default_model_path(size=size)

@@ -1,6 +1,6 @@
 """The ``leti`` command: ``leti train``, ``leti eval``, ``leti export``, ``leti push``, ``leti serve``, ``leti envs``.
 
-    leti train                                   # the built-in default: learns on a CPU in about 10 minutes
+    leti train                                   # the built-in default: learns on 2 CPU cores in about 7 minutes
     leti train --config examples/configs/codegen-350M-mbpp.yaml --output_dir runs/mbpp
     leti eval --model runs/leti-default/iteration-6/model --env LETI-Arith --split heldout   # + samples.jsonl
     leti export --model runs/leti-default/iteration-6/model --output merged/   # one plain checkpoint

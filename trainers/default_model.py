@@ -167,7 +167,7 @@ def build_default_tokenizer(seed: int = 0):
 
 def _progress(message: str) -> None:
     """Where the build's progress goes: stderr, at once (as the run's table), so that a log or a pipe shows
-    a ten-minute build as it happens rather than when stdout's buffer fills."""
+    a build of minutes as it happens rather than when stdout's buffer fills."""
     print(message, file=sys.stderr, flush=True)
 
 

@@ -5,6 +5,7 @@ Standard library only; imported by ``zygote`` as a top-level module.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -52,24 +53,93 @@ def classify(request, verdict, u_status, timed_out, output_exceeded, oom) -> dic
 
 
 def remove_tree(path: str) -> None:
-    """Remove a directory tree without recursion (a program may leave 10,000 nested directories)."""
-    stack = [path]
-    while stack:
-        top = stack[-1]
-        try:
-            entries = list(os.scandir(top))
-        except FileNotFoundError:
-            stack.pop()
-            continue
-        subdirs = [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-        for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
-                os.unlink(entry.path)
-        if subdirs:
-            stack.extend(subdirs)
+    """Remove a directory tree that a program wrote, whatever it made of it.
+
+    A program may leave a tree deeper than PATH_MAX (full paths then fail with ENAMETOOLONG), 10,000
+    levels deep (recursion fails), and directories it made unreadable or unwritable (mode 000). So the
+    walk holds one directory descriptor at a time and opens each level relative to the one above, never
+    by a full path. Going back up, ``..`` must be the directory it came down from (device and inode):
+    if a process still running renamed a directory out of the tree, the walk stops with an OSError
+    rather than follow it elsewhere. Modes are restored only on directories opened without following a
+    symlink.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = _open_dir(path, flags, None)
+    except FileNotFoundError:
+        return
+    except OSError as exc:  # a file, or a symlink (O_NOFOLLOW): only the name goes
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        os.unlink(path)
+        return
+    identities = [_identity(fd)]
+    names: list[str] = []
+    try:
+        while True:
+            child = _empty_or_first_subdirectory(fd)
+            if child is not None:
+                sub = _open_dir(child, flags, fd)
+                os.close(fd)
+                fd = sub
+                identities.append(_identity(fd))
+                names.append(child)
+                continue
+            if not names:
+                break
+            parent = os.open("..", flags & ~os.O_NOFOLLOW, dir_fd=fd)
+            if _identity(parent) != identities[-2]:
+                os.close(parent)
+                raise OSError(f"{path}: the tree changed while it was being removed")
+            os.close(fd)
+            fd = parent
+            identities.pop()
+            _retry_writable(fd, lambda: os.rmdir(names[-1], dir_fd=fd))
+            names.pop()
+    finally:
+        os.close(fd)
+    os.rmdir(path)
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
+
+
+def _open_dir(name: str, flags: int, dir_fd: int | None) -> int:
+    """Open a directory (relative to ``dir_fd``), first giving it back its owner's rights if it has none."""
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError:
+        pinned = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:  # chmod through the descriptor: never a symlink swapped in since
+            os.chmod(f"/proc/self/fd/{pinned}", 0o700)
+        except FileNotFoundError:  # no /proc here: by name (O_NOFOLLOW above saw a directory)
+            os.chmod(name, 0o700, dir_fd=dir_fd)
+        finally:
+            os.close(pinned)
+        return os.open(name, flags, dir_fd=dir_fd)
+
+
+def _retry_writable(fd: int, action) -> None:
+    try:
+        action()
+    except PermissionError:  # a directory the program made unwritable (its owner may restore that)
+        os.fchmod(fd, 0o700)
+        action()
+
+
+def _empty_or_first_subdirectory(fd: int) -> str | None:
+    """Unlink everything in the directory ``fd`` but subdirectories; return one of those, or None."""
+    with os.scandir(fd) as entries:
+        listed = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+    child = None
+    for name, is_dir in listed:
+        if is_dir:
+            child = child or name
         else:
-            os.rmdir(top)
-            stack.pop()
+            _retry_writable(fd, lambda name=name: os.unlink(name, dir_fd=fd))
+    return child
 
 
 def _set_rlimit(which: int, soft: int, hard: int | None = None) -> None:

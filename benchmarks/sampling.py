@@ -9,9 +9,10 @@ alternating rounds:
 - baseline: transformers `generate(do_sample=True)` on every copy of each prompt, in leti's batches (the
   global generator decides every token, so the programs depend on the batching);
 - `trainers.sampling.generate` with `share_prompt_prefill=False` (per-sample keyed draws);
-- the same with `share_prompt_prefill=True` (leti's default).
+- the same with `share_prompt_prefill=True` and a growing (dynamic) key/value cache;
+- the same with the cache preallocated for the whole completion (leti's default).
 Prints samples/s and the ratios to the baseline, and checks that leti's samples are the same with and
-without the shared prefill and at a quarter of the batch size.
+without the shared prefill, with either cache, and at a quarter of the batch size.
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ def main() -> None:
     runs = {"transformers' sampler, every copy encoded (baseline)": transformers_sampler,
             "keyed sampler, every copy encoded": lambda: generate(model, tokenizer, prompts, batch_size=args.batch_size,
                                                                   share_prompt_prefill=False, **common),
-            "keyed sampler, shared prompt prefill (default)": lambda: generate(
+            "keyed sampler, shared prompt prefill, growing cache": lambda: generate(
+                model, tokenizer, prompts, batch_size=args.batch_size, share_prompt_prefill=True,
+                preallocate_cache=False, **common),
+            "keyed sampler, shared prompt prefill, preallocated cache (default)": lambda: generate(
                 model, tokenizer, prompts, batch_size=args.batch_size, share_prompt_prefill=True, **common)}
     rates: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.rounds):
@@ -70,15 +74,18 @@ def main() -> None:
             run()
             rates[name].append(len(prompts) * args.samples / (time.perf_counter() - start))
     few = prompts[:64]
-    same = {share: generate(model, tokenizer, few, batch_size=bs, share_prompt_prefill=share, **common)
-            for share, bs in ((False, args.batch_size), (True, args.batch_size), (True, max(1, args.batch_size // 4)))}
+    same = {(share, bs, pre): generate(model, tokenizer, few, batch_size=bs, share_prompt_prefill=share,
+                                       preallocate_cache=pre, **common)
+            for share, bs, pre in ((False, args.batch_size, True), (True, args.batch_size, False),
+                                   (True, args.batch_size, True), (True, max(1, args.batch_size // 4), True))}
     best = {name: max(r) for name, r in rates.items()}
     baseline = best[next(iter(runs))]
     print(f"model {path} on {device}, {args.env}: {len(prompts)} prompts x {args.samples} samples, "
           f"<= {args.max_new_tokens} new tokens, batches of {args.batch_size}, best of {args.rounds}")
     for name, rate in best.items():
         print(f"  {name:55s} {rate:8.0f} samples/s   ratio {rate / baseline:.2f}x")
-    print(f"  keyed samples identical with/without shared prefill and at batch {max(1, args.batch_size // 4)}: "
+    print(f"  keyed samples identical with/without shared prefill, growing or preallocated cache, and at batch "
+          f"{max(1, args.batch_size // 4)}: "
           f"{len({repr(v) for v in same.values()}) == 1}")
 
 

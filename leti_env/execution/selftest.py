@@ -102,15 +102,20 @@ def canary_folder() -> Path:
     return Path(tempfile.mkdtemp(prefix="leti-selftest-"))
 
 
-def _cwd_canary() -> str | None:
-    """A 0600 canary in the caller's working directory (a project folder with its secrets)."""
-    try:
-        fd, path = tempfile.mkstemp(prefix=".leti-selftest-", dir=os.getcwd())
-        os.write(fd, b"leti canary")
-        os.close(fd)
-        return path
-    except OSError:
-        return None
+def _cwd_canaries() -> list[str]:
+    """Two canaries in the caller's working directory (a project folder with its secrets): a 0600
+    ``.env`` and a world-readable token (mode 0644: only the view or Landlock can keep that one)."""
+    made = []
+    for mode in (0o600, 0o644):
+        try:
+            fd, path = tempfile.mkstemp(prefix=".leti-selftest-", dir=os.getcwd())
+            os.write(fd, b"leti canary")
+            os.fchmod(fd, mode)
+            os.close(fd)
+            made.append(path)
+        except OSError:
+            continue
+    return made
 
 
 def _syscall_probe() -> str:
@@ -149,15 +154,15 @@ def run_self_test(pool, *, key_id: int | None = None, harness_pids: list[int] = 
     them in a shared PID namespace (the program must not be able to signal them).
     """
     folder = canary_folder()
-    cwd_canary = None
+    cwd_canaries: list[str] = []
     shm_key = random.randrange(0x1E000000, 0x1EFFFFFF)
     nonce, nonce2 = (f"{random.getrandbits(64):016x}" for _ in range(2))
     try:
         canary = folder / "canary.txt"
         canary.write_text("leti canary")
         os.chmod(canary, 0o600)
-        cwd_canary = _cwd_canary()
-        targets = [str(canary), "/etc/shadow"] + ([cwd_canary] if cwd_canary else [])
+        cwd_canaries = _cwd_canaries()
+        targets = [str(canary), "/etc/shadow"] + cwd_canaries
         probes = {**_host_probes(targets), **_isolation_probes(key_id, harness_pids, shm_key),
                   **_verdict_probes(nonce, nonce2)}
         names = list(probes)
@@ -171,11 +176,11 @@ def run_self_test(pool, *, key_id: int | None = None, harness_pids: list[int] = 
         second: dict[str, list] = {}
         for name, result in zip(later, second_results):
             second.setdefault(name, []).append(result)
-        return _judge(first, second, str(canary), shm_key)
+        return _judge(first, second, str(canary), shm_key) + _run_ends_and_neighbours(pool, nonce)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        if cwd_canary:
-            Path(cwd_canary).unlink(missing_ok=True)
+        for path in cwd_canaries:
+            Path(path).unlink(missing_ok=True)
         _remove_segment(shm_key)
 
 
@@ -334,6 +339,110 @@ def _judge(first: dict, second: dict, canary: str, shm_key: int) -> list[dict]:
     result = first["free_names"]
     checks.append(_check("10 free names in the tests", not result.passed, result.status))
     return checks
+
+
+def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
+    """A run ends whole at its verdict (daemons, sleepers, busy children), its wall time limit holds
+    from outside, a program keeps to its slot's core, and no program listens on an abstract unix
+    socket name the caller can reach (nor reaches one of the caller's)."""
+    import socket
+    import threading
+    import time
+
+    tag = "leti-" + nonce[:10]  # a process name (15 characters at most) no other process has
+    daemon = (
+        "import ctypes, os, time\n"
+        "libc = ctypes.CDLL(None)\n"
+        "def child(detach):\n"
+        "    if os.fork() == 0:\n"
+        "        if detach:\n"
+        "            os.setsid()\n"
+        "            if os.fork():\n"
+        "                os._exit(0)\n"
+        f"        libc.prctl(15, {tag.encode()!r}, 0, 0, 0)\n"
+        "        end = time.monotonic() + 15\n"
+        "        while time.monotonic() < end:\n"
+        "            time.sleep(0.05) if detach else sum(range(1000))\n"
+        "        os._exit(0)\n"
+        "child(True)\nchild(False)\ntime.sleep(0.2)\n"
+        "found = {'started': True}\n" + _REPORT)
+    affinity = (
+        "import os\nbefore = sorted(os.sched_getaffinity(0))\n"
+        "try:\n    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))\n    how = 'widened'\n"
+        "except OSError as e:\n    how = e.strerror\n"
+        "found = {'before': before, 'after': sorted(os.sched_getaffinity(0)), 'call': how}\n" + _REPORT)
+    caller_name, program_name = f"\0leti-selftest-{nonce}", f"\0leti-selftest-{nonce}-program"
+    sockets = (
+        "import socket, time\nfound = {}\n"
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        f"try:\n    s.connect({caller_name!r})\n    found['connect'] = 'connected'\n"
+        "except OSError as e:\n    found['connect'] = e.strerror\n"
+        "s.close()\ns = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+        f"try:\n    s.bind({program_name!r})\n    s.listen(1)\n    found['listen'] = 'listening'\n"
+        "except OSError as e:\n    found['listen'] = e.strerror\n"
+        "print('LETI-PROBE-EARLY', flush=True)\n"
+        "if found['listen'] == 'listening':\n    time.sleep(1.0)\n" + _REPORT)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    reached: list[str] = []
+    stop = threading.Event()
+
+    def knock() -> None:  # the caller's side: can it connect to what the program listens on?
+        while not stop.is_set():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(program_name)
+                reached.append("connected")
+                return
+            except OSError:
+                pass
+            finally:
+                probe.close()
+            stop.wait(0.02)
+
+    try:
+        listener.bind(caller_name)
+        listener.listen(1)
+        knocker = threading.Thread(target=knock, daemon=True)
+        knocker.start()
+        runs = pool.run([daemon, affinity, sockets], timeout=10.0, max_output_bytes=65536)
+        stop.set()
+        knocker.join(5)
+    finally:
+        stop.set()
+        listener.close()
+    time.sleep(0.1)  # 100 ms after the last verdict
+    alive = _processes_named(tag)
+    started = time.monotonic()
+    sleeper = pool.run(["import time\ntime.sleep(30)"], timeout=1.0)[0]
+    wall = time.monotonic() - started
+    checks = [_check("13 a run ends whole", bool(_outcome(runs[0])) and not alive,
+                     f"{len(alive)} of the run's processes alive 100 ms after its verdict" if alive
+                     else (_no_report(runs[0]) if not _outcome(runs[0]) else "none alive 100 ms after the verdict")),
+              _check("14 wall time limit from outside", sleeper.status == "timeout" and wall < 1.6,
+                     f"a sleeping program with a 1 s limit: {sleeper.status} after {wall:.2f} s")]
+    found = _outcome(runs[1]) or {}
+    checks.append(_check("15 one core per slot", bool(found) and found.get("after") == found.get("before"),
+                         json.dumps(found) if found else _no_report(runs[1])))
+    found = _outcome(runs[2]) or {}
+    checks.append(_check("16 abstract unix sockets", bool(found) and found.get("connect") != "connected" and not reached,
+                         (json.dumps(found) if found else _no_report(runs[2]))
+                         + ("; the caller connected to the program's socket" if reached else "")))
+    return checks
+
+
+def _processes_named(name: str) -> list[int]:
+    """Live (not zombie) processes whose name is ``name``, as the host's /proc shows them."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    head, _, rest = f.read().rpartition(")")
+                if head.split("(", 1)[1] == name and rest.split()[0] not in ("Z", "X"):
+                    out.append(int(entry))
+            except (OSError, IndexError):
+                continue
+    return out
 
 
 def _remove_segment(key: int) -> None:

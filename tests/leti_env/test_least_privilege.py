@@ -105,24 +105,27 @@ def _assert_nothing_left(out: dict, before: dict) -> None:
     assert _host_state() == before, "an IPC object, mount or temp dir outlived the process that used it"
 
 
-def _copy_package(for_nobody: bool) -> Path:
-    """The stdlib-only executor package, copied where the mode's user can read it."""
-    base = Path(tempfile.mkdtemp(prefix=".leti-lp-", dir=canary_parent(for_nobody=for_nobody)))
+def _copy_package(for_nobody: bool, parent: Path | None = None) -> Path:
+    """The stdlib-only executor package, copied where the mode's user can read it (the caller's
+    working directory too: the self-test leaves its 0600 canary there, which uid nobody must own)."""
+    base = Path(tempfile.mkdtemp(prefix=".leti-lp-", dir=parent or canary_parent(for_nobody=for_nobody)))
     shutil.copytree(REPO / "leti_env" / "execution", base / "execution", ignore=shutil.ignore_patterns("__pycache__"))
     (base / "run.py").write_text(SCRIPT)
     for path in [base, *base.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    if for_nobody:
+        os.chown(base, 65534, 65534)
     return base
 
 
-def _run_mode(mode: str, kill_self: bool = False) -> tuple[dict, dict]:
+def _run_mode(mode: str, kill_self: bool = False, parent: Path | None = None) -> tuple[dict, dict]:
     disable = {"root": [], "rootless": [], "landlock": NAMESPACES + ["cgroup"], "docker-seccomp": []}[mode]
     command = [sys.executable]
     if mode == "rootless":
         if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(SYSTEM_PYTHON):
             pytest.skip("needs root, setpriv and a system python to become uid 65534")
         command = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", SYSTEM_PYTHON]
-    base = _copy_package(for_nobody=mode == "rootless")
+    base = _copy_package(for_nobody=mode == "rootless", parent=parent)
     before = _host_state()
     try:
         proc = subprocess.run(command + [str(base / "run.py"), str(base), json.dumps(disable), "kill" if kill_self else "",
@@ -148,7 +151,8 @@ def mode_run(request):
 CLASSES = ["1 host files", "2 kernel settings", "3 devices", "4 namespaces, io_uring, perf, bpf, userfaultfd, ptrace",
            "5 keyrings", "6 signals to the judges", "7 SysV IPC between runs", "8 forged verdict",
            "8b tests and other runs' programs out of reach",
-           "9 cleanup of a huge tree", "10 free names in the tests"]
+           "9 cleanup of a huge tree", "10 free names in the tests", "13 a run ends whole",
+           "14 wall time limit from outside", "15 one core per slot", "16 abstract unix sockets"]
 
 
 @pytest.mark.parametrize("attack", CLASSES)
@@ -180,6 +184,20 @@ def test_mode_is_what_it_claims(mode_run):
 def test_nothing_outlives_the_process(mode_run):
     _, out, before = mode_run
     _assert_nothing_left(out, before)
+
+
+@pytest.mark.parametrize("mode", ["root", "rootless", "landlock"])
+def test_a_working_directory_under_usr_stays_hidden(mode):
+    """Docker images work in /usr/src/app, under the /usr that Python needs: the caller's working
+    directory there (with the self-test's 0600 canary in it) is masked in the view and left out of
+    Landlock's rules, and the rest of /usr still serves Python."""
+    if os.geteuid() != 0 or not os.access("/usr/src", os.W_OK):
+        pytest.skip("needs root to make a working directory under /usr/src")
+    out, _ = _run_mode(mode, parent=Path("/usr/src"))
+    host = {c["class"]: c for c in out["checks"]}["1 host files"]
+    assert host["ok"], host["detail"]
+    assert "/usr/src/.leti-lp-" in host["detail"], "the canary in the working directory was not probed"
+    assert all(c["ok"] for c in out["checks"]), [c for c in out["checks"] if not c["ok"]]
 
 
 @pytest.mark.parametrize("mode", ["root", "landlock"])

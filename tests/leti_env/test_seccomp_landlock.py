@@ -539,9 +539,43 @@ def test_seccomp_self_only_calls_and_socket_families() -> None:
                 "vsock": errno_of(lambda: socket.socket(40, socket.SOCK_STREAM)),
                 "inet": errno_of(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close())}
 
-    assert in_child(body) == {"prlimit_self": 0, "prlimit_parent": errno.EPERM, "affinity_self": 0,
+    assert in_child(body) == {"prlimit_self": 0, "prlimit_parent": errno.EPERM, "affinity_self": errno.EPERM,
                               "affinity_parent": errno.EPERM, "priority_parent": errno.EPERM,
                               "vsock": errno.EPERM, "inet": 0}
+    assert in_child(lambda: {"affinity_self": errno_of(lambda: os.sched_setaffinity(0, os.sched_getaffinity(0)))}) \
+        == {"affinity_self": 0}  # control: without the filter the same call works
+
+
+def test_seccomp_without_a_network_namespace_nothing_listens_on_an_abstract_name() -> None:
+    """Where abstract unix socket names are the host's, a program may neither bind nor listen (it could
+    pose as a local service), while stream socketpairs still work."""
+    need_seccomp()
+    prog = seccomp.build_filter(restrict_sockets=True)
+    name = f"\0leti-test-{os.getpid()}-{time.monotonic_ns()}"
+
+    def body() -> dict:
+        seccomp.install(prog)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            out = {"bind": errno_of(lambda: sock.bind(name)), "listen": errno_of(lambda: sock.listen(1))}
+        finally:
+            sock.close()
+        a, b = socket.socketpair()
+        a.sendall(b"x")
+        out["pair"] = b.recv(1) == b"x"
+        a.close(), b.close()
+        return out
+
+    assert in_child(body) == {"bind": errno.EPERM, "listen": errno.EPERM, "pair": True}
+
+    def control() -> dict:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            return {"bind": errno_of(lambda: sock.bind(name))}
+        finally:
+            sock.close()
+
+    assert in_child(control) == {"bind": 0}
 
 
 def test_seccomp_file_attribute_and_message_queue_options() -> None:

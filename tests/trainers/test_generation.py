@@ -155,3 +155,24 @@ def test_out_of_memory_halves_the_batch_and_keeps_the_samples(model_and_tokenize
     monkeypatch.setattr(model, "generate", lambda *a, **kw: (_ for _ in ()).throw(torch.OutOfMemoryError("one")))
     with pytest.raises(torch.OutOfMemoryError):  # not even one sequence fits: the error is the user's to see
         generate(model, tokenizer, PROMPTS[:1], **kwargs)
+
+
+def test_preallocated_cache_samples_what_the_growing_cache_samples(model_and_tokenizer, monkeypatch):
+    """The shared prefill's cache is copied into a StaticCache (written in place, never regrown): the
+    path is really taken, and sampled and greedy programs are those of the growing DynamicCache."""
+    from transformers import StaticCache
+
+    import trainers.sampling as sampling
+
+    model, tokenizer = model_and_tokenizer
+    made = []
+    real = sampling._preallocated
+    monkeypatch.setattr(sampling, "_preallocated", lambda *a: made.append(real(*a)) or made[-1])
+    for temperature in (1.0, 0.0):
+        kwargs = dict(num_samples=4, max_new_tokens=12, temperature=temperature, batch_size=8, seed=3)
+        growing = sampling.generate(model, tokenizer, PROMPTS, preallocate_cache=False, **kwargs)
+        assert not made
+        preallocated = sampling.generate(model, tokenizer, PROMPTS, **kwargs)
+        assert made and all(isinstance(cache, StaticCache) for cache in made)
+        assert preallocated == growing
+        made.clear()

@@ -17,7 +17,7 @@ import types
 
 import landlock
 import seccomp
-from filesystem import ETC_FILES, SYSTEM_DIRS, python_paths
+from filesystem import ETC_FILES, SYSTEM_DIRS, hidden_paths, python_paths, readable_around
 from kernel import (
     CAP_DAC_READ_SEARCH, CLONE_NEWIPC, PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS, drop_capabilities,
     prctl, set_process_name, unshare,
@@ -139,9 +139,10 @@ class Confinement:
 
     def _system_paths(self) -> list[str]:
         """What Python needs to read: system libraries, a few /etc files, its prefixes and sys.path."""
-        exclude = [self.config.get("caller_cwd", ""), self.config.get("home", ""), "/root", "/home"]
+        hidden = hidden_paths(self.config)
         etc = ETC_FILES if self.view is None else ETC_FILES + ("passwd", "group")  # ours, in the view
-        return [f"/{d}" for d in SYSTEM_DIRS] + [f"/etc/{f}" for f in etc] + python_paths(exclude)
+        system = [p for d in SYSTEM_DIRS for p in readable_around(f"/{d}", hidden)]
+        return system + [f"/etc/{f}" for f in etc] + python_paths(hidden)
 
     def enter(self, role: str, keep: list[int], stdout_fd: int, run_dir: str, request: dict,
               ruleset_fd: int | None = None) -> None:

@@ -79,6 +79,47 @@ def python_paths(exclude: list[str]) -> list[str]:
     return sorted(keep)
 
 
+def hidden_paths(config: dict) -> list[str]:
+    """The caller's folders no program may see, though a broad system tree above them is shown.
+
+    The caller's working directory and home (with the project, its ``.env`` and its run folders),
+    ``/root`` and ``/home``, and what the caller names in ``hide``. A Docker image usually works in
+    ``/usr/src/app``, under the ``/usr`` that Python needs: that folder is masked in the view (an
+    empty read-only tmpfs) and left out of Landlock's read rules (``readable_around``).
+    """
+    out = []
+    for path in [config.get("caller_cwd", ""), config.get("home", ""), "/root", "/home", *config.get("hide", ())]:
+        if path and os.path.isabs(path) and os.path.normpath(path) != "/":
+            out.append(os.path.normpath(path))
+    return sorted(set(out))
+
+
+def readable_around(path: str, hidden: list[str]) -> list[str]:
+    """``path`` as Landlock read rules that leave out every ``hidden`` folder beneath it.
+
+    Landlock only adds rights, and a rule covers a whole tree: so a tree with a hidden folder inside is
+    granted entry by entry, down the way to that folder and never into it. The folders on the way can
+    then not be listed (their entries are still read by name), which Python does not need.
+    """
+    inner = [h for h in hidden if _under(h, path)]
+    if not inner:
+        return [path]
+    if path in inner:
+        return []
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return []
+    out: list[str] = []
+    for name in names:
+        child = os.path.join(path, name)
+        if any(_under(h, child) for h in inner) and not os.path.islink(child):
+            out += readable_around(child, inner)
+        elif child not in inner:
+            out.append(child)
+    return out
+
+
 def _mkdirs(root: str, path: str) -> str:
     target = root + path
     os.makedirs(target, mode=0o755, exist_ok=True)
@@ -111,12 +152,17 @@ class RootView:
         # (root-only, read-only) and from there into each run's own /tmp.
         self.private_binds: list[tuple[str, str]] = []
         self.proc = False
+        # The zygote's own procfs of the slot's PID namespace (no hidepid; mounted, opened and detached
+        # before the programs' /proc is mounted over the same place): see ``_proc``.
+        self.harness_proc_fd: int | None = None
         self.bound: list[str] = []
+        self.masked: list[str] = []  # the caller's folders hidden under an empty tmpfs
         self.tmp_generation = 0  # how many tmpfs this slot has mounted on /tmp (a new one: new rules)
         self._pristine: tuple | None = None
 
     def build(self) -> None:
-        python = python_paths([self.config.get("caller_cwd", ""), self.config.get("home", ""), "/root", "/home"])
+        hidden = hidden_paths(self.config)
+        python = python_paths(hidden)
         here = os.path.dirname(os.path.abspath(__file__))
         python = [p for p in python if p != here]  # the harness is loaded already; programs need not see it
         # Open every source first: the new root is built on /tmp, which hides what was there.
@@ -134,11 +180,14 @@ class RootView:
         mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below may ever propagate to the host
         root = "/tmp"
         mount("leti-root", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,nr_inodes=4096,mode=0755")
+        masks: list[str] = []
         try:
             for path, target in links.items():
                 _mkdirs(root, os.path.dirname(path))
                 os.symlink(target, root + path)
             for path, fd in sources.items():
+                if path in python and not masks:  # the system trees are bound: mask the caller's folders
+                    masks = self._mask(root, hidden) or ["-"]
                 if any(_under(path, p) for p in _PRIVATE):
                     staged = f"{STAGING}/{len(self.private_binds)}"
                     if not os.path.isdir(root + STAGING):
@@ -150,6 +199,11 @@ class RootView:
                 _place(root, path, fd)
                 os.close(fd)
                 self.bound.append(path)
+            if not masks:
+                masks = self._mask(root, hidden)
+            for mask in masks:  # read-only once Python's own folders inside are bound
+                if mask != "-":
+                    mount(None, root + mask, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
             self._etc(root)
             self._dev(root, devices)
             _mkdirs(root, RUN_TMP)
@@ -170,6 +224,21 @@ class RootView:
         umount("/.old", MNT_DETACH)
         os.rmdir("/.old")
         mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | _flags_of("/"))
+
+    def _mask(self, root: str, hidden: list[str]) -> list[str]:
+        """An empty tmpfs over every hidden folder that a bound system tree shows (writable until the
+        interpreter's own folders beneath it, if any, are bound; ``build`` then makes it read-only)."""
+        masked = []
+        for path in hidden:
+            if not any(_under(path, b) and path != b for b in self.bound) or not os.path.isdir(root + path):
+                continue
+            try:
+                mount("leti-masked", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k,mode=0755")
+                masked.append(path)
+            except OSError as exc:
+                self.notes.append(f"could not mask {path}: {exc}")
+        self.masked = masked
+        return masked
 
     def _etc(self, root: str) -> None:
         """A passwd and group naming only the sandbox's users (the host's list them all)."""
@@ -202,6 +271,17 @@ class RootView:
     def _proc(self, root: str) -> bool:
         """A procfs of the slot's PID namespace, with the host's knobs read-only and its secrets masked."""
         proc = _mkdirs(root, "/proc")
+        # hidepid=2 hides a process from those who may not ptrace it, and a non-dumpable program forked
+        # (not exec'd) from a rootless launcher has its memory owned by the host's user namespace, where
+        # the zygote has no capability: through the programs' /proc the zygote would not see them, and
+        # could neither kill what a run left alive nor read its CPU time. So the zygote keeps a procfs
+        # instance of its own, without hidepid, that no path leads to (each mount is its own instance).
+        try:
+            mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            self.harness_proc_fd = os.open(proc, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            umount(proc, MNT_DETACH)
+        except OSError as exc:
+            self.notes.append(f"no procfs of the zygote's own: {exc}")
         try:
             mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2")
         except OSError as exc:

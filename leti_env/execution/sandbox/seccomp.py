@@ -40,8 +40,11 @@ _FILE_ATTRS = ("chmod fchmod fchmodat fchmodat2 chown fchown lchown fchownat uti
                "file_setattr").split()
 # Allowed only on the calling process itself (argument index that must be 0): the verifier and the
 # zygote may share the program's uid, and these calls need no signal permission.
-_SELF_ONLY = {"prlimit64": 0, "sched_setaffinity": 0, "sched_setscheduler": 0, "sched_setparam": 0,
+_SELF_ONLY = {"prlimit64": 0, "sched_setscheduler": 0, "sched_setparam": 0,
               "sched_setattr": 0, "setpriority": 1, "ioprio_set": 1}
+# Refused outright: each slot is pinned to one core, and a program that widened its own affinity
+# would take its neighbour slot's core (an honest program there would then time out).
+_PINNING = ("sched_setaffinity",)
 # Socket families a program may create where it has its own network namespace (AF_VSOCK and the
 # like are not namespaced: they would reach the hypervisor or the host).
 _FAMILIES = (1, 2, 10, 16)  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
@@ -57,7 +60,7 @@ _COMMON = {
 _TABLES: dict[str, dict[str, int]] = {
     "x86_64": {
         **_COMMON, "shmget": 29, "shmat": 30, "shmctl": 31, "socket": 41, "connect": 42,
-        "socketpair": 53, "clone": 56, "semget": 64, "semop": 65, "semctl": 66, "shmdt": 67,
+        "socketpair": 53, "bind": 49, "listen": 50, "clone": 56, "semget": 64, "semop": 65, "semctl": 66, "shmdt": 67,
         "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "ptrace": 101, "syslog": 103,
         "uselib": 134, "personality": 135, "ustat": 136, "sysfs": 139, "vhangup": 153,
         "pivot_root": 155, "_sysctl": 156, "chroot": 161, "acct": 163, "settimeofday": 164,
@@ -85,7 +88,7 @@ _TABLES: dict[str, dict[str, int]] = {
         "settimeofday": 170, "msgget": 186, "msgctl": 187, "msgrcv": 188, "msgsnd": 189,
         "semget": 190, "semctl": 191, "semtimedop": 192, "semop": 193, "shmget": 194,
         "shmctl": 195, "shmat": 196, "shmdt": 197, "socket": 198, "socketpair": 199,
-        "connect": 203, "add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220,
+        "bind": 200, "listen": 201, "connect": 203, "add_key": 217, "request_key": 218, "keyctl": 219, "clone": 220,
         "swapon": 224, "swapoff": 225, "perf_event_open": 241, "name_to_handle_at": 264,
         "open_by_handle_at": 265, "clock_adjtime": 266, "setns": 268, "process_vm_readv": 270,
         "process_vm_writev": 271, "kcmp": 272, "finit_module": 273, "bpf": 280,
@@ -174,7 +177,7 @@ def _build(arch: str, deny_sysv_ipc: bool, restrict_sockets: bool, deny_file_att
            ipc_unshare: bool = False) -> bytes:
     """The filter program for ``arch`` (separate from build_filter so tests can build both arches)."""
     nr = _TABLES[arch]
-    deny = [n for n in _DENY if n in nr and not (ipc_unshare and n == "unshare")]
+    deny = [n for n in _DENY if n in nr and not (ipc_unshare and n == "unshare")] + list(_PINNING)
     deny += _SYSV_IPC if deny_sysv_ipc else []
     deny += [n for n in _FILE_ATTRS if n in nr] if deny_file_attrs else []
     p: list = [(_LD_W_ABS, _OFF_ARCH, 0, 0), (_JEQ, _AUDIT_ARCH[arch], 0, "deny"), (_LD_W_ABS, _OFF_NR, 0, 0)]
@@ -186,7 +189,10 @@ def _build(arch: str, deny_sysv_ipc: bool, restrict_sockets: bool, deny_file_att
     p += [(_JEQ, nr["clone3"], "enosys", 0), (_JEQ, nr["clone"], "clone", 0),
           (_JEQ, nr["personality"], "personality", 0)]
     if restrict_sockets:
-        p += [(_JEQ, nr["connect"], "deny", 0), (_JEQ, nr["socket"], "socket", 0),
+        # bind and listen too: abstract unix socket names are shared with the host where there is no
+        # network namespace, and a program listening on one could pose as a local service.
+        p += [(_JEQ, nr["connect"], "deny", 0), (_JEQ, nr["bind"], "deny", 0), (_JEQ, nr["listen"], "deny", 0),
+              (_JEQ, nr["socket"], "socket", 0),
               (_JEQ, nr["socketpair"], "socketpair", 0)]
     else:
         p += [(_JEQ, nr["socket"], "families", 0)]
@@ -235,16 +241,17 @@ def build_filter(*, deny_sysv_ipc: bool = False, restrict_sockets: bool = False,
 
     ``deny_sysv_ipc``: for hosts without an IPC namespace (System V IPC would be host-global).
     ``restrict_sockets``: for hosts without a network namespace: AF_UNIX stream sockets and
-    stream/seqpacket socketpairs only, no connect() at all (so named sockets such as docker.sock
-    stay unreachable).
+    stream/seqpacket socketpairs only, no connect(), bind() or listen() at all (so named sockets such
+    as docker.sock stay unreachable, and no program serves on an abstract name the host shares).
     ``deny_file_attrs``: for hosts without a minimal root: no chmod, chown, utime or xattr changes
     (Landlock does not cover them, and the program may be able to open host files for reading).
     ``ipc_unshare``: allow ``unshare(CLONE_NEWIPC)`` and nothing else of ``unshare``, so that a
     filter installed once in a parent can be inherited by children that still make their own IPC
     namespace (installing a filter costs a BPF compilation each time). The call needs
     CAP_SYS_ADMIN, which a confined program never has, so for the program it fails all the same.
-    Always: socket families other than AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK are refused, and
-    prlimit, sched_set*, setpriority and ioprio_set work only on the calling process.
+    Always: socket families other than AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK are refused,
+    sched_setaffinity is refused (a slot's core is fixed), and prlimit, the other sched_set* calls,
+    setpriority and ioprio_set work only on the calling process.
     """
     if _ARCH is None:
         raise OSError(f"seccomp filter: unsupported architecture {os.uname().machine}")

@@ -146,7 +146,8 @@ class Zygote:
             self.tmp_root = tempfile.mkdtemp(prefix=f"leti-sandbox-{os.getpid()}-")  # swept once we are dead
         elif self.view.proc:
             os.close(self.proc_fd)
-            self.proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.proc_fd = (self.view.harness_proc_fd if self.view.harness_proc_fd is not None
+                            else os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
 
     def _seal(self, protections: dict) -> None:
         """Last steps before serving: not dumpable, how a run's processes are killed, a scrubbed

@@ -93,6 +93,25 @@ def nobody_can_traverse(path: Path) -> bool:
                            "test", "-x", str(path)]).returncode == 0
 
 
+def python_for_degraded_mode() -> str:
+    """An interpreter uid nobody can read, for pools without a minimal root (Landlock-only mode).
+
+    As root, such a pool refuses a Python that uid nobody cannot read (one under /root), rather than
+    leave programs a capability to read it: then the system's Python serves (the worker and the
+    programs need nothing but the standard library)."""
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        return sys.executable
+    sandbox = str(REPO / "leti_env" / "execution" / "sandbox")
+    check = f"import sys; sys.path.insert(0, {sandbox!r}); from process import _nobody_can_run_python as ok; sys.exit(0 if ok() else 1)"
+    for python in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):  # the executor's own criterion
+        if os.path.exists(python) and subprocess.run([python, "-I", "-c", check], capture_output=True).returncode == 0:
+            return python
+    pytest.skip("no Python here that uid nobody can read (a Landlock-only pool refuses to run as root otherwise)")
+
+
 def canary_parent(for_nobody: bool = False) -> Path:
     """A writable folder on the real filesystem (visible, read-only, inside the sandbox)."""
     for candidate in (REPO, Path.home(), Path("/var/lib")):

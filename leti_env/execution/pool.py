@@ -252,6 +252,13 @@ class ExecutorPool:
             raise SandboxUnavailableError(
                 f"this host cannot isolate generated programs: no namespaces and no Landlock ({notes}). "
                 + _HOW_TO_ENABLE)
+        if protections.get("python_unreadable"):
+            self.close()
+            raise SandboxUnavailableError(
+                f"uid nobody cannot read this Python ({protections['python_unreadable']}), and without a minimal "
+                "root (namespaces are refused here) programs would need a capability to run it: use a Python "
+                "outside /root (ExecutorPool(python='/usr/bin/python3'), or a venv made from one), or let other "
+                "users reach it (chmod o+x on the folders above it, e.g. /root).")
         missing = [p for p in _EXPECTED if not protections.get(p)]
         if missing and self.strict:
             self.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from leti_env import ExecutorPool, Program
-from tests.conftest import canary_parent, leftover_processes
+from tests.conftest import canary_parent, leftover_processes, python_for_degraded_mode
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
 WRONG = "def add(a, b):\n    return a - b\n"
@@ -111,7 +111,7 @@ def mode_pool(request, pool):
     if request.param == "namespaces":
         yield pool
     else:
-        with ExecutorPool(2, disable=LANDLOCK_ONLY) as landlock_pool:
+        with ExecutorPool(2, disable=LANDLOCK_ONLY, python=python_for_degraded_mode()) as landlock_pool:
             assert landlock_pool.protections()["mode"] == "landlock"
             yield landlock_pool
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from leti_env import ExecutorPool, Program, SandboxUnavailableError, SandboxWarning
-from tests.conftest import REPO, canary_parent, leftover_processes
+from tests.conftest import REPO, canary_parent, leftover_processes, python_for_degraded_mode
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(10, 5) == 15\n"
@@ -27,7 +27,7 @@ NO_NAMESPACES = ["pidns", "netns", "mountns", "ipcns", "cgroup"]
 
 def test_degraded_host_warns_and_still_kills_process_trees():
     with pytest.warns(SandboxWarning, match="pid_namespace.*network_namespace") as caught:
-        pool = ExecutorPool(2, disable=NO_NAMESPACES)
+        pool = ExecutorPool(2, disable=NO_NAMESPACES, python=python_for_degraded_mode())
         report = pool.protections()
     assert caught[0].filename == __file__  # the warning names the caller's line, not leti's internals
     with pool:
@@ -39,6 +39,29 @@ def test_degraded_host_warns_and_still_kills_process_trees():
         time.sleep(0.3)
         for worker in pool._workers:
             assert not leftover_processes(worker.proc.pid), "an orphan or daemon survived"
+
+
+def test_without_a_minimal_root_a_python_nobody_cannot_read_is_refused_in_one_line():
+    """As root without namespaces, programs run as uid nobody and read Python where it lies. Where they
+    cannot (a Python under /root), the pool refuses rather than leave them CAP_DAC_READ_SEARCH, and the
+    error names the fixes; with a Python they can read, the same pool runs with no capability at all."""
+    import sys
+
+    good = python_for_degraded_mode()
+    if good == sys.executable:
+        pytest.skip("uid nobody can read this Python: nothing to refuse")
+    pool = ExecutorPool(1, disable=NO_NAMESPACES)
+    with pytest.raises(SandboxUnavailableError, match=r"uid nobody cannot read this Python .*python=.*chmod o\+x") as info:
+        pool.run(["pass"])
+    assert "\n" not in str(info.value)
+    probe = ("import ctypes, os\n"  # capget(2): no /proc in this mode
+             "class H(ctypes.Structure):\n    _fields_ = [('version', ctypes.c_uint32), ('pid', ctypes.c_int)]\n"
+             "class D(ctypes.Structure):\n    _fields_ = [(n, ctypes.c_uint32) for n in ('eff', 'prm', 'inh')]\n"
+             "data = (D * 2)()\nassert ctypes.CDLL(None).capget(ctypes.byref(H(0x20080522, 0)), data) == 0\n"
+             "print([sum(getattr(d, n) for d in data) for n in ('eff', 'prm')], os.getuid())\n")
+    with ExecutorPool(1, disable=NO_NAMESPACES, python=good) as pool:
+        result = pool.run([probe])[0]
+    assert result.passed and result.output.strip() == "[0, 0] 65534", result
 
 
 def test_strict_mode_refuses_missing_protections(monkeypatch):
@@ -149,7 +172,7 @@ def test_without_a_mount_namespace_slots_are_not_restarted_and_leave_no_folder()
     """No mount namespace means no /proc of our own, so no PID namespace either: the zygote then
     kills process trees as a subreaper, keeps its spawner, and removes its run folder and cgroups on exit."""
     before = {n for n in os.listdir("/tmp") if n.startswith("leti-sandbox-")}
-    with ExecutorPool(1, disable=["mountns"]) as pool:
+    with ExecutorPool(1, disable=["mountns"], python=python_for_degraded_mode()) as pool:
         report = pool.protections()
         launcher = pool._workers[0].proc.pid
         cgroups = pool._workers[0].cgroup_paths

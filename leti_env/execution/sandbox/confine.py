@@ -19,7 +19,7 @@ import landlock
 import seccomp
 from filesystem import ETC_FILES, SYSTEM_DIRS, hidden_paths, python_paths, readable_around
 from kernel import (
-    CAP_DAC_READ_SEARCH, CLONE_NEWIPC, PR_SET_DUMPABLE, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS, drop_capabilities,
+    CLONE_NEWIPC, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, drop_capabilities,
     prctl, set_process_name, unshare,
 )
 from process import NOBODY, VERIFIER_UID, _nobody_can_run_python, _set_rlimit
@@ -53,22 +53,22 @@ class Confinement:
         self.nproc_limit = 0
 
     def _choose_uids(self) -> None:
-        """Never uid 0 of the host: as root, the solution and the verifier get two unprivileged uids."""
+        """Never uid 0 of the host: as root, the solution and the verifier get two unprivileged uids.
+
+        Without a minimal root, those uids read Python where it is installed. Where they cannot (a
+        Python under ``/root``), the pool refuses to start (``python_unreadable``) rather than leave
+        the program a capability to read it: ``CAP_DAC_READ_SEARCH`` would read every file Landlock
+        lets it open, whoever owns it.
+        """
         uid = os.getuid()
         self.solution_uid = self.verifier_uid = uid
-        self.keep_read_search = False
         if self.real_root and "setuid" not in self.disabled:
             landlock_ok = "landlock" not in self.disabled and landlock.abi_version() > 0
             if self.view is not None or _nobody_can_run_python():
                 self.solution_uid, self.verifier_uid = NOBODY, VERIFIER_UID
             elif landlock_ok:
-                # No minimal root, and this Python lives where nobody cannot read it (under /root):
-                # nobody keeps CAP_DAC_READ_SEARCH, and Landlock limits what it may read to
-                # Python and the system libraries. Better than uid 0: no host file is its own.
                 self.solution_uid, self.verifier_uid = NOBODY, VERIFIER_UID
-                self.keep_read_search = True
-                self.notes.append("uid nobody cannot read this Python installation: programs keep "
-                                  "CAP_DAC_READ_SEARCH, within Landlock's read rules")
+                self.protections["python_unreadable"] = sys.prefix
             else:
                 self.notes.append("uid nobody cannot read this Python installation and there is neither a "
                                   "minimal root nor Landlock: programs run as uid 0 with every capability dropped")
@@ -186,12 +186,10 @@ class Confinement:
         except PermissionError:
             pass  # a user namespace with setgroups denied has none to drop
         if uid != os.getuid():
-            if self.keep_read_search:
-                prctl(PR_SET_KEEPCAPS, 1)
             os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)  # drops every capability (unless kept just above)
+            os.setresuid(uid, uid, uid)  # drops every capability
         prctl(PR_SET_NO_NEW_PRIVS, 1)  # exec can never regain privileges
-        drop_capabilities(keep=CAP_DAC_READ_SEARCH if self.keep_read_search else None)
+        drop_capabilities()
         prctl(PR_SET_DUMPABLE, 0)  # no ptrace, no /proc/<pid>/mem from peers
         if ruleset_fd is not None:
             landlock.restrict_with(ruleset_fd)

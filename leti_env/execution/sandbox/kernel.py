@@ -11,8 +11,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_BIND, MS_REC, MS_PRIVATE = 32, 1024, 4096, 16384, 1 << 18
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NAME = 1, 4, 15
-PR_SET_KEEPCAPS, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 8, 36, 38
-CAP_DAC_READ_SEARCH = 2
+PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 36, 38
 SYS_PIDFD_OPEN, SYS_PIVOT_ROOT_X86_64, SYS_PIVOT_ROOT_GENERIC = 434, 155, 41
 KEYCTL_JOIN_SESSION_KEYRING = 1
 SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}
@@ -89,14 +88,10 @@ class _CapData(ctypes.Structure):
 _CAP_ARGS = (_CapHeader(0x20080522, 0), (_CapData * 2)())  # built once, before forking
 
 
-def drop_capabilities(keep: int | None = None) -> None:
-    """Empty every capability set (uid 0 and user-namespace 'root' keep none of their powers),
-    except capability ``keep`` in the effective and permitted sets if given (never inheritable:
-    an exec'd program never has it)."""
+def drop_capabilities() -> None:
+    """Empty every capability set (uid 0 and user-namespace 'root' keep none of their powers)."""
     header, data = _CAP_ARGS
-    bits = 0 if keep is None else 1 << keep
-    data[0].effective = data[0].permitted = bits
-    data[0].inheritable = 0
+    data[0].effective = data[0].permitted = data[0].inheritable = 0
     check(libc().capset(ctypes.byref(header), ctypes.byref(data)), "capset")
 
 

@@ -144,6 +144,7 @@ class Zygote:
             import tempfile
 
             self.tmp_root = tempfile.mkdtemp(prefix=f"leti-sandbox-{os.getpid()}-")  # swept once we are dead
+            os.chmod(self.tmp_root, 0o711)  # programs (another uid, no capability) pass through to run/ only
         elif self.view.proc:
             os.close(self.proc_fd)
             self.proc_fd = (self.view.harness_proc_fd if self.view.harness_proc_fd is not None

@@ -404,7 +404,9 @@ def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
         listener.listen(1)
         knocker = threading.Thread(target=knock, daemon=True)
         knocker.start()
-        runs = pool.run([daemon, affinity, sockets], timeout=10.0, max_output_bytes=65536)
+        cmdline = ("try:\n    found = {'cmdline': open('/proc/self/cmdline', 'rb').read().decode('utf-8', 'replace')}\n"
+                   "except OSError as e:\n    found = {'cmdline': '<' + e.strerror + '>'}\n" + _REPORT)
+        runs = pool.run([daemon, affinity, sockets, cmdline], timeout=10.0, max_output_bytes=65536)
         stop.set()
         knocker.join(5)
     finally:
@@ -427,6 +429,12 @@ def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
     checks.append(_check("16 abstract unix sockets", bool(found) and found.get("connect") != "connected" and not reached,
                          (json.dumps(found) if found else _no_report(runs[2]))
                          + ("; the caller connected to the program's socket" if reached else "")))
+    found = _outcome(runs[3]) or {}
+    here = os.path.dirname(os.path.abspath(__file__))
+    shown = [p for p in (os.getcwd(), os.path.expanduser("~"), here) if p not in ("/", "") and p in found.get("cmdline", "")]
+    checks.append(_check("17 no host path in the command line", bool(found) and not shown,
+                         (f"/proc/self/cmdline names {shown}" if shown else f"/proc/self/cmdline: {found.get('cmdline', '')[:60]!r}")
+                         if found else _no_report(runs[3])))
     return checks
 
 

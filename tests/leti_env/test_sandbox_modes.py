@@ -89,21 +89,19 @@ programs = [
 with ExecutorPool(2) as pool:
     report = pool.protections()
     results = pool.run(programs, timeout=1.5)
-print(json.dumps({"report": report, "statuses": [r.status for r in results], "feedback": [r.feedback for r in results]}))
+    pids = pool.harness_pids()
+    cmdline = pool.run(["print(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[0])"])[0].output
+print(json.dumps({"report": report, "statuses": [r.status for r in results], "feedback": [r.feedback for r in results],
+                  "pids": pids, "cmdline": cmdline}))
 ''' % {"orphan": ORPHAN, "always_equal": ALWAYS_EQUAL}
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if text.encode() in f.read():
-                        found.append(int(entry))
-            except OSError:
-                pass
-    return found
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _can_run_as_nobody(python: str) -> bool:
@@ -144,7 +142,8 @@ def test_unprivileged_user_gets_namespaces_and_a_read_only_root():
         assert re.search("Permission denied|Network is unreachable", out["feedback"][6])  # Landlock, or no route
         assert canary.read_text() == "original"
         time.sleep(0.3)
-        assert not _processes_mentioning(str(base)), "a sandboxed process outlived its pool"
+        assert out["pids"] and not [p for p in out["pids"] if _alive(p)], "a sandboxed process outlived its pool"
+        assert out["cmdline"].strip() == "b'leti-sandbox'", out["cmdline"]  # no host path (the checkout's) in argv
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

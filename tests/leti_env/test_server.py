@@ -187,7 +187,7 @@ def test_shutdown_leaves_no_sandbox_behind():
 
 
 def _is_launcher(pid: int, parent: int) -> bool:
-    """A sandbox worker's launcher: ``python -I <leti_env/execution/sandbox>``, a child of ``parent``."""
+    """A sandbox worker's launcher (its command line reads ``leti-sandbox``), a child of ``parent``."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             argv = f.read().split(b"\0")
@@ -195,7 +195,7 @@ def _is_launcher(pid: int, parent: int) -> bool:
             ppid = int(f.read().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError):
         return False
-    return ppid == parent and b"-I" in argv and any(a.endswith(b"/sandbox") for a in argv)
+    return ppid == parent and argv[0] == b"leti-sandbox"
 
 
 def test_trl_tool_environment_runs_its_programs_on_the_server(server):

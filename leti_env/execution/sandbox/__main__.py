@@ -18,12 +18,14 @@ import cgroups as cgroups_module
 import zygote as zygote_module
 from kernel import (
     CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, PR_SET_PDEATHSIG,
-    join_new_session_keyring, libc, prctl,
+    join_new_session_keyring, libc, prctl, set_command_line,
 )
 from protocol import recv_msg, send_msg
 
 
 def main(argv: list[str]) -> int:
+    # Programs read their worker's command line (/proc/self/cmdline): it names no host path.
+    set_command_line(b"leti-sandbox")
     # The configuration arrives as the first message on stdin (argv would show in /proc/*/cmdline).
     config = json.loads(argv[1]) if len(argv) > 1 else (recv_msg(0) or {})
     disabled = set(config.get("disable", ()))

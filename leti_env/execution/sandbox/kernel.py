@@ -55,6 +55,27 @@ def pivot_root(new_root: str, put_old: str) -> None:
     check(libc().syscall(number, _enc(new_root), _enc(put_old)), "pivot_root")
 
 
+def set_command_line(title: bytes) -> bool:
+    """Overwrite this process's argument area, which ``/proc/<pid>/cmdline`` shows, with ``title``.
+
+    Every process forked from the worker (programs included) shows, and can read, the worker's command
+    line: the interpreter's path and the sandbox folder's, i.e. where the caller's checkout is. The
+    area's bounds are ``arg_start`` and ``arg_end`` of ``/proc/self/stat`` (fields 48 and 49); Python
+    keeps its own copy of ``sys.argv``. Returns False where the bounds cannot be read.
+    """
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])
+    except (OSError, IndexError, ValueError):
+        return False
+    if not start or end <= start:
+        return False
+    ctypes.memset(start, 0, end - start)
+    ctypes.memmove(start, title, min(len(title), end - start - 1))
+    return True
+
+
 def prctl(option: int, arg: int = 0) -> int:
     return libc().prctl(option, ctypes.c_ulong(arg), 0, 0, 0)
 

@@ -433,7 +433,8 @@ def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
     here = os.path.dirname(os.path.abspath(__file__))
     shown = [p for p in (os.getcwd(), os.path.expanduser("~"), here) if p not in ("/", "") and p in found.get("cmdline", "")]
     checks.append(_check("17 no host path in the command line", bool(found) and not shown,
-                         (f"/proc/self/cmdline names {shown}" if shown else f"/proc/self/cmdline: {found.get('cmdline', '')[:60]!r}")
+                         (f"/proc/self/cmdline names {shown}" if shown
+                          else f"/proc/self/cmdline: {found.get('cmdline', '').rstrip(chr(0))[:60]!r}")
                          if found else _no_report(runs[3])))
     return checks
 

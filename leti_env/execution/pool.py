@@ -25,6 +25,7 @@ from .result import ExecutionResult
 from .sandbox import protocol
 
 _WORKER_DIR = str(Path(protocol.__file__).resolve().parent)  # run as `python -I <dir>`
+_SHOWN_SYSTEM_TREES = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")  # sandbox/filesystem.py's SYSTEM_DIRS
 _DISABLE_CHOICES = {"pidns", "netns", "mountns", "ipcns", "userns", "cgroup", "setuid", "seccomp", "landlock"}
 # What the full mode gives; anything missing is reported (and refused under strict=True).
 _EXPECTED = ("pid_namespace", "network_namespace", "mount_namespace", "minimal_root", "private_tmp",
@@ -86,6 +87,25 @@ def local_cpu_share() -> list[int] | None:
     rank = int(os.environ.get("LOCAL_RANK", "0") or 0) % local
     per = len(cpus) // local
     return cpus[rank * per:(rank + 1) * per]
+
+
+def _folders_to_hide(folders: list[str], python: str) -> list[str]:
+    """Which of the caller's folders (working directory, home) the worker must be told to hide.
+
+    Only those inside a tree the sandbox shows programs: a system tree Python needs (``/usr``, ``/lib``,
+    ...: Docker's ``/usr/src/app``), or this interpreter's installation. Any other folder is not in the
+    programs' view, and its name is not sent: programs are forked from the worker, so whatever the
+    worker holds, a program can read in its own memory. ``/root`` and ``/home`` are hidden always.
+    """
+    own = python == sys.executable
+    prefixes = {os.path.abspath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    out = []
+    for folder in folders:
+        folder = os.path.normpath(os.path.abspath(folder))
+        inside = [f"/{d}" for d in _SHOWN_SYSTEM_TREES] + (sorted(prefixes) if own else [])
+        if folder != "/" and (not own or any(folder.startswith(t.rstrip("/") + "/") for t in inside)):
+            out.append(folder)
+    return sorted(set(out))
 
 
 def default_workers() -> int:
@@ -200,7 +220,7 @@ class ExecutorPool:
         self.python = python or sys.executable
         self.pin_cpus = pin_cpus
         self.config = {"disable": sorted(disable), "memory_mb": memory_mb, "pids_max": pids_max, "tmpfs_mb": tmpfs_mb,
-                       "caller_cwd": os.getcwd(), "home": os.path.expanduser("~")}
+                       "hide": _folders_to_hide([os.getcwd(), os.path.expanduser("~")], self.python)}
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []  # started workers no call is using
         self._lock = threading.Condition()  # guards _workers and _idle; notified when a worker is handed back

@@ -237,3 +237,29 @@ def test_local_ranks_get_disjoint_cores_unless_the_launcher_bound_them():
     assert shares["split0"] and shares["split1"] and not set(shares["split0"]) & set(shares["split1"])
     assert set(shares["split0"]) | set(shares["split1"]) <= set(cpus)
     assert shares["bound"] == [cpus[-1]] and shares["alone"] is None
+
+
+def test_the_worker_is_told_only_the_caller_folders_it_must_hide(monkeypatch, tmp_path):
+    """Programs are forked from the worker and can read its memory: the pool sends the caller's working
+    directory and home only where the sandbox shows a tree around them (Docker's /usr/src/app), never
+    otherwise; for another interpreter, whose trees the pool cannot know, both."""
+    import sys
+
+    from leti_env.execution import pool as pool_module
+
+    import ast
+
+    source = (REPO / "leti_env/execution/sandbox/filesystem.py").read_text()  # a worker module: not importable here
+    line = next(l for l in source.splitlines() if l.startswith("SYSTEM_DIRS = "))
+    assert ast.literal_eval(line.split("=", 1)[1].strip()) == pool_module._SHOWN_SYSTEM_TREES
+    hide = pool_module._folders_to_hide
+    assert hide([str(tmp_path), "/root"], sys.executable) == []
+    assert hide(["/usr/src/app", "/root"], sys.executable) == ["/usr/src/app"]
+    assert hide([sys.prefix + "/project", "/home/user"], sys.executable) == [sys.prefix + "/project"]
+    assert hide([str(tmp_path), "/home/user"], "/usr/bin/python3.99") == sorted([str(tmp_path), "/home/user"])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    pool = ExecutorPool(1)
+    assert pool.config["hide"] == [] and str(tmp_path) not in json.dumps(pool.config)
+    with pool:
+        assert pool.run(["pass"])[0].passed

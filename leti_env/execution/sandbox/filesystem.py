@@ -82,13 +82,15 @@ def python_paths(exclude: list[str]) -> list[str]:
 def hidden_paths(config: dict) -> list[str]:
     """The caller's folders no program may see, though a broad system tree above them is shown.
 
-    The caller's working directory and home (with the project, its ``.env`` and its run folders),
-    ``/root`` and ``/home``, and what the caller names in ``hide``. A Docker image usually works in
+    ``/root`` and ``/home``, and the caller's working directory and home (with the project, its ``.env``
+    and its run folders) where the pool sent them in ``hide``: only when they lie inside a tree the
+    programs are shown (``pool._folders_to_hide``), so that the worker, whose memory every program
+    inherits, holds no other caller path. A Docker image usually works in
     ``/usr/src/app``, under the ``/usr`` that Python needs: that folder is masked in the view (an
     empty read-only tmpfs) and left out of Landlock's read rules (``readable_around``).
     """
     out = []
-    for path in [config.get("caller_cwd", ""), config.get("home", ""), "/root", "/home", *config.get("hide", ())]:
+    for path in ["/root", "/home", *config.get("hide", ())]:
         if path and os.path.isabs(path) and os.path.normpath(path) != "/":
             out.append(os.path.normpath(path))
     return sorted(set(out))

@@ -406,7 +406,11 @@ def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
         knocker.start()
         cmdline = ("try:\n    found = {'cmdline': open('/proc/self/cmdline', 'rb').read().decode('utf-8', 'replace')}\n"
                    "except OSError as e:\n    found = {'cmdline': '<' + e.strerror + '>'}\n" + _REPORT)
-        runs = pool.run([daemon, affinity, sockets, cmdline], timeout=10.0, max_output_bytes=65536)
+        watch = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = libc.inotify_init1(0)\n"
+                 "if fd < 0:\n    found = {'inotify': os.strerror(ctypes.get_errno())}\nelse:\n"
+                 f"    w = libc.inotify_add_watch(fd, {os.getcwd().encode()!r}, 0x100)\n"
+                 "    found = {'inotify': 'watching' if w >= 0 else os.strerror(ctypes.get_errno())}\n" + _REPORT)
+        runs = pool.run([daemon, affinity, sockets, cmdline, watch], timeout=10.0, max_output_bytes=65536)
         stop.set()
         knocker.join(5)
     finally:
@@ -436,6 +440,11 @@ def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
                          (f"/proc/self/cmdline names {shown}" if shown
                           else f"/proc/self/cmdline: {found.get('cmdline', '').rstrip(chr(0))[:60]!r}")
                          if found else _no_report(runs[3])))
+    found = _outcome(runs[4]) or {}
+    own_view = bool(pool.protections().get("minimal_root"))  # then that path is the view's (masked), not the host's
+    checks.append(_check("18 watching the caller's folders", bool(found) and (found.get("inotify") != "watching" or own_view),
+                         (json.dumps(found) + (" (in the sandbox's own view)" if own_view and found.get("inotify") == "watching" else ""))
+                         if found else _no_report(runs[4])))
     return checks
 
 

@@ -594,10 +594,12 @@ def test_seccomp_file_attribute_and_message_queue_options() -> None:
                     "chown": errno_of(lambda: os.chown(target, os.getuid(), os.getgid())),
                     "setxattr": errno_of(lambda: os.setxattr(target, "user.leti", b"1")),
                     "mq_open": -raw("mq_open", 0, 0, 0, 0),
+                    "inotify": -raw("inotify_init1", 0),
                     "write": errno_of(lambda: target.write_text("still writable"))}
 
         assert in_child(body) == {"chmod": errno.EPERM, "utime": errno.EPERM, "chown": errno.EPERM,
-                                  "setxattr": errno.EPERM, "mq_open": errno.EPERM, "write": 0}
+                                  "setxattr": errno.EPERM, "mq_open": errno.EPERM, "inotify": errno.EPERM, "write": 0}
+        assert in_child(lambda: {"inotify": raw("inotify_init1", 0) >= 0}) == {"inotify": True}  # control
         assert in_child(lambda: {"chmod": errno_of(lambda: os.chmod(target, 0o600))}) == {"chmod": 0}  # control
     finally:
         shutil.rmtree(tmp)

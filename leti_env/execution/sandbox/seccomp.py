@@ -38,6 +38,9 @@ _SYSV_IPC = ("shmget shmat shmctl shmdt semget semop semctl semtimedop msgget ms
 _FILE_ATTRS = ("chmod fchmod fchmodat fchmodat2 chown fchown lchown fchownat utime utimes futimesat utimensat "
                "setxattr lsetxattr fsetxattr removexattr lremovexattr fremovexattr setxattrat removexattrat "
                "file_setattr").split()
+# Without a minimal root, the host's folders are where the program can name them: inotify and fanotify
+# would report what the caller creates in a folder Landlock does not let the program open.
+_WATCHES = ("inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init", "fanotify_mark")
 # Allowed only on the calling process itself (argument index that must be 0): the verifier and the
 # zygote may share the program's uid, and these calls need no signal permission.
 _SELF_ONLY = {"prlimit64": 0, "sched_setscheduler": 0, "sched_setparam": 0,
@@ -79,6 +82,8 @@ _TABLES: dict[str, dict[str, int]] = {
         "mq_timedsend": 242, "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245,
         "ioprio_set": 251, "migrate_pages": 256, "fchownat": 260, "futimesat": 261, "fchmodat": 268,
         "move_pages": 279, "utimensat": 280, "prlimit64": 302, "sched_setattr": 314,
+        "inotify_init": 253, "inotify_add_watch": 254, "inotify_init1": 294, "fanotify_init": 300,
+        "fanotify_mark": 301,
     },
     "aarch64": {
         **_COMMON, "lookup_dcookie": 18, "umount2": 39, "mount": 40, "pivot_root": 41,
@@ -98,7 +103,8 @@ _TABLES: dict[str, dict[str, int]] = {
         "utimensat": 88, "sched_setparam": 118, "sched_setscheduler": 119, "sched_setaffinity": 122,
         "setpriority": 140, "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182, "mq_timedreceive": 183,
         "mq_notify": 184, "mq_getsetattr": 185, "migrate_pages": 238, "move_pages": 239, "prlimit64": 261,
-        "sched_setattr": 274,
+        "sched_setattr": 274, "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262,
+        "fanotify_mark": 263,
     },
 }
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
@@ -179,7 +185,7 @@ def _build(arch: str, deny_sysv_ipc: bool, restrict_sockets: bool, deny_file_att
     nr = _TABLES[arch]
     deny = [n for n in _DENY if n in nr and not (ipc_unshare and n == "unshare")] + list(_PINNING)
     deny += _SYSV_IPC if deny_sysv_ipc else []
-    deny += [n for n in _FILE_ATTRS if n in nr] if deny_file_attrs else []
+    deny += [n for n in [*_FILE_ATTRS, *_WATCHES] if n in nr] if deny_file_attrs else []
     p: list = [(_LD_W_ABS, _OFF_ARCH, 0, 0), (_JEQ, _AUDIT_ARCH[arch], 0, "deny"), (_LD_W_ABS, _OFF_NR, 0, 0)]
     if arch == "x86_64":
         p.append((_JGE, X32_SYSCALL_BIT, "deny", 0))
@@ -244,7 +250,8 @@ def build_filter(*, deny_sysv_ipc: bool = False, restrict_sockets: bool = False,
     stream/seqpacket socketpairs only, no connect(), bind() or listen() at all (so named sockets such
     as docker.sock stay unreachable, and no program serves on an abstract name the host shares).
     ``deny_file_attrs``: for hosts without a minimal root: no chmod, chown, utime or xattr changes
-    (Landlock does not cover them, and the program may be able to open host files for reading).
+    (Landlock does not cover them, and the program may be able to open host files for reading), and no
+    inotify or fanotify watches (they would report what happens in host folders it cannot open).
     ``ipc_unshare``: allow ``unshare(CLONE_NEWIPC)`` and nothing else of ``unshare``, so that a
     filter installed once in a parent can be inherited by children that still make their own IPC
     namespace (installing a filter costs a BPF compilation each time). The call needs

@@ -556,6 +556,7 @@ PROTECTIONS = (
     ("session_keyring", "the worker left the caller's session keyring for a new one"),
     ("cgroup_pids", "a pids limit per slot (fork bombs stop at pids_max)"),
     ("cgroup_memory", "a memory limit per slot, with an OOM counter"),
+    ("memory_watch", "no memory cgroup: the run's processes' memory read every 50 ms, the run stopped past the cap"),
     ("process_tree_kill", "how every process of a run is killed"),
 )
 

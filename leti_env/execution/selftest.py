@@ -418,6 +418,18 @@ def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
         listener.close()
     time.sleep(0.1)  # 100 ms after the last verdict
     alive = _processes_named(tag)
+    hog = ("import os, time\nkids = []\nfor _ in range(6):\n    pid = os.fork()\n    if pid == 0:\n"
+           "        block = bytearray(150 * 2**20)  # zero pages: written below, so they are resident\n"
+           "        for i in range(0, len(block), 4096):\n            block[i] = 1\n"
+           "        time.sleep(3)\n        os._exit(0)\n    kids.append(pid)\n"
+           "held = sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 for pid in kids)\n"
+           "found = {'children that held 150 MiB to the end': held}\n" + _REPORT)
+    # A pool of its own, in the same mode, whose slot cap (2 x 256 + 64 MiB) the 900 MiB exceed.
+    from .pool import ExecutorPool
+
+    with ExecutorPool(1, memory_mb=256, disable=pool.config["disable"], python=pool.python,
+                      allow_unconfined=pool.allow_unconfined) as small:
+        memory = small.run([hog], timeout=8.0, memory_mb=256)[0]
     started = time.monotonic()
     sleeper = pool.run(["import time\ntime.sleep(30)"], timeout=1.0)[0]
     wall = time.monotonic() - started
@@ -440,6 +452,10 @@ def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
                          (f"/proc/self/cmdline names {shown}" if shown
                           else f"/proc/self/cmdline: {found.get('cmdline', '').rstrip(chr(0))[:60]!r}")
                          if found else _no_report(runs[3])))
+    held = (_outcome(memory) or {}).get("children that held 150 MiB to the end")
+    checks.append(_check("19 the run's memory as a whole", memory.status == "memory_exceeded" or (held is not None and held < 6),
+                         f"6 children of 150 MiB each under a 576 MiB cap: {memory.status}"
+                         + (f", {held} of them held it to the end" if held is not None else "")))
     found = _outcome(runs[4]) or {}
     own_view = bool(pool.protections().get("minimal_root"))  # then that path is the view's (masked), not the host's
     checks.append(_check("18 watching the caller's folders", bool(found) and (found.get("inotify") != "watching" or own_view),

@@ -178,6 +178,9 @@ class Zygote:
         gc.collect()
         gc.freeze()  # forked children then do not copy the zygote's heap on their first GC
         self._start_spawner()  # now, before any request: its memory never holds a test or a program
+        self.watch_memory = self.cgroups is None
+        self.protections["memory_watch"] = self.watch_memory  # the run's memory read every 50 ms (no memory cgroup)
+        self.base_pages = self._anonymous_pages(self.spawner_pid)
 
     def _start_spawner(self) -> None:
         def serve(theirs: socket.socket) -> None:
@@ -292,10 +295,11 @@ class Zygote:
             raise
         u_pid, pidfd, out_r, verifier_ok = self._start_run(request, run_dir)
         output = _Output(out_r, request["max_output_bytes"], request["output_limit_mb"])
-        verdict, timed_out = self._await_verdict(output, start + request["timeout"], verifier_ok)
+        budget = (2 * self.config.get("memory_mb", 1024) + 64) * 2**20 if self.watch_memory else 0  # the cgroup's
+        verdict, timed_out, over_budget = self._await_verdict(output, start + request["timeout"], verifier_ok, budget)
         u_status, u_cpu = self._end_run(u_pid, pidfd, verdict, output)
         usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        oom = self.cgroups is not None and self.cgroups.oom_kills() > oom_before
+        oom = over_budget or (self.cgroups is not None and self.cgroups.oom_kills() > oom_before)
         result = classify(request, verdict, u_status, timed_out, output.exceeded, oom)
         result.update(
             duration_s=time.monotonic() - start,
@@ -342,17 +346,26 @@ class Zygote:
         self.verifier_runs += 1
         return u_pid, pidfd, out_r, verifier_ok
 
-    def _await_verdict(self, output: _Output, deadline: float, verifier_ok: bool) -> tuple[dict | None, bool]:
-        """Collect output until the verifier's verdict, the deadline, the output limit or the verifier's
-        death, whichever comes first. Returns the verdict (or None) and whether the deadline passed."""
+    def _await_verdict(self, output: _Output, deadline: float, verifier_ok: bool,
+                       budget: int = 0) -> tuple[dict | None, bool, bool]:
+        """Collect output until the verifier's verdict, the deadline, the output limit, the verifier's
+        death or (with a ``budget`` of bytes) the run's memory past it, whichever comes first. Returns
+        the verdict (or None), whether the deadline passed and whether the memory did."""
         verdict, timed_out = None, False
         control = self.control.fileno()
+        next_look = time.monotonic() + MEMORY_WATCH_S
         while verdict is None and verifier_ok:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 timed_out = True
                 break
-            ready, _, _ = select.select(([output.fd] if output.open else []) + [control], [], [], remaining)
+            if budget and now >= next_look:
+                next_look = now + MEMORY_WATCH_S
+                if self._run_memory() > budget:
+                    return None, False, True
+            wait = min(remaining, max(0.0, next_look - now)) if budget else remaining
+            ready, _, _ = select.select(([output.fd] if output.open else []) + [control], [], [], wait)
             if output.fd in ready:
                 output.read()
                 if output.exceeded:
@@ -362,7 +375,28 @@ class Zygote:
                     verifier_ok = False  # the verifier died mid-run
                 elif self.control_reader.has_message():
                     verdict = self.control_reader.recv()
-        return verdict, timed_out
+        return verdict, timed_out, False
+
+    def _run_memory(self) -> int:
+        """Bytes of memory the run's processes hold beyond what each got from its parent at fork.
+
+        Where no memory cgroup counts a run whole (rootless, or no cgroups), ``RLIMIT_AS`` caps each
+        process and this, read every ``MEMORY_WATCH_S`` from ``/proc/<pid>/statm`` (resident minus
+        file-backed pages, less the spawner's own), caps their sum. A child forked after its parent grew
+        counts the pages it shares with it as its own: the watch errs toward stopping a run.
+        """
+        total = 0
+        for pid in self._run_pids():
+            try:
+                fd = os.open(f"{pid}/statm", os.O_RDONLY, dir_fd=self.proc_fd)
+                try:
+                    fields = os.read(fd, 256).split()
+                finally:
+                    os.close(fd)
+                total += max(0, int(fields[1]) - int(fields[2]) - self.base_pages)
+            except (OSError, ValueError, IndexError):
+                continue
+        return total * PAGE_SIZE
 
     def _end_run(self, u_pid: int, pidfd: int | None, verdict: dict | None, output: _Output) -> tuple[int | None, float]:
         """Kill what is left of the run and clear its folder; returns the solution's exit status (when
@@ -429,6 +463,19 @@ class Zygote:
                 os.close(fd)
         except (OSError, ValueError, IndexError):
             return 0.0
+
+    def _run_pids(self) -> set[int]:
+        """Every process of the run that we can see (the harness excepted)."""
+        keep = {os.getpid(), self.spawner_pid} | ({self.verifier_pid} if self.verifier_pid is not None else set())
+        if self.scan_proc:
+            return {int(p) for p in os.listdir(self.proc_fd) if p.isdigit()} - keep
+        found, todo = set(), self._children(self.spawner_pid) + self._children(os.getpid())
+        while todo and len(found) < 4096:
+            pid = todo.pop()
+            if pid not in found and pid not in keep:
+                found.add(pid)
+                todo += self._children(pid)
+        return found | set(self.cgroups.run_pids() if self.cgroups else ())
 
     def _kill_run(self, wait: bool = True) -> None:
         """Kill every process of the run (descendants, orphans, daemons), sparing the verifier.
@@ -514,6 +561,18 @@ class Zygote:
             pass
         return out
 
+    def _anonymous_pages(self, pid: int) -> int:
+        """Resident pages of ``pid`` that no file backs (0 where unreadable)."""
+        try:
+            fd = os.open(f"{pid}/statm", os.O_RDONLY, dir_fd=self.proc_fd)
+            try:
+                fields = os.read(fd, 256).split()
+            finally:
+                os.close(fd)
+            return max(0, int(fields[1]) - int(fields[2]))
+        except (OSError, ValueError, IndexError):
+            return 0
+
     def _processes_of_uid(self, uid: int) -> int:
         count = 0
         for entry in os.listdir(self.proc_fd):
@@ -527,6 +586,8 @@ class Zygote:
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+MEMORY_WATCH_S = 0.05  # how often a run's memory is read where no cgroup counts it
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _fork_server(role: str, serve, *socket_args) -> tuple[int, socket.socket]:

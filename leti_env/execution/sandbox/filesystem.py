@@ -85,9 +85,9 @@ def hidden_paths(config: dict) -> list[str]:
     ``/root`` and ``/home``, and the caller's working directory and home (with the project, its ``.env``
     and its run folders) where the pool sent them in ``hide``: only when they lie inside a tree the
     programs are shown (``pool._folders_to_hide``), so that the worker, whose memory every program
-    inherits, holds no other caller path. A Docker image usually works in
-    ``/usr/src/app``, under the ``/usr`` that Python needs: that folder is masked in the view (an
-    empty read-only tmpfs) and left out of Landlock's read rules (``readable_around``).
+    inherits, holds no other caller path. A Docker image usually works in ``/usr/src/app``, under the
+    ``/usr`` that Python needs: that folder is masked in the view (an empty read-only tmpfs) and left out
+    of Landlock's read rules (``readable_around``).
     """
     out = []
     for path in ["/root", "/home", *config.get("hide", ())]:
@@ -182,14 +182,14 @@ class RootView:
         mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below may ever propagate to the host
         root = "/tmp"
         mount("leti-root", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=8m,nr_inodes=4096,mode=0755")
-        masks: list[str] = []
+        masked: list[str] | None = None  # the caller's folders, masked once the system trees are bound
         try:
             for path, target in links.items():
                 _mkdirs(root, os.path.dirname(path))
                 os.symlink(target, root + path)
             for path, fd in sources.items():
-                if path in python and not masks:  # the system trees are bound: mask the caller's folders
-                    masks = self._mask(root, hidden) or ["-"]
+                if path in python and masked is None:  # the system trees are bound: mask the caller's folders
+                    masked = self._mask(root, hidden)
                 if any(_under(path, p) for p in _PRIVATE):
                     staged = f"{STAGING}/{len(self.private_binds)}"
                     if not os.path.isdir(root + STAGING):
@@ -201,11 +201,9 @@ class RootView:
                 _place(root, path, fd)
                 os.close(fd)
                 self.bound.append(path)
-            if not masks:
-                masks = self._mask(root, hidden)
-            for mask in masks:  # read-only once Python's own folders inside are bound
-                if mask != "-":
-                    mount(None, root + mask, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            for path in masked if masked is not None else self._mask(root, hidden):
+                # read-only once Python's own folders inside (a venv in the project) are bound
+                mount(None, root + path, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
             self._etc(root)
             self._dev(root, devices)
             _mkdirs(root, RUN_TMP)

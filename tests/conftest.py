@@ -71,6 +71,15 @@ def process_name(pid: int) -> str:
         return ""
 
 
+def process_alive(pid: int) -> bool:
+    """Running (a zombie is dead: it only waits for its parent to read its status)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def leftover_processes(launcher_pid: int) -> set[int]:
     """Processes under a worker other than its zygote, spawner and (at most one) verifier: leaks."""
     found = descendants(launcher_pid)
@@ -105,7 +114,8 @@ def python_for_degraded_mode() -> str:
     if os.geteuid() != 0:
         return sys.executable
     sandbox = str(REPO / "leti_env" / "execution" / "sandbox")
-    check = f"import sys; sys.path.insert(0, {sandbox!r}); from process import _nobody_can_run_python as ok; sys.exit(0 if ok() else 1)"
+    check = (f"import sys; sys.path.insert(0, {sandbox!r}); from process import _nobody_can_run_python as ok; "
+             "sys.exit(0 if ok() else 1)")
     for python in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):  # the executor's own criterion
         if os.path.exists(python) and subprocess.run([python, "-I", "-c", check], capture_output=True).returncode == 0:
             return python

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from leti_env import ExecutorPool, Program, SandboxUnavailableError, SandboxWarning
-from tests.conftest import REPO, canary_parent, process_name, python_for_degraded_mode
+from tests.conftest import REPO, canary_parent, process_alive, process_name, python_for_degraded_mode
 
 NAMESPACES = ["pidns", "netns", "mountns", "ipcns", "userns"]
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -88,19 +88,11 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _assert_nothing_left(out: dict, before: dict) -> None:
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and (any(_alive(p) for p in out["pids"]) or any(map(os.path.exists, out["cgroups"]))):
+    while time.monotonic() < deadline and (any(map(process_alive, out["pids"])) or any(map(os.path.exists, out["cgroups"]))):
         time.sleep(0.05)
-    assert not [p for p in out["pids"] if _alive(p)], "a sandbox process outlived the process that used it"
+    assert not [p for p in out["pids"] if process_alive(p)], "a sandbox process outlived the process that used it"
     assert not [p for p in out["cgroups"] if os.path.exists(p)], "a cgroup outlived the process that used it"
     assert _host_state() == before, "an IPC object, mount or temp dir outlived the process that used it"
 
@@ -244,5 +236,5 @@ def test_a_stopped_verifier_is_replaced(pool):
     results = pool.run([Program("def add(a, b):\n    return a + b\n", "assert add(1, 2) == 3\n")] * 4, timeout=3)
     assert all(r.passed for r in results), [r.status for r in results]
     for pid in verifiers:
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGCONT)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from leti_env import ExecutorPool, Program, SandboxUnavailableError, SandboxWarning
-from tests.conftest import REPO, canary_parent, leftover_processes, python_for_degraded_mode
+from tests.conftest import REPO, canary_parent, leftover_processes, process_alive, python_for_degraded_mode
 
 SOLUTION = "def add(a, b):\n    return a + b\n"
 TESTS = "assert add(1, 2) == 3\nassert add(10, 5) == 15\n"
@@ -96,14 +96,6 @@ print(json.dumps({"report": report, "statuses": [r.status for r in results], "fe
 ''' % {"orphan": ORPHAN, "always_equal": ALWAYS_EQUAL}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def _can_run_as_nobody(python: str) -> bool:
     if os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(python):
         return False
@@ -142,7 +134,7 @@ def test_unprivileged_user_gets_namespaces_and_a_read_only_root():
         assert re.search("Permission denied|Network is unreachable", out["feedback"][6])  # Landlock, or no route
         assert canary.read_text() == "original"
         time.sleep(0.3)
-        assert out["pids"] and not [p for p in out["pids"] if _alive(p)], "a sandboxed process outlived its pool"
+        assert out["pids"] and not [p for p in out["pids"] if process_alive(p)], "a sandboxed process outlived its pool"
         assert out["cmdline"].strip() == "b'leti-sandbox'", out["cmdline"]  # no host path (the checkout's) in argv
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -385,18 +385,7 @@ class Zygote:
         file-backed pages, less the spawner's own), caps their sum. A child forked after its parent grew
         counts the pages it shares with it as its own: the watch errs toward stopping a run.
         """
-        total = 0
-        for pid in self._run_pids():
-            try:
-                fd = os.open(f"{pid}/statm", os.O_RDONLY, dir_fd=self.proc_fd)
-                try:
-                    fields = os.read(fd, 256).split()
-                finally:
-                    os.close(fd)
-                total += max(0, int(fields[1]) - int(fields[2]) - self.base_pages)
-            except (OSError, ValueError, IndexError):
-                continue
-        return total * PAGE_SIZE
+        return sum(max(0, self._anonymous_pages(pid) - self.base_pages) for pid in self._run_pids()) * PAGE_SIZE
 
     def _end_run(self, u_pid: int, pidfd: int | None, verdict: dict | None, output: _Output) -> tuple[int | None, float]:
         """Kill what is left of the run and clear its folder; returns the solution's exit status (when

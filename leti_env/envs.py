@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -197,14 +199,16 @@ class EAEEnv(CodeEnv):
 class ArithEnv(CodeEnv):
     """A synthetic family a CPU model can learn: ``f(x)`` made of one or two arithmetic steps, described in
     words, checked by five asserts. Extra arguments: `split` (`pretrain`, `train`, `heldout`,
-    `compositional`), `seed`, `num_train_two_step`, `num_heldout`, `num_asserts`. The timeout is 1 s."""
+    `compositional`), `seed`, `num_train_two_step`, `num_heldout`, `num_asserts`, and `test_order`:
+    `shown_first` (the prompt's assert runs first) or `hidden_first` (the hidden ones do, so a failure's
+    feedback names an input and expected value the prompt never showed). The timeout is 1 s."""
 
     def __init__(self, split: str = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 400,
-                 num_asserts: int = 5, timeout: float = 1.0, **kwargs):
+                 num_asserts: int = 5, test_order: str = "shown_first", timeout: float = 1.0, **kwargs):
         from .tasks.arith import load_arith
 
         tasks = load_arith(split, seed=seed, num_train_two_step=num_train_two_step, num_heldout=num_heldout,  # type: ignore[arg-type]
-                           num_asserts=num_asserts)
+                           num_asserts=num_asserts, test_order=test_order)  # type: ignore[arg-type]
         super().__init__(tasks, timeout=timeout, **kwargs)
 
 
@@ -217,14 +221,15 @@ def make_leti_env(env_id: str, prefix: str = "", **kwargs: Any) -> gym.Env:
         raise ValueError(f"{prefix}unknown environment id {env_id!r} ({exc}). Registered leti ids: {known}.") from None
 
 
-def load_tasks(env_id: str, split: str | None = None, limit: int | None = None) -> list[CodeTask]:
+def load_tasks(env_id: str, split: str | None = None, limit: int | None = None, **env_kwargs: Any) -> list[CodeTask]:
     """The tasks of a registered environment: of ``split`` (``None`` or ``"none"`` for an environment
-    without splits, such as LETI-HumanEval and LETI-EAE), the first ``limit`` of them.
+    without splits, such as LETI-HumanEval and LETI-EAE), the first ``limit`` of them. ``env_kwargs``
+    go to the environment (``gym.make``), e.g. LETI-Arith's ``test_order`` or LETI-MBPP's ``data_path``.
 
     The one rule for the ``leti`` command, the example scripts and the trainers, so a split means the
     same wherever it is given.
     """
-    return list(load_env(env_id, split).tasks[:limit])
+    return list(load_env(env_id, split, **env_kwargs).tasks[:limit])
 
 
 def load_env(env_id: str, split: str | None = None, **kwargs: Any) -> CodeEnv:
@@ -235,9 +240,13 @@ def load_env(env_id: str, split: str | None = None, **kwargs: Any) -> CodeEnv:
     try:
         return make_leti_env(env_id, **kwargs).unwrapped
     except TypeError as exc:
-        if "split" not in str(exc):
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if unknown is None:
             raise
-        raise ValueError(f"{env_id} has no splits: pass split none (got split={split!r}).") from None
+        if unknown.group(1) == "split":
+            raise ValueError(f"{env_id} has no splits: pass split none (got split={split!r}).") from None
+        entry = str(gym.spec(env_id).entry_point).replace(":", ".")
+        raise ValueError(f"{env_id} has no option {unknown.group(1)!r}; its options: help({entry}).") from None
 
 
 def resolve_tasks(source: Any, what: str = "tasks") -> list[CodeTask]:

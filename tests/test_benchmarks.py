@@ -40,13 +40,14 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
     import sys
 
     env = {**os.environ, "LETI_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    arms = ["textual", "dummy_span", "sft_reference", "textual_pretrain_mix"]  # binary/shuffled: flags alone
+    # binary/shuffled: flags alone; rejection_sampling_hidden: two flags, and the environment's options
+    arms = ["textual", "dummy_span", "sft_reference", "textual_pretrain_mix", "rejection_sampling_hidden"]
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--quick", "--arms", *arms,
                            "--out", str(tmp_path / "study")], capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "study"
     report = (out / "RESULTS.md").read_text()
-    assert "quick: the pipeline only" in report and "| dummy_span | 1 |" in report and "bootstrap" in report
+    assert "quick: the pipeline only" in report and "| dummy_span | 1 |" in report and "Student-t" in report
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert {r["arm"] for r in rows} == set(arms) and {r["iteration"] for r in rows} == {"0", "1", "2"}
     assert all((out / name).stat().st_size > 0 for name in ("heldout_pass_at_1.png", "sampled_pass_rate.png",
@@ -56,7 +57,13 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
 
     configs = {arm: json.loads((out / "runs" / f"{arm}-seed0" / "config.json").read_text()) for arm in arms}
     assert {arm: c["feedback_mode"] for arm, c in configs.items()} == {
-        "textual": "text", "dummy_span": "dummy", "sft_reference": "text", "textual_pretrain_mix": "text"}
+        "textual": "text", "dummy_span": "dummy", "sft_reference": "text", "textual_pretrain_mix": "text",
+        "rejection_sampling_hidden": "binary"}
+    hidden = configs["rejection_sampling_hidden"]
+    assert (hidden["max_failures_per_prompt"], hidden["env_kwargs"]) == (0, {"test_order": "hidden_first"})
+    assert configs["textual"]["env_kwargs"] == {} and configs["textual"]["eval_extra_conditions"] == ["bad", "none"]
+    assert all(r["heldout_pass@1_bad"] != "" and r["heldout_pass@1_none"] != "" for r in rows)  # evaluated 3 ways
+    assert "good − bad" in report
     assert configs["sft_reference"]["train_on"] == "references" and configs["textual"]["train_on"] == "rollouts"
     assert configs["textual_pretrain_mix"]["pretrain_dataset"] == str(out / "runs" / "pretraining-corpus-quick")
     assert (out / "runs" / "textual_pretrain_mix-seed0" / "pretraining-blocks").exists()  # the mix really ran
@@ -77,12 +84,49 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
     assert one.returncode == 0 and all(f"| {arm} | 1 |" in report for arm in arms), report[:2000]
 
 
-def test_learning_study_compares_the_mix_with_its_baseline_after_as_many_leti_steps():
-    """Half of the mix's optimizer steps are pre-training steps: its iteration 2k meets the baseline's iteration k,
-    and a single-step pass rate (sampled from the previous iteration's model) one iteration later on both sides."""
+def _study():
     spec = importlib.util.spec_from_file_location("learning_study", REPO / "benchmarks" / "learning" / "run.py")
     study = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(study)
+    return study
+
+
+def test_learning_study_statistics_say_what_they_mean():
+    """Paired Student-t intervals over seeds (not a bootstrap of 3 values), the binomial error of one
+    evaluation, and steps-to-reach read on each seed's own curve."""
+    study = _study()
+    a, b = {0: 0.5, 1: 0.6, 2: 0.7}, {0: 0.4, 1: 0.4, 2: 0.4}  # differences 0.1, 0.2, 0.3: sd 0.1
+    mean, low, high = study.paired_difference(a, b)
+    assert abs(mean - 0.2) < 1e-12 and abs((high - mean) - 4.303 * 0.1 / 3 ** 0.5) < 1e-9 and abs(low + high - 0.4) < 1e-12
+    assert study.paired_difference({0: 0.3}, {0: 0.1, 1: 0.2})[1:] == (0.3 - 0.1, 0.3 - 0.1)  # one common seed
+    assert abs(study.binomial_se(0.13, 400) - 0.0168) < 1e-4
+    rows = [{"arm": "x", "seed": s, "iteration": i, "optimizer_steps": 240 * i, "heldout_pass@1": v}
+            for s, curve in ((0, (0.0, 0.1, 0.3)), (1, (0.0, 0.2, 0.2))) for i, v in enumerate(curve)]
+    assert study.steps_to_reach_per_seed(rows, "x", "heldout_pass@1", 0.2) == {0: 480, 1: 240}
+    assert study.steps_to_reach_per_seed(rows, "x", "heldout_pass@1", 0.25) == {0: 480, 1: None}
+    assert study.steps_to_reach(rows, "x", "heldout_pass@1", 0.25) == 480  # the mean curve: 0.15, then 0.25
+
+
+def test_rejection_sampling_trains_on_passing_programs_with_the_good_token(tmp_path):
+    """The clean control of positives_only: its flags keep every passing program, each row opening with the
+    good token the model is sampled and evaluated with, and no failing program."""
+    from trainers import Rollout
+    from trainers.parser import make_parser
+    from trainers.sequences import select_rollouts, training_text
+
+    study = _study()
+    _, config = make_parser().parse_args_and_config(["--output_dir", str(tmp_path), *study.ARMS["rejection_sampling"]])
+    rollouts = [Rollout(f"T/{i % 3}", "p\n", f"x = {i}", float(i % 2), "passed" if i % 2 else "failed",
+                        "" if i % 2 else "AssertionError") for i in range(12)]
+    texts = [training_text(r, config) for r in select_rollouts(rollouts, config, seed=0)]
+    assert texts and all(t.startswith("<|good|>p\n") for t in texts)
+    assert {t.split("\n")[1] for t in texts} == {r.program for r in rollouts if r.passed}
+
+
+def test_learning_study_compares_the_mix_with_its_baseline_after_as_many_leti_steps():
+    """Half of the mix's optimizer steps are pre-training steps: its iteration 2k meets the baseline's iteration k,
+    and a single-step pass rate (sampled from the previous iteration's model) one iteration later on both sides."""
+    study = _study()
     rows = []
     for seed in (0, 1):
         for i in range(5):  # the mix: held-out pass@1 = iteration / 10; LM loss 1 + iteration; single-step 0.5 + iteration

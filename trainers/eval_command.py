@@ -28,6 +28,7 @@ def make_eval_parser() -> argparse.ArgumentParser:
     add("--samples", default=None, help="re-score a samples.jsonl (evalplus format) instead of sampling: no model")
     add("--env", default="LETI-MBPP", help="environment id (default: LETI-MBPP)")
     add("--split", default=None, help="split of the environment's tasks (e.g. test)")
+    add("--env_kwargs", default=None, help="options of the environment, as JSON (e.g. '{\"test_order\": \"hidden_first\"}')")
     add("--max_tasks", type=int, default=None)
     add("--num_samples", type=int, default=16, help="samples per task (the paper: 16 on MBPP)")
     add("--k", type=int, nargs="+", default=[1], help="k values of pass@k")
@@ -85,7 +86,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     """Sample (or read) the completions, score them, write the folder; returns ``results.json``'s content."""
     from leti_env import TaskRunner, load_env
 
-    env = load_env(args.env, args.split)
+    from .parser import parse_env_kwargs
+
+    env = load_env(args.env, args.split, **parse_env_kwargs(args.env_kwargs))
     # the environment's own executor and limits, unless --timeout says otherwise
     runner = env.runner if args.timeout is None else TaskRunner(timeout=args.timeout, memory_mb=env.memory_mb,
                                                                 max_feedback_chars=env.max_feedback_chars)

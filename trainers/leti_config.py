@@ -95,8 +95,11 @@ class LetiConfig(SFTConfig, ModelConfig):
             `"text"`: reward token plus the interpreter's feedback (LeTI). `"binary"`: reward token only (the
             paper's ablation). `"none"`: no tokens, passing programs only (rejection-sampling fine-tuning).
             Controls for what the text adds (not in the paper): `"dummy"`, a constant span carrying no
-            information, as long (in characters) as the real feedback; `"shuffled"`, real feedback taken from
-            another failed program of the same iteration (the form kept, the information removed).
+            information, as long as the real feedback (`dummy_feedback_length`); `"shuffled"`, real feedback
+            taken from another failed program of the same iteration (the form kept, the information removed).
+        dummy_feedback_length (`str`, *optional*, defaults to `"tokens"`):
+            How the `"dummy"` span matches the real feedback: in `"tokens"` (the same sequence length, so the
+            same compute per row) or in `"characters"` (leti 0.1; the dummy text tokenizes longer).
         train_on (`str`, *optional*, defaults to `"rollouts"`):
             `"rollouts"`: each iteration trains on its sampled programs (LeTI). `"references"`: on the tasks'
             reference programs instead, as if each had been sampled and passed (supervised fine-tuning on
@@ -211,6 +214,10 @@ class LetiConfig(SFTConfig, ModelConfig):
             The k of the reported pass@k; each needs `eval_num_samples >= k`.
         eval_condition (`str`, *optional*, defaults to `"good"`):
             Prompt prefix at evaluation: `"good"` (LeTI), `"none"` or `"bad"`.
+        eval_extra_conditions (`list[str]`, *optional*, defaults to `[]`):
+            Also evaluate under these prefixes each time (any of `"good"`, `"none"`, `"bad"`), logged as
+            `eval/<condition>/pass@k`: whether the reward token separates good programs from bad ones, which
+            LeTI's claim that it conditions on the feedback needs. Each costs one more evaluation.
         eval_max_tasks (`int` or `None`, *optional*, defaults to `None`):
             Evaluate on at most this many tasks (`None`: all).
         eval_before_training (`bool`, *optional*, defaults to `True`):
@@ -274,6 +281,8 @@ class LetiConfig(SFTConfig, ModelConfig):
                                           "controls dummy (an information-free span) and shuffled (another program's feedback)."})
     train_on: Literal["rollouts", "references"] = field(
         default="rollouts", metadata={"help": "rollouts (LeTI) or references: the tasks' reference programs (SFT on ground truth)."})
+    dummy_feedback_length: Literal["tokens", "characters"] = field(
+        default="tokens", metadata={"help": "The dummy span matches the feedback in tokens (same row length) or characters."})
     sequence_order: Literal["feedback_first", "feedback_last"] = field(
         default="feedback_first", metadata={"help": "Where the feedback span goes: before the prompt (authors' code) or after the program."})
     bad_token: str = field(default="<|bad|>", metadata={"help": "Reward token of failing programs."})
@@ -333,6 +342,9 @@ class LetiConfig(SFTConfig, ModelConfig):
     eval_max_new_tokens: int = field(default=384, metadata={"help": "New tokens per evaluation sample."})
     eval_k: list[int] = field(default_factory=lambda: [1, 10], metadata={"help": "k values of the reported pass@k."})
     eval_condition: Literal["good", "none", "bad"] = field(default="good", metadata={"help": "Evaluation prompt prefix."})
+    eval_extra_conditions: list[str] = field(
+        default_factory=list, metadata={"help": "Also evaluate under these prefixes (good, none, bad), logged as "
+                                                "eval/<condition>/pass@k; comma-separated on the command line."})
     eval_max_tasks: int | None = field(default=None, metadata={"help": "Evaluate on at most this many tasks."})
     eval_before_training: bool = field(default=True, metadata={"help": "Also evaluate before the first iteration."})
 
@@ -356,6 +368,14 @@ class LetiConfig(SFTConfig, ModelConfig):
             self.lora_target_modules = [name.strip() for name in self.lora_target_modules.split(",") if name.strip()]
         if isinstance(self.eval_k, str):  # from the command line: "1,10"
             self.eval_k = [int(k) for k in self.eval_k.split(",") if k]
+        if isinstance(self.eval_extra_conditions, str):  # "bad,none"
+            self.eval_extra_conditions = [self.eval_extra_conditions]
+        # the command line gives a list: `bad none` or `bad,none`
+        self.eval_extra_conditions = [c.strip() for item in self.eval_extra_conditions for c in str(item).split(",")
+                                      if c.strip()]
+        unknown = [c for c in self.eval_extra_conditions if c not in ("good", "none", "bad")]
+        if unknown:
+            raise ValueError(f"`eval_extra_conditions` takes good, none or bad; got {unknown}")
         for name, choices in _closed_sets().items():  # every Literal-typed field (a YAML value skips argparse's check)
             if getattr(self, name) not in choices:
                 raise ValueError(f"`{name}` must be one of {list(choices)}, got {getattr(self, name)!r}.")

@@ -94,6 +94,9 @@ class LetiTrainer:
         self._pretrain_rows: list[dict] | None = None
         self._replay_memory: tuple[dict[str, list[Rollout]], int] = ({}, 0)  # replay_passing: (per task, read up to)
         self.last_sft_trainer = None
+        # what the caller wants recorded beside the recipe in config.json (`leti train`: the environment,
+        # its splits and options), so that a run folder says what it trained on
+        self.run_info: dict[str, Any] = {}
         self._iteration = 0  # the last iteration trained (evaluation seeds: the same when resumed)
         self._table: IterationTable | None = None  # the console's per-iteration rows
         self.tracker = RunTracker(args.report_to or [], self.output_dir, enabled=self.distributed.is_main,
@@ -141,7 +144,8 @@ class LetiTrainer:
             from .machine import machine_record
 
             # the recipe, and where its figures come from: the base model's hash, the CPU, torch's kernels
-            record = {**self.args.to_dict(), **base_model_record(self._base_model), "machine": machine_record()}
+            record = {**self.args.to_dict(), **self.run_info, **base_model_record(self._base_model),
+                      "machine": machine_record()}
             (self.output_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
         done = self.completed_iterations()
         if done:
@@ -152,7 +156,7 @@ class LetiTrainer:
         metrics: dict = history[-1] if history else {}
         self._optimizer_steps = int(metrics.get("run/optimizer_steps", 0))  # a resumed run's curves continue
         if self.args.eval_before_training and self.eval_tasks and 0 not in logged:
-            metrics = {"iteration": 0, **{f"eval/{k}": v for k, v in self.evaluate().items()}}
+            metrics = {"iteration": 0, **self._evaluations()}
             self._record(metrics)
         try:
             for iteration in range(max(done, default=0) + 1, self.args.num_iterations + 1):
@@ -206,7 +210,7 @@ class LetiTrainer:
         }
         if self.eval_tasks:
             with self._timed("evaluation"):
-                metrics.update({f"eval/{k}": v for k, v in self.evaluate().items()})
+                metrics.update(self._evaluations())
         metrics.update({f"time/{k}": round(v, 2) for k, v in self.collector.timings.items()})
         self._record(metrics)
         self._log_programs(rollouts, iteration)
@@ -246,7 +250,7 @@ class LetiTrainer:
         kept = select_rollouts(rollouts, self.args, seed=self.args.seed + iteration, earlier_passing=earlier)
         if self.args.feedback_mode == "shuffled":
             kept = shuffle_feedback(kept, seed=self.args.seed + iteration)
-        texts = [t for t in (training_text(r, self.args) for r in kept) if t is not None]
+        texts = [t for t in (training_text(r, self.args, self.tokenizer) for r in kept) if t is not None]
         rows = tokenize_rows(texts, self.tokenizer, self.args)
         if self.args.pretrain_dataset and rows:
             world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
@@ -331,10 +335,20 @@ class LetiTrainer:
         shutil.rmtree(folder / "sft", ignore_errors=True)  # the iteration's model folder is the checkpoint
         return float(result.training_loss)
 
-    def evaluate(self, tasks: Sequence[CodeTask] | None = None) -> dict[str, float]:
-        """pass@k (and the per-sample pass rate), raw and post-processed, with the configured conditioning."""
+    def _evaluations(self) -> dict[str, float]:
+        """``eval/<metric>`` under ``eval_condition``, and ``eval/<condition>/<metric>`` under each of
+        ``eval_extra_conditions``."""
+        out = {f"eval/{k}": v for k, v in self.evaluate().items()}
+        for condition in self.args.eval_extra_conditions:
+            out.update({f"eval/{condition}/{k}": v for k, v in self.evaluate(condition=condition).items()})
+        return out
+
+    def evaluate(self, tasks: Sequence[CodeTask] | None = None, condition: str | None = None) -> dict[str, float]:
+        """pass@k (and the per-sample pass rate), raw and post-processed, with the configured conditioning
+        (``condition``: another prefix, ``"good"``, ``"none"`` or ``"bad"``)."""
         tasks = list(tasks if tasks is not None else self.eval_tasks)[: self.args.eval_max_tasks or None]
-        prompts = [inference_prompt(t.prompt, self.args, self.args.eval_condition, self.tokenizer) for t in tasks]
+        condition = condition or self.args.eval_condition
+        prompts = [inference_prompt(t.prompt, self.args, condition, self.tokenizer) for t in tasks]
         params = SamplingParams(self.args.eval_num_samples, self.args.eval_max_new_tokens, self.args.eval_temperature,
                                 self.args.eval_top_p)
         return self.collector.evaluate(self.model, self.tokenizer, tasks, prompts, params, self.args.eval_k,

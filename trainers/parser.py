@@ -19,6 +19,9 @@ class ScriptArguments:
                                                                      "environments without splits, e.g. LETI-HumanEval)."})
     eval_split: str | None = field(default="heldout", metadata={"help": "Split of the evaluation tasks (`none`: no "
                                                                       "evaluation in `leti train`)."})
+    env_kwargs: str | None = field(default=None, metadata={
+        "help": "Options of the environment, as JSON (a mapping in a YAML --config), for both splits: e.g. "
+                "'{\"test_order\": \"hidden_first\"}' for LETI-Arith, '{\"data_path\": \"mbpp.jsonl\"}' for LETI-MBPP."})
     max_train_tasks: int | None = field(default=None, metadata={"help": "Use only the first N training tasks."})
     max_eval_tasks: int | None = field(default=None, metadata={"help": "Use only the first N evaluation tasks."})
     default_model_seed: int = field(default=0, metadata={"help": "Seed of the built-in default model "
@@ -33,6 +36,28 @@ class ScriptArguments:
         "choices": ["portable", "native"]})
     verbose: bool = field(default=False, metadata={"help": "Also show transformers', datasets' and bitsandbytes' own "
                                                            "logging, progress bars and deprecation notices."})
+
+    def environment_options(self) -> dict[str, Any]:
+        """``env_kwargs`` as a dict (from JSON on the command line, or a YAML mapping)."""
+        return parse_env_kwargs(self.env_kwargs)
+
+
+def parse_env_kwargs(value: Any) -> dict[str, Any]:
+    """An environment's options from ``--env_kwargs``: a JSON object, or a mapping already (YAML)."""
+    import json
+
+    if value in (None, ""):
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    try:
+        options = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--env_kwargs must be a JSON object such as '{{\"test_order\": \"hidden_first\"}}', "
+                         f"got {value!r} ({exc.msg})") from None
+    if not isinstance(options, dict):
+        raise ValueError(f"--env_kwargs must be a JSON object (a mapping of option to value), got {value!r}")
+    return options
 
 
 def make_parser(**defaults: Any):

@@ -104,7 +104,7 @@ def rollouts_to_sft_dataset(rollouts: Sequence[Rollout] | str | Path, config: Le
     kept = select_rollouts(rollouts, config, seed=config.seed)
     if config.feedback_mode == "shuffled":
         kept = shuffle_feedback(kept, seed=config.seed)
-    texts = [t for t in (training_text(r, config) for r in kept) if t is not None]
+    texts = [t for t in (training_text(r, config, tokenizer) for r in kept) if t is not None]
     if tokenizer is None:
         return datasets.Dataset.from_list([{"text": t} for t in texts])
     missing = [t for t in config.special_tokens if t not in tokenizer.get_vocab()]

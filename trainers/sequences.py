@@ -9,14 +9,16 @@ from .leti_config import LetiConfig
 from .rollouts import Rollout  # noqa: F401 - imported from here before rollouts.py held it
 
 
-def training_text(rollout: Rollout, config: LetiConfig) -> str | None:
-    """The training string for one rollout, or ``None`` if the feedback mode drops it.
+def training_text(rollout: Rollout, config: LetiConfig, tokenizer=None) -> str | None:
+    """The training string for one rollout, or ``None`` if the feedback mode drops it. ``tokenizer``: the
+    model's, needed only by the ``dummy`` span matched in tokens (``dummy_feedback_length="tokens"``).
 
     ``text`` (paper):  ``<|good|>`` + prompt + program, or
                        ``<|bad|><|lang_feedback|>`` + feedback + ``<|/lang_feedback|>`` + prompt + program.
     ``binary``:        the reward token + prompt + program (no feedback span).
     ``none``:          prompt + program, passing programs only.
-    ``dummy``:         as ``text``, with the feedback replaced by ``dummy_feedback`` of the same length.
+    ``dummy``:         as ``text``, with the feedback replaced by a constant span of the same length, in
+                       tokens (``dummy_feedback_tokens``) or characters (``dummy_feedback``).
     ``shuffled``:      as ``text`` (``shuffle_feedback`` has given the rollouts each other's feedback).
     ``sequence_order="feedback_last"`` moves the feedback span after the program.
     """
@@ -25,7 +27,15 @@ def training_text(rollout: Rollout, config: LetiConfig) -> str | None:
     reward_token = config.good_token if rollout.passed else config.bad_token
     span = ""
     if config.feedback_mode in ("text", "shuffled", "dummy") and not rollout.passed:
-        feedback = dummy_feedback(len(rollout.feedback)) if config.feedback_mode == "dummy" else rollout.feedback
+        feedback = rollout.feedback
+        if config.feedback_mode == "dummy":
+            if config.dummy_feedback_length == "characters":
+                feedback = dummy_feedback(len(feedback))
+            elif tokenizer is None:
+                raise ValueError("feedback_mode='dummy' matches the feedback's length in tokens: pass the tokenizer "
+                                 "(training_text(rollout, config, tokenizer)), or set dummy_feedback_length='characters'")
+            else:
+                feedback = dummy_feedback_tokens(len(tokenizer(feedback, add_special_tokens=False)["input_ids"]), tokenizer)
         span = config.feedback_start_token + feedback + config.feedback_end_token
     if config.sequence_order == "feedback_first":
         return reward_token + span + rollout.prompt + rollout.program
@@ -38,6 +48,24 @@ DUMMY_LINE = "# no information here\n"
 def dummy_feedback(length: int) -> str:
     """A constant span of ``length`` characters that says nothing about the program (the ``dummy`` control)."""
     return (DUMMY_LINE * (length // len(DUMMY_LINE) + 1))[:length]
+
+
+def dummy_feedback_tokens(count: int, tokenizer) -> str:
+    """A constant span that ``tokenizer`` reads as ``count`` tokens and that says nothing about the program:
+    the first ``count`` tokens of ``DUMMY_LINE`` repeated, as text. Between the feedback span's special
+    tokens it tokenizes back to those tokens, so a dummy row is exactly as long as the real row."""
+    cache = _DUMMY_TOKENS.setdefault(id(tokenizer), {})
+    if count not in cache:
+        lines = DUMMY_LINE * (count + 1)  # at least one token per line's worth of characters
+        ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
+        while len(ids) < count:
+            lines += DUMMY_LINE * (count + 1)
+            ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
+        cache[count] = tokenizer.decode(ids[:count])
+    return cache[count]
+
+
+_DUMMY_TOKENS: dict[int, dict[int, str]] = {}  # per tokenizer (by id: tokenizers are not hashable), per count
 
 
 def shuffle_feedback(rollouts: Sequence[Rollout], seed: int) -> list[Rollout]:

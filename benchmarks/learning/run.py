@@ -11,9 +11,12 @@ the plots. Arms (each a `LetiConfig` option on top of the built-in default, `tra
 
 - textual: LeTI (the interpreter's feedback after the bad token)
 - binary: the reward token only (the paper's ablation)
-- dummy_span: a constant, information-free span as long as the real feedback
+- dummy_span: a constant, information-free span as long as the real feedback, in tokens (the same row lengths)
 - shuffled_feedback: real feedback from another failed program of the same iteration
-- positives_only: passing programs only, no tokens (rejection-sampling fine-tuning)
+- positives_only: passing programs only, no tokens (rejection-sampling fine-tuning; but it samples and
+  evaluates with a good token whose embedding it never trained)
+- rejection_sampling: the clean control of positives_only: passing programs only, each with the good token it
+  is sampled and evaluated with, for the same optimizer steps (`--feedback_mode binary --max_failures_per_prompt 0`)
 - sft_reference: the tasks' reference programs instead of the samples, for the same optimizer steps
   (`--train_on references`: supervised fine-tuning on ground truth, the paper's comparison)
 - textual_pretrain_mix: LeTI with the pre-training mix (1:1 optimizer steps), the corpus being the default
@@ -29,6 +32,15 @@ the plots. Arms (each a `LetiConfig` option on top of the built-in default, `tra
 - textual_medium, binary_medium, dummy_span_medium: textual, binary and dummy_span with the ~5 M-parameter
   default model (`--default_model_size medium`), 4 samples per prompt and 80 optimizer steps per iteration
   (near the 10-minute budget of one run); not in the default set of arms (name them)
+
+The informative testbed: `<arm>_hidden` is `<arm>` on LETI-Arith with `test_order` hidden_first (the hidden
+asserts run before the prompt's own, so a failure's feedback names an input and an expected value the prompt
+never showed, as on MBPP): textual_hidden, binary_hidden, dummy_span_hidden, shuffled_feedback_hidden and
+rejection_sampling_hidden, compared with textual_hidden. Asked for by name.
+
+Statistics: differences are paired by seed, with Student-t 95% intervals over the seeds (with 3 seeds the
+t quantile is 4.30: honest, and wide); beside each held-out difference, the binomial standard error of one
+evaluation on 400 tasks. Steps-to-reach is read per seed, with its spread.
 
 Forgetting, for every arm (`forgetting.json` in each run folder, computed after the run): the language-model
 loss of each iteration's model (iteration 0: the base model) on a held-out slice of the pre-training stream
@@ -58,6 +70,7 @@ ARMS = {
     "dummy_span": ["--feedback_mode", "dummy"],
     "shuffled_feedback": ["--feedback_mode", "shuffled"],
     "positives_only": ["--feedback_mode", "none"],
+    "rejection_sampling": ["--feedback_mode", "binary", "--max_failures_per_prompt", "0"],
     "sft_reference": ["--train_on", "references"],
     "textual_pretrain_mix": ["--pretrain_dataset", "{corpus}", "--pretrain_text_field", "text",
                              "--train_sampling_strategy", "sequential"],
@@ -72,16 +85,22 @@ ARMS = {
     "binary_medium": [*MEDIUM, "--feedback_mode", "binary"],
     "dummy_span_medium": [*MEDIUM, "--feedback_mode", "dummy"],
 }
+HIDDEN = ["--env_kwargs", '{"test_order": "hidden_first"}']  # the informative testbed (LETI-Arith's test_order)
+ARMS.update({f"{arm}_hidden": [*ARMS[arm], *HIDDEN]
+             for arm in ("textual", "binary", "dummy_span", "shuffled_feedback", "rejection_sampling")})
 # asked for by name: the medium arms, and the mix on the paper's blocks (textual_pretrain_mix: 13-14 minutes a run)
 DEFAULT_ARMS = ["textual", "binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference",
                 "textual_pretrain_mix_short", "textual_sequential"]
 QUICK = ["--model_name_or_path", "tiny", "--num_iterations", "2", "--max_train_tasks", "12", "--max_eval_tasks", "6",
          "--num_generations_per_prompt", "2", "--max_steps", "3", "--max_new_tokens", "12", "--eval_max_new_tokens", "12"]
-CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference", "textual_pretrain_mix",
-             "textual_pretrain_mix_short", "textual_sequential", "binary_medium", "dummy_span_medium")
+CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only", "rejection_sampling", "sft_reference",
+             "textual_pretrain_mix", "textual_pretrain_mix_short", "textual_sequential", "binary_medium",
+             "dummy_span_medium", "binary_hidden", "dummy_span_hidden", "shuffled_feedback_hidden",
+             "rejection_sampling_hidden")
 BASELINES = {"textual_pretrain_mix": "textual_sequential", "textual_pretrain_mix_short": "textual_sequential",
-             "binary_medium": "textual_medium",
-             "dummy_span_medium": "textual_medium"}  # else textual
+             "binary_medium": "textual_medium", "dummy_span_medium": "textual_medium",
+             **{arm: "textual_hidden" for arm in CONTRASTS if arm.endswith("_hidden")}}  # else textual
+HELDOUT_TASKS = {False: 400, True: 6}  # held-out tasks per evaluation (quick: --max_eval_tasks 6)
 HELDOUT_DOCUMENTS = 1000  # the pre-training stream's next documents: never trained on
 
 
@@ -127,15 +146,18 @@ def train(folder: Path, arm: str, seed: int, quick: bool) -> None:
     if "{corpus}" in ARMS[arm] and not corpus.exists():
         write_pretraining_corpus(corpus, quick)
     argv = [sys.executable, "-m", "trainers.cli", "train", "--output_dir", str(folder), "--seed", str(seed),
+            "--eval_extra_conditions", "bad,none",  # does the reward token separate? (one greedy evaluation each)
             *[a.replace("{corpus}", str(corpus)) for a in ARMS[arm]], *(QUICK if quick else [])]
     start = time.monotonic()
     print(f"{arm} seed {seed}: {' '.join(argv[3:])}", flush=True)
     subprocess.run(argv, cwd=REPO, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # progress as it happens, into a log too
     wall = time.monotonic() - start
     last = max(int(p.name.split("-")[1]) for p in folder.glob("iteration-*") if (p / "COMPLETE").exists())
+    environment = ARMS[arm][ARMS[arm].index("--env_kwargs"):][:2] if "--env_kwargs" in ARMS[arm] else []
     scored = subprocess.run([sys.executable, "-m", "trainers.cli", "eval", "--model", str(folder / f"iteration-{last}" / "model"),
                              "--env", "LETI-Arith", "--split", "compositional", "--num_samples", "1", "--k", "1",
-                             "--temperature", "0", "--max_new_tokens", "24", *(["--max_tasks", "6"] if quick else [])],
+                             "--temperature", "0", "--max_new_tokens", "24", *environment,
+                             *(["--max_tasks", "6"] if quick else [])],
                             cwd=REPO, check=True, capture_output=True, text=True)
     compositional = json.loads(scored.stdout)["pass@1"]
     done.write_text(json.dumps({"arm": arm, "seed": seed, "wall_s": round(wall, 1), "compositional_pass@1": compositional}))
@@ -238,6 +260,7 @@ def rows_of(out: Path, arms, seeds) -> list[dict]:
                 rows.append({"arm": arm, "seed": seed, "iteration": m["iteration"],
                              "optimizer_steps": m.get("run/optimizer_steps", 0),
                              "sampled_pass_rate": m.get("rollout/pass_rate"), "heldout_pass@1": m.get("eval/pass@1"),
+                             "heldout_pass@1_bad": m.get("eval/bad/pass@1"), "heldout_pass@1_none": m.get("eval/none/pass@1"),
                              "seconds": seconds,
                              "cumulative_seconds": round(elapsed, 1),
                              "run_wall_s": study["wall_s"], "compositional_pass@1": study["compositional_pass@1"],
@@ -255,15 +278,31 @@ def final(rows, arm, measure):
     return {seed: value for seed, (_, value) in last.items()}
 
 
-def bootstrap_difference(a: dict, b: dict, draws: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of a - b over the seeds both have, and a 95% bootstrap interval (seeds resampled)."""
+# Student-t 0.975 quantiles by degrees of freedom (1-30); beyond, the normal's 1.96 is within 2%
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def paired_difference(a: dict, b: dict) -> tuple[float, float, float]:
+    """Mean of a - b over the seeds both have, and its Student-t 95% interval (paired by seed; n - 1
+    degrees of freedom). One seed: the interval is that seed's value (no spread to read)."""
+    import math
+    import statistics
+
     common = sorted(set(a) & set(b))
     diffs = [a[s] - b[s] for s in common]
     if not diffs:
         return float("nan"), float("nan"), float("nan")
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(draws))
-    return sum(diffs) / len(diffs), means[int(0.025 * draws)], means[int(0.975 * draws) - 1]
+    mean = sum(diffs) / len(diffs)
+    if len(diffs) == 1:
+        return mean, mean, mean
+    half = (T975[len(diffs) - 2] if len(diffs) - 1 <= len(T975) else 1.96) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
+
+
+def binomial_se(p: float, tasks: int) -> float:
+    """Standard error of one pass@1 evaluation of ``tasks`` tasks at rate ``p`` (each task passes or not)."""
+    return (max(p, 0.0) * max(1.0 - p, 0.0) / tasks) ** 0.5 if tasks else float("nan")
 
 
 def mix_at_equal_leti_steps(rows, mix: str = "textual_pretrain_mix", baseline: str = "textual_sequential") -> list[str]:
@@ -284,7 +323,7 @@ def mix_at_equal_leti_steps(rows, mix: str = "textual_pretrain_mix", baseline: s
     lines = ["", f"The pre-training mix at equal LeTI steps: {mix} at iteration 2k against {baseline} at iteration k "
              "(half of the mix's optimizer steps are pre-training steps; the single-step rate is that model's, sampled in "
              "the next iteration); mean over the seeds both have, and "
-             f"{baseline} − {mix} with its 95% bootstrap interval over seeds (positive: the mix is better on LM loss, "
+             f"{baseline} − {mix} with its Student-t 95% interval over seeds (positive: the mix is better on LM loss, "
              "worse on the pass rates):", "",
              "| LeTI steps | iterations | seeds | held-out pass@1 | held-out LM loss | single-step sampled pass rate |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -299,7 +338,7 @@ def mix_at_equal_leti_steps(rows, mix: str = "textual_pretrain_mix", baseline: s
             if not common:
                 cells.append("-")
                 continue
-            diff, low, high = bootstrap_difference(theirs, ours)
+            diff, low, high = paired_difference(theirs, ours)
             cells.append(f"{sum(ours[s] for s in common) / len(common):.3f} vs "
                          f"{sum(theirs[s] for s in common) / len(common):.3f} ({diff:+.3f} [{low:+.3f}, {high:+.3f}])")
         steps = [r["optimizer_steps"] for r in rows if r["arm"] == baseline and r["iteration"] == k]
@@ -308,10 +347,30 @@ def mix_at_equal_leti_steps(rows, mix: str = "textual_pretrain_mix", baseline: s
     return lines
 
 
+def condition_gaps(rows, arms) -> list[str]:
+    """Held-out pass@1 under the good token minus under the bad token, and minus under no token, at the last
+    iteration (paired by seed, Student-t 95%): a recipe whose condition does not separate cannot show that
+    the model conditions on what the feedback taught it."""
+    lines = []
+    for arm in arms:
+        good = final(rows, arm, "heldout_pass@1")
+        gaps = []
+        for other in ("bad", "none"):
+            theirs = final(rows, arm, f"heldout_pass@1_{other}")
+            mean, low, high = paired_difference(good, theirs)
+            gaps.append("-" if mean != mean else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+        if any(g != "-" for g in gaps):
+            lines.append(f"| {arm} | {len(good)} | " + " | ".join(gaps) + " |")
+    if not lines:
+        return []
+    return ["", "The condition at the last iteration: held-out pass@1 under `<|good|>` minus under `<|bad|>`, and "
+            "minus under no token (mean over seeds, Student-t 95%):", "",
+            "| arm | seeds | good − bad | good − none |", "| --- | --- | --- | --- |", *lines]
+
+
 def steps_to_reach(rows, arm, measure, level) -> float | None:
     """The optimizer steps at which ``arm``'s mean curve (over its seeds, iteration by iteration) first reaches
-    ``level``; None if it never does. (Per-seed first crossings would leave the reference arm itself short of
-    its own mean whenever a seed ends below it.)"""
+    ``level``; None if it never does."""
     by_iteration: dict[int, list[dict]] = {}
     for r in rows:
         if r["arm"] == arm and r[measure] is not None:
@@ -321,6 +380,16 @@ def steps_to_reach(rows, arm, measure, level) -> float | None:
         if sum(r[measure] for r in group) / len(group) >= level - 1e-12:
             return sum(r["optimizer_steps"] for r in group) / len(group)
     return None
+
+
+def steps_to_reach_per_seed(rows, arm, measure, level) -> dict[int, float | None]:
+    """{seed: the optimizer steps at which that seed's curve first reaches ``level``, or None (never)}."""
+    out: dict[int, float | None] = {}
+    for seed in sorted({r["seed"] for r in rows if r["arm"] == arm}):
+        curve = sorted((r["iteration"], r["optimizer_steps"], r[measure]) for r in rows
+                       if r["arm"] == arm and r["seed"] == seed and r[measure] is not None)
+        out[seed] = next((steps for _, steps, value in curve if value >= level - 1e-12), None)
+    return out
 
 
 def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
@@ -365,10 +434,14 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
                 values = [r[measure] for r in rows if r["arm"] == arm and r["iteration"] == i and r[measure] is not None]
                 cells.append(f"{sum(values) / len(values):.3f}" if values else "-")
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    tasks = HELDOUT_TASKS[quick]
     lines += ["", "Differences at the last iteration (baseline − arm; the baseline is textual, except for the "
-              "pre-training mix, whose baseline is textual_sequential: the same row order without the mix; mean over "
-              "the seeds both have, 95% bootstrap interval over seeds; with one seed the interval is that seed's "
-              "value). A positive language-model-loss difference means the arm forgot less:", "",
+              "pre-training mix, whose baseline is textual_sequential: the same row order without the mix, and the "
+              "`_hidden` and `_medium` arms, against textual_hidden and textual_medium; mean over the seeds both have, "
+              "paired by seed, with its Student-t 95% interval over seeds; with one seed the interval is that seed's "
+              f"value). `± se`: the binomial standard error of the difference of two single evaluations on {tasks} "
+              "tasks, the noise of the measurement itself. A positive language-model-loss difference means the arm "
+              "forgot less:", "",
               "| arm | baseline | seeds | held-out pass@1 | sampled pass rate | held-out LM loss |",
               "| --- | --- | --- | --- | --- | --- |"]
     for arm in (a for a in CONTRASTS if a in arms):
@@ -380,24 +453,40 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
             continue
         cells = []
         for measure in ("heldout_pass@1", "sampled_pass_rate", "heldout_lm_loss"):
-            mean, low, high = bootstrap_difference(final(rows, baseline, measure), final(rows, arm, measure))
-            cells.append("-" if mean != mean else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]")
+            ours, theirs = final(rows, baseline, measure), final(rows, arm, measure)
+            mean, low, high = paired_difference(ours, theirs)
+            cell = "-" if mean != mean else f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+            if measure == "heldout_pass@1" and mean == mean:
+                both = sorted(set(ours) & set(theirs))
+                p, q = (sum(d[s] for s in both) / len(both) for d in (ours, theirs))
+                cell += f" ± {(binomial_se(p, tasks) ** 2 + binomial_se(q, tasks) ** 2) ** 0.5:.3f}"
+            cells.append(cell)
         lines.append(f"| {arm} | {baseline} | {len(common)} | " + " | ".join(cells) + " |")
+    lines += condition_gaps(rows, arms)
     for mix in ("textual_pretrain_mix", "textual_pretrain_mix_short"):
         lines += mix_at_equal_leti_steps(rows, mix)
-    lines += ["", "Optimizer steps to reach textual's mean held-out pass@1 at iterations 3 and 6 (the paper's "
-              "sample-efficiency ratio: the optimizer steps at which an arm's mean curve first reaches that level, and "
-              "that over textual's; the medium arms against textual_medium; `never`: not within the run):", "",
+    lines += ["", "Optimizer steps to reach the reference arm's mean held-out pass@1 at iterations 3 and 6 (the "
+              "paper's sample-efficiency ratio; the reference is textual, or textual_medium / textual_hidden for those "
+              "arms): read on each seed's own curve (mean, and each seed's value in seed order; `never`: not within the "
+              "run), and, after the bar, on the seeds' mean curve with its ratio to the reference's:", "",
               "| arm | to iteration 3's | to iteration 6's |", "| --- | --- | --- |"]
     for arm in (a for a in arms if any(r["arm"] == a for r in rows)):
         cells = []
-        reference = "textual_medium" if arm.endswith("_medium") else "textual"
+        reference = "textual_medium" if arm.endswith("_medium") else "textual_hidden" if arm.endswith("_hidden") else "textual"
         for iteration in (3, 6):
             levels = [r["heldout_pass@1"] for r in rows if r["arm"] == reference and r["iteration"] == iteration]
-            level = sum(levels) / len(levels) if levels else None
-            reached = steps_to_reach(rows, arm, "heldout_pass@1", level) if level is not None else None
-            own = steps_to_reach(rows, reference, "heldout_pass@1", level) if level is not None else None
-            cells.append("never" if reached is None else f"{reached:.0f}" + (f" ({reached / own:.2f}x)" if own else ""))
+            if not levels:
+                cells.append("-")
+                continue
+            level = sum(levels) / len(levels)
+            per_seed = steps_to_reach_per_seed(rows, arm, "heldout_pass@1", level)
+            reached = [v for v in per_seed.values() if v is not None]
+            seeds = ", ".join("never" if v is None else f"{v:.0f}" for v in per_seed.values())
+            on_mean = steps_to_reach(rows, arm, "heldout_pass@1", level)
+            own = steps_to_reach(rows, reference, "heldout_pass@1", level)
+            mean_curve = "never" if on_mean is None else f"{on_mean:.0f}" + (f" ({on_mean / own:.2f}x)" if own else "")
+            cells.append((f"{sum(reached) / len(reached):.0f}" if reached else "never")
+                         + f" ({seeds}) \\| {mean_curve}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     total = sum({(r["arm"], r["seed"]): r["run_wall_s"] for r in rows}.values())
     lines += ["", f"Study wall time so far: {total / 3600:.2f} h over {len({(r['arm'], r['seed']) for r in rows})} runs.",

@@ -187,7 +187,11 @@ class ExecutorPool:
             ipcns userns cgroup setuid seccomp landlock`` (``mountns`` also drops the PID namespace,
             which needs a /proc of its own). Also read from ``LETI_SANDBOX_DISABLE`` (comma-separated).
         python: Interpreter that runs the programs (default: this one).
-        tmpfs_mb: Size of each slot's private ``/tmp`` (what programs may write in all).
+        tmpfs_mb: Size of each slot's private ``/tmp`` (what programs may write in all). Where
+            namespaces are refused, the run's folder is on the host's disk: the zygote reads its size
+            every 50 ms and stops the run past this (a program sees ENOSPC on a tmpfs; here the run ends
+            with that error), so a run holds at most this plus what it writes in 50 ms.
+        tmpfs_inodes: Files and folders a run may create in all, held the same two ways.
         pin_cpus: Pin worker ``i`` to the ``i``-th usable core when there are at least as many cores
             as workers (faster calls between the solution and verifier processes, steadier timing).
         cpus: The cores this pool's workers may use (default: every core this process may use).
@@ -197,8 +201,8 @@ class ExecutorPool:
 
     def __init__(self, workers: int | None = None, *, memory_mb: int = 1024, pids_max: int = 128,
                  strict: bool | None = None, disable: Iterable[str] = (), python: str | None = None,
-                 tmpfs_mb: int = 256, pin_cpus: bool = True, allow_unconfined: bool | None = None,
-                 cpus: Sequence[int] | None = None):
+                 tmpfs_mb: int = 256, tmpfs_inodes: int = 16384, pin_cpus: bool = True,
+                 allow_unconfined: bool | None = None, cpus: Sequence[int] | None = None):
         disable = set(disable) | {d for d in os.environ.get("LETI_SANDBOX_DISABLE", "").split(",") if d}
         unknown = disable - _DISABLE_CHOICES
         if unknown:
@@ -220,7 +224,7 @@ class ExecutorPool:
         self.python = python or sys.executable
         self.pin_cpus = pin_cpus
         self.config = {"disable": sorted(disable), "memory_mb": memory_mb, "pids_max": pids_max, "tmpfs_mb": tmpfs_mb,
-                       "hide": _folders_to_hide([os.getcwd(), os.path.expanduser("~")], self.python)}
+                       "tmpfs_inodes": tmpfs_inodes, "hide": _folders_to_hide([os.getcwd(), os.path.expanduser("~")], self.python)}
         self._workers: list[_Worker] = []
         self._idle: list[_Worker] = []  # started workers no call is using
         self._lock = threading.Condition()  # guards _workers and _idle; notified when a worker is handed back
@@ -557,6 +561,7 @@ PROTECTIONS = (
     ("cgroup_pids", "a pids limit per slot (fork bombs stop at pids_max)"),
     ("cgroup_memory", "a memory limit per slot, with an OOM counter"),
     ("memory_watch", "no memory cgroup: the run's processes' memory read every 50 ms, the run stopped past the cap"),
+    ("folder_watch", "no private tmpfs: the run's folder read every 50 ms, the run stopped past tmpfs_mb or tmpfs_inodes"),
     ("process_tree_kill", "how every process of a run is killed"),
 )
 

@@ -404,8 +404,12 @@ def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
         listener.listen(1)
         knocker = threading.Thread(target=knock, daemon=True)
         knocker.start()
-        cmdline = ("try:\n    found = {'cmdline': open('/proc/self/cmdline', 'rb').read().decode('utf-8', 'replace')}\n"
-                   "except OSError as e:\n    found = {'cmdline': '<' + e.strerror + '>'}\n" + _REPORT)
+        cmdline = ("import sys\n"
+                   "try:\n    found = {'cmdline': open('/proc/self/cmdline', 'rb').read().decode('utf-8', 'replace')}\n"
+                   "except OSError as e:\n    found = {'cmdline': '<' + e.strerror + '>'}\n"
+                   "found['argv'] = ' '.join(sys.argv + getattr(sys, 'orig_argv', []))\n"
+                   "found['harness'] = ' '.join([str(getattr(m, '__file__', '') or '') for m in list(sys.modules.values())]\n"
+                   "    + [str(k) for k in sys.path_importer_cache] + sys.path)\n" + _REPORT)
         watch = ("import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nfd = libc.inotify_init1(0)\n"
                  "if fd < 0:\n    found = {'inotify': os.strerror(ctypes.get_errno())}\nelse:\n"
                  f"    w = libc.inotify_add_watch(fd, {os.getcwd().encode()!r}, 0x100)\n"
@@ -424,12 +428,21 @@ def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
            "        time.sleep(3)\n        os._exit(0)\n    kids.append(pid)\n"
            "held = sum(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 for pid in kids)\n"
            "found = {'children that held 150 MiB to the end': held}\n" + _REPORT)
-    # A pool of its own, in the same mode, whose slot cap (2 x 256 + 64 MiB) the 900 MiB exceed.
+    # 4 MiB files of real bytes, then empty files, past a 16 MiB, 64-file folder; all in its own folder
+    fill = ("import os, time\nfound = {'MiB written': 0, 'files made': 0}\n"
+            "try:\n    for i in range(12):\n        with open(f'fill-{i}', 'wb') as f:\n"
+            "            f.write(b'x' * (4 * 2**20))\n        found['MiB written'] += 4\n        time.sleep(0.03)\n"
+            "except OSError as e:\n    found['write'] = e.strerror\n"
+            "for i in range(12):\n    os.remove(f'fill-{i}') if os.path.exists(f'fill-{i}') else None\n"
+            "try:\n    for i in range(400):\n        open(f'empty-{i}', 'wb').close()\n        found['files made'] += 1\n"
+            "        time.sleep(0.001)\nexcept OSError as e:\n    found['create'] = e.strerror\n" + _REPORT)
+    # A pool of its own, in the same mode, whose slot cap (2 x 256 + 64 MiB) the 900 MiB exceed,
+    # and whose runs' folders hold 16 MiB in 64 files.
     from .pool import ExecutorPool
 
-    with ExecutorPool(1, memory_mb=256, disable=pool.config["disable"], python=pool.python,
-                      allow_unconfined=pool.allow_unconfined) as small:
-        memory = small.run([hog], timeout=8.0, memory_mb=256)[0]
+    with ExecutorPool(1, memory_mb=256, tmpfs_mb=16, tmpfs_inodes=64, disable=pool.config["disable"],
+                      python=pool.python, allow_unconfined=pool.allow_unconfined) as small:
+        memory, disk = small.run([hog, fill], timeout=8.0, memory_mb=256)
     started = time.monotonic()
     sleeper = pool.run(["import time\ntime.sleep(30)"], timeout=1.0)[0]
     wall = time.monotonic() - started
@@ -447,15 +460,26 @@ def _run_ends_and_neighbours(pool, nonce: str) -> list[dict]:
                          + ("; the caller connected to the program's socket" if reached else "")))
     found = _outcome(runs[3]) or {}
     here = os.path.dirname(os.path.abspath(__file__))
-    shown = [p for p in (os.getcwd(), os.path.expanduser("~"), here) if p not in ("/", "") and p in found.get("cmdline", "")]
+    # the command line and sys.argv name neither the caller's folders nor leti's; nor do the modules
+    # and import caches programs inherit name leti's sandbox folder (the interpreter's own paths may)
+    shown = sorted({f"{where} names {p}" for where in ("cmdline", "argv") for p in (os.getcwd(), os.path.expanduser("~"), here)
+                    if p not in ("/", "") and p in found.get(where, "")}
+                   | ({f"modules name {here}"} if here in found.get("harness", "") else set()))
     checks.append(_check("17 no host path in the command line", bool(found) and not shown,
-                         (f"/proc/self/cmdline names {shown}" if shown
-                          else f"/proc/self/cmdline: {found.get('cmdline', '').rstrip(chr(0))[:60]!r}")
+                         ("; ".join(shown) if shown
+                          else f"/proc/self/cmdline: {found.get('cmdline', '').rstrip(chr(0))[:60]!r}, "
+                               f"sys.argv: {found.get('argv', '')[:60]!r}")
                          if found else _no_report(runs[3])))
     held = (_outcome(memory) or {}).get("children that held 150 MiB to the end")
     checks.append(_check("19 the run's memory as a whole", memory.status == "memory_exceeded" or (held is not None and held < 6),
                          f"6 children of 150 MiB each under a 576 MiB cap: {memory.status}"
                          + (f", {held} of them held it to the end" if held is not None else "")))
+    found = _outcome(disk)
+    stopped = disk.status == "error" and "No space left" in disk.feedback  # ended by the folder watch
+    checks.append(_check("20 disk use of a run", stopped or (
+        found is not None and found["MiB written"] <= 16 and found["files made"] <= 64),
+        f"12 files of 4 MiB, then 400 empty files, into a 16 MiB, 64-file folder: "
+        + (json.dumps(found) if found else f"{disk.status}: {disk.feedback.strip()[:90]}")))
     found = _outcome(runs[4]) or {}
     own_view = bool(pool.protections().get("minimal_root"))  # then that path is the view's (masked), not the host's
     checks.append(_check("18 watching the caller's folders", bool(found) and (found.get("inotify") != "watching" or own_view),

@@ -10,9 +10,15 @@ Splits (deterministic for a seed):
 - ``compositional``: the 2 operator pairs never trained on, (add, mul) and (mul, sub). Reported, not
   promised: a tiny model may not compose.
 
-Each task has five asserts on distinct random inputs in 0..20 (the first shown in the prompt, as in MBPP), so a
+Each task has five asserts on distinct random inputs in 0..20 (one shown in the prompt, as in MBPP), so a
 wrong program rarely passes by coincidence (two different linear programs never agree on two inputs).
 A failing assert shows the call and the expected value (its source line) and what f returned (its message).
+
+``test_order`` decides what that feedback can tell a model. ``"shown_first"`` (the default) checks the
+prompt's own assert first: a wrong program nearly always fails it, so its feedback repeats the prompt and
+adds only the value returned. ``"hidden_first"`` checks the four hidden inputs first, as MBPP's tests run
+past the one its prompt shows: a wrong program then fails on an input and an expected value the prompt
+never gave, which only the feedback carries.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ PHRASES = {  # three phrasings per operation, written for leti
 MAX_INPUT = 20  # asserts call f on distinct inputs in 0..MAX_INPUT
 HELD_OUT_PAIRS = (("add", "mul"), ("mul", "sub"))
 ArithSplit = Literal["pretrain", "train", "heldout", "compositional"]
+TestOrder = Literal["shown_first", "hidden_first"]
 # Post-processing keeps the function only: a sample is cut at its first line that is not indented
 # (a small model often runs on past its function; see LetiConfig.postprocess_rollouts).
 STOP_REGEX = r"\n(?=\S)"
@@ -65,10 +72,13 @@ def apply_steps(steps: Steps, x: int) -> int:
     return x
 
 
-def _task(steps, split: str, index: int, rng: random.Random, num_asserts: int, max_input: int) -> CodeTask:
+def _task(steps, split: str, index: int, rng: random.Random, num_asserts: int, max_input: int,
+          test_order: TestOrder = "shown_first") -> CodeTask:
     inputs = rng.sample(range(0, max_input + 1), num_asserts)
     # the message is the value returned, so the traceback shows the call, the expected and the actual value
     asserts = [f"assert (got := f({x})) == {apply_steps(steps, x)}, got" for x in inputs]
+    if test_order == "hidden_first":  # the same asserts; the prompt's own one last
+        asserts = asserts[1:] + asserts[:1]
     shown = f"assert f({inputs[0]}) == {apply_steps(steps, inputs[0])}"
     text = describe(steps)
     return CodeTask(task_id=f"Arith/{split}/{index}", prompt=f'"""\n{text}\n{shown}\n"""\n', tests="\n".join(asserts),
@@ -79,10 +89,13 @@ def _task(steps, split: str, index: int, rng: random.Random, num_asserts: int, m
 
 
 def load_arith(split: ArithSplit = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 400,
-               num_asserts: int = 5, max_input: int = MAX_INPUT) -> list[CodeTask]:
-    """Tasks of one split (see the module docstring). The same seed always gives the same tasks."""
+               num_asserts: int = 5, max_input: int = MAX_INPUT, test_order: TestOrder = "shown_first") -> list[CodeTask]:
+    """Tasks of one split (see the module docstring). The same seed always gives the same tasks, whatever
+    ``test_order``: it changes only which assert runs first."""
     if split not in ("pretrain", "train", "heldout", "compositional"):
         raise ValueError(f"unknown split {split!r}; choose pretrain, train, heldout or compositional")
+    if test_order not in ("shown_first", "hidden_first"):
+        raise ValueError(f"unknown test_order {test_order!r}; choose shown_first or hidden_first")
     if num_asserts < 2:
         raise ValueError(f"`num_asserts` must be at least 2 (one is shown in the prompt), got {num_asserts}")
     if max_input + 1 < num_asserts:
@@ -105,4 +118,4 @@ def load_arith(split: ArithSplit = "train", *, seed: int = 0, num_train_two_step
         "compositional": compositional[:num_heldout],
     }[split]
     task_rng = random.Random(f"{seed}-{split}")  # test inputs differ between splits
-    return [_task(steps, split, i, task_rng, num_asserts, max_input) for i, steps in enumerate(chosen)]
+    return [_task(steps, split, i, task_rng, num_asserts, max_input, test_order) for i, steps in enumerate(chosen)]

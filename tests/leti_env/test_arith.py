@@ -61,3 +61,36 @@ def test_feedback_shows_the_call_the_expected_and_the_returned_value():
     assert source.strip() == task.tests.splitlines()[0]  # the first assert fails: its call and expected value
     x = int(source.split("f(")[1].split(")")[0])
     assert message == f"AssertionError: {x + 1000}"  # and what f returned
+
+
+def test_hidden_first_feedback_names_an_input_the_prompt_never_showed():
+    """``test_order="hidden_first"``: the same tasks and asserts, the prompt's own one last, so a program
+    that is right only on the shown input fails on a hidden one, whose input and expected value the
+    feedback (and nothing else the model sees) carries."""
+    shown_first = leti_env.load_arith("heldout")
+    env = gym.make("LETI-Arith", split="heldout", test_order="hidden_first").unwrapped
+    for a, b in zip(shown_first[:50], env.tasks[:50]):
+        assert (a.prompt, a.reference_solution) == (b.prompt, b.reference_solution)
+        assert b.tests.splitlines() == a.tests.splitlines()[1:] + a.tests.splitlines()[:1]
+    task = env.tasks[0]
+    shown = task.prompt.splitlines()[2]  # "assert f(7) == 35"
+    call, expected = shown.removeprefix("assert ").split(" == ")
+    x = int(call[2:-1])
+    # right on the shown input only (a constant): passes the prompt's assert, fails every other
+    only_the_example = f"def f(x):\n    return {expected}"
+    results = env.run_many([(task, only_the_example), (task, task.reference_solution)])
+    assert [r.status for r in results] == ["failed", "passed"]
+    source, message = results[0].feedback.splitlines()[-2:]
+    assert source.strip() == task.tests.splitlines()[0] and f"f({x})" not in source
+    assert message == f"AssertionError: {expected}"
+    # a program wrong everywhere fails the first assert it meets: with hidden_first, never the shown one
+    wrong = env.run_many([(t, "def f(x):\n    return x + 1000") for t in env.tasks[:20]])
+    for t, r in zip(env.tasks[:20], wrong):
+        shown_call = t.prompt.splitlines()[2].removeprefix("assert ").split(" == ")[0]
+        assert r.status == "failed" and f"(got := {shown_call})" not in r.feedback
+    try:
+        leti_env.load_arith("heldout", test_order="random")
+    except ValueError as exc:
+        assert "shown_first or hidden_first" in str(exc)
+    else:
+        raise AssertionError("an unknown test_order was accepted")

@@ -146,7 +146,7 @@ CLASSES = ["1 host files", "2 kernel settings", "3 devices", "4 namespaces, io_u
            "9 cleanup of a huge tree", "10 free names in the tests", "13 a run ends whole",
            "14 wall time limit from outside", "15 one core per slot", "16 abstract unix sockets",
            "17 no host path in the command line", "18 watching the caller's folders",
-           "19 the run's memory as a whole"]
+           "19 the run's memory as a whole", "20 disk use of a run"]
 
 
 @pytest.mark.parametrize("attack", CLASSES)

@@ -1,5 +1,6 @@
-"""The zygote's removal of a run's folder (``sandbox/process.py``: ``remove_tree``) whatever a program left
-in it: a tree deeper than PATH_MAX, directories of mode 000, symlinks out of the tree (never followed)."""
+"""The zygote's removal and measuring of a run's folder (``sandbox/process.py``: ``remove_tree``,
+``tree_usage``) whatever a program left in it: a tree deeper than PATH_MAX, directories of mode 000,
+symlinks out of the tree (never followed)."""
 
 from __future__ import annotations
 
@@ -106,3 +107,25 @@ def test_a_symlink_or_a_missing_folder_is_no_error(tmp_path):
     module.remove_tree(str(tmp_path / "link"))
     assert not (tmp_path / "link").exists() and (target / "kept").exists()
     module.remove_tree(str(tmp_path / "missing"))
+
+
+def test_the_usage_of_a_tree_deeper_than_path_max_is_counted_without_following_links(tmp_path):
+    """``tree_usage`` (the folder watch where no tmpfs holds a run): every level's file and folder, the
+    bottom MiB, not the 64 MiB canary a symlink at the bottom points to; and it stops at its caps."""
+    canary = tmp_path / "canary"
+    canary.write_bytes(b"z" * (64 << 20))
+    depth = 2100
+    run = _tree(tmp_path, canary, depth, os.sys.executable, [])
+    module = _module()
+    try:
+        used, entries = module.tree_usage(str(run), 1 << 40, 1 << 40)
+        assert entries == 2 * depth + 2  # f and dd per level; link and bottom at the end
+        # the bottom MiB, 2,100 small files and folders (a block or two each), and no canary
+        assert (1 << 20) + depth * 64 <= used < (1 << 20) + depth * 2 * 8192
+        used, entries = module.tree_usage(str(run), 1 << 40, 100)
+        assert entries == 101  # stops counting once past the cap
+        used, _ = module.tree_usage(str(run), 4096, 1 << 40)
+        assert 4096 < used < (2 << 20)
+        assert module.tree_usage(str(tmp_path / "missing"), 1, 1) == (0, 0)
+    finally:
+        module.remove_tree(str(run))

@@ -127,6 +127,8 @@ def test_set_up_errors_are_one_line_that_names_the_fix(tmp_path, env):
              (["train", "--config", str(old)], r".*old.yaml: `bnb_4bit_compute_dtype` is now `dtype`"),
              (["train", "--bnb_4bit_use_double_quant", "false"], "command line: `bnb_4bit_use_double_quant` is now `use_bnb_nested_quant`"),
              (["train", "--env_id", "LETI-Nope"], "unknown environment id 'LETI-Nope'.*Registered leti ids"),
+             (["train", "--env_kwargs", "{test_order: hidden_first}"], "--env_kwargs must be a JSON object such as"),
+             (["train", "--env_kwargs", '{"test_ordr": "hidden_first"}'], "LETI-Arith has no option 'test_ordr'; its options: help\\(leti_env.envs.ArithEnv\\)"),
              (["eval", "--model", str(tmp_path / "nowhere"), "--env", "LETI-Arith"], "no model at .*iteration-N/model")]
     for args, message in cases:
         out = run(*args, "--output_dir", str(tmp_path / "run"), env=env) if args[0] == "train" else run(*args, env=env)
@@ -218,3 +220,31 @@ def test_build_default_model_says_whether_it_built_the_shipped_model(tmp_path, e
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"built {tmp_path / 'built'}: differs from the shipped small model (model.safetensors)" in out.stdout
     assert (tmp_path / "built" / "model.safetensors").is_file() and "default model ready" in out.stderr
+
+
+def test_env_kwargs_reach_the_environment_in_train_and_eval(tmp_path, env):
+    """``--env_kwargs`` (JSON) configures the environment: a run records it (with the environment) in its
+    ``config.json``, and ``leti eval`` re-scores the same program against either test order of LETI-Arith
+    (the feedback names the shown input, or a hidden one)."""
+    hidden = '{"test_order": "hidden_first"}'
+    out = run("train", "--model_name_or_path", "tiny", "--max_train_tasks", "4", "--max_eval_tasks", "2",
+              "--num_iterations", "1", "--num_generations_per_prompt", "2", "--max_new_tokens", "12",
+              "--max_steps", "1", "--env_kwargs", hidden, "--output_dir", str(tmp_path / "run"), env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["env_id"], config["env_kwargs"]) == ("LETI-Arith", {"test_order": "hidden_first"})
+    import leti_env
+
+    task = leti_env.load_tasks("LETI-Arith", "heldout", 1)[0]
+    expected = task.prompt.splitlines()[2].split(" == ")[1]
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"task_id": task.task_id, "completion": f"def f(x):\n    return x + 1000"}) + "\n")
+    feedback = {}
+    for order, extra in (("shown_first", []), ("hidden_first", ["--env_kwargs", hidden])):
+        out = run("eval", "--samples", str(samples), "--env", "LETI-Arith", "--split", "heldout", "--k", "1",
+                  "--output_dir", str(tmp_path / order), *extra, env=env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        feedback[order] = json.loads((tmp_path / order / "samples.jsonl").read_text())["feedback"]
+    shown_call = task.prompt.splitlines()[2].removeprefix("assert ").split(" == ")[0]
+    assert f"(got := {shown_call}) == {expected}" in feedback["shown_first"]
+    assert f"(got := {shown_call})" not in feedback["hidden_first"] and "AssertionError" in feedback["hidden_first"]

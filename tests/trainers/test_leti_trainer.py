@@ -313,3 +313,28 @@ def test_lora_init_follows_the_seed_not_what_ran_before(tmp_path, tiny_model_dir
     first = lora_a(0)
     assert torch.equal(first, lora_a(0))
     assert not torch.equal(first, lora_a(1))
+
+
+def test_extra_eval_conditions_evaluate_under_each_prefix(tmp_path, tiny_model_dir, mbpp_tasks):
+    """``eval_extra_conditions``: each evaluation also samples under the bad token and under none (the real
+    model, through a spy on its sampler), logged as ``eval/<condition>/...`` from iteration 0 on."""
+    config = small_config(tmp_path, num_iterations=1, eval_extra_conditions="bad,none")
+    assert config.eval_extra_conditions == ["bad", "none"]
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2], eval_tasks=mbpp_tasks[:2])
+    seen: set[tuple[str, int]] = set()  # (the prompt's prefix, max_new_tokens: 8 evaluates, 16 samples rollouts)
+    real = trainer.collector.sampler.generate
+
+    def spy(model, tokenizer, prompts, params, **kwargs):
+        for prompt in prompts:
+            prefix = "good" if "<|good|>" in prompt else "bad" if "<|bad|>" in prompt else "none"
+            seen.add((prefix, params.max_new_tokens))
+        return real(model, tokenizer, prompts, params, **kwargs)
+
+    trainer.collector.sampler.generate = spy
+    trainer.train()
+    history = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for metrics in history:
+        assert {"eval/pass@1", "eval/bad/pass@1", "eval/none/pass@1"} <= set(metrics), sorted(metrics)
+    assert {("good", 8), ("bad", 8), ("none", 8)} <= seen and ("bad", 16) not in seen
+    with pytest.raises(ValueError, match="eval_extra_conditions"):
+        small_config(tmp_path, eval_extra_conditions=["great"])

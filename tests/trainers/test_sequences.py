@@ -155,10 +155,13 @@ def test_pretraining_alternates_one_step_each():
 def test_controls_keep_the_span_and_remove_its_information(config):
     from trainers.sequences import DUMMY_LINE, dummy_feedback, shuffle_feedback
 
-    dummy = training_text(BAD, with_(config, feedback_mode="dummy"))
+    characters = with_(config, feedback_mode="dummy", dummy_feedback_length="characters")  # leti 0.1's dummy span
+    dummy = training_text(BAD, characters)
     span = dummy.split("<|lang_feedback|>")[1].split("<|/lang_feedback|>")[0]
     assert len(span) == len(FEEDBACK) and span == dummy_feedback(len(FEEDBACK)) and span.startswith(DUMMY_LINE)
-    assert training_text(GOOD, with_(config, feedback_mode="dummy")) == training_text(GOOD, config)  # passing: as text
+    assert training_text(GOOD, characters) == training_text(GOOD, config)  # passing: as text
+    with pytest.raises(ValueError, match="pass the tokenizer"):  # in tokens (the default), it needs the tokenizer
+        training_text(BAD, with_(config, feedback_mode="dummy"))
     failing = [Rollout(f"MBPP/{i}", PROMPT, f"\nx = {i}", 0.0, "failed", f"feedback of program {i}") for i in range(6)]
     mixed = [GOOD] + failing
     dealt = shuffle_feedback(mixed, seed=3)
@@ -168,3 +171,38 @@ def test_controls_keep_the_span_and_remove_its_information(config):
     assert shuffle_feedback(mixed, seed=3) == dealt and shuffle_feedback(mixed, seed=4) != dealt
     shuffled = training_text(dealt[1], with_(config, feedback_mode="shuffled"))
     assert dealt[1].feedback in shuffled and failing[0].feedback not in shuffled
+
+
+def test_the_dummy_span_matches_the_feedback_in_tokens(config):
+    """The default dummy row is exactly as long as the real row in the default model's tokens (the same
+    compute per row), where the character-matched span of leti 0.1 tokenized longer; and it carries none
+    of the feedback's text."""
+    from transformers import AutoTokenizer
+
+    import leti_env
+    from trainers.default_model import default_model_path
+    from trainers.sequences import DUMMY_LINE
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    tokenizer.add_tokens(config.special_tokens, special_tokens=True)
+    env = leti_env.load_env("LETI-Arith", "train")
+    wrong = ["def f(x):\n    return x + 1000", "def f(x):\n    return y", "def f(x):\n    retrun x",
+             "def f(x):\n    return x / 0", "def f(x):\n    return [x] * 3"]
+    pairs = [(t, w) for t in env.tasks[:40] for w in wrong]
+    rollouts = [Rollout(t.task_id, t.prompt, w, 0.0, r.status, r.feedback) for (t, w), r in zip(pairs, env.run_many(pairs))]
+    assert len({r.feedback for r in rollouts}) > 20 and all(r.feedback for r in rollouts)
+
+    def length(text):
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    tokens, characters = with_(config, feedback_mode="dummy"), with_(config, feedback_mode="dummy", dummy_feedback_length="characters")
+    longer = 0
+    for r in rollouts:
+        real = training_text(r, config)
+        dummy = training_text(r, tokens, tokenizer)
+        assert length(dummy) == length(real), (r.feedback, dummy)
+        span = dummy.split("<|lang_feedback|>")[1].split("<|/lang_feedback|>")[0]
+        assert span and (DUMMY_LINE * len(span)).startswith(span)  # the constant text, cut
+        longer += length(training_text(r, characters)) > length(real)
+    assert longer > len(rollouts) / 2  # what the token match fixes
+

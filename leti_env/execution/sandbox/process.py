@@ -14,8 +14,12 @@ NOBODY = 65534  # the solution process
 VERIFIER_UID = 65533  # the verifier: another uid, so the program cannot signal or trace it
 
 
-def classify(request, verdict, u_status, timed_out, output_exceeded, oom) -> dict:
-    """The result of one run from what the verifier said and how the solution process ended."""
+def classify(request, verdict, u_status, timed_out, output_exceeded, oom, disk=None) -> dict:
+    """The result of one run from what the verifier said and how the solution process ended.
+
+    ``disk``: ``(MiB, entries)`` when the run was stopped for filling its folder past them (no tmpfs
+    of its own); the verdict is then the error a full tmpfs gives a program, ENOSPC.
+    """
     limit = request["timeout"]
     base = {"asserts_run": (verdict or {}).get("asserts", 0), "total_asserts": (verdict or {}).get("total_asserts", 0)}
     kind = (verdict or {}).get("kind")
@@ -28,6 +32,10 @@ def classify(request, verdict, u_status, timed_out, output_exceeded, oom) -> dic
     if output_exceeded:
         return {**base, "status": "output_limit",
                 "feedback": f"OutputLimitError: the program wrote more than {request['output_limit_mb']} MiB of output\n"}
+    if disk is not None:
+        return {**base, "status": "error",
+                "feedback": f"OSError: [Errno 28] No space left on device: the program's folder holds at most "
+                            f"{disk[0]} MiB in {disk[1]} files\n"}
     if oom:
         return {**base, "status": "memory_exceeded",
                 "feedback": f"MemoryError: the program exceeded the {request['memory_mb']} MiB memory limit\n"}
@@ -99,6 +107,69 @@ def remove_tree(path: str) -> None:
     finally:
         os.close(fd)
     os.rmdir(path)
+
+
+def tree_usage(path: str, max_bytes: int, max_entries: int) -> tuple[int, int] | None:
+    """``(bytes allocated, entries)`` of the tree at ``path``, counting stops once either passes its max.
+
+    Where no tmpfs of its own bounds a run's folder (namespaces refused), the zygote reads this every
+    tick to hold the run to the same ``tmpfs_mb`` and ``tmpfs_inodes`` as a tmpfs would. The walk is
+    ``remove_tree``'s: one directory descriptor at a time, each level opened relative to the one
+    above, back up by ``..`` checked against where it came from, so no depth or mode defeats it.
+    Bytes are allocated blocks (a sparse file's holes cost nothing on a tmpfs either); a hard link
+    counts each time it is seen, so the count errs toward stopping. Returns None when the tree
+    changed under the walk (a directory renamed away mid-walk); the next tick counts again.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = _open_dir(path, flags, None)
+    except FileNotFoundError:
+        return 0, 0
+    used, entries = 0, 0
+
+    def scan(fd: int) -> list[str]:
+        nonlocal used, entries
+        subdirectories = []
+        with os.scandir(fd) as listing:
+            for entry in listing:
+                entries += 1
+                try:
+                    used += entry.stat(follow_symlinks=False).st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        subdirectories.append(entry.name)
+                except FileNotFoundError:  # removed since it was listed
+                    continue
+                if used > max_bytes or entries > max_entries:
+                    break
+        return subdirectories
+
+    try:
+        levels = [(_identity(fd), scan(fd))]
+        while levels and used <= max_bytes and entries <= max_entries:
+            pending = levels[-1][1]
+            if pending:
+                try:
+                    sub = _open_dir(pending.pop(), flags, fd)
+                except OSError as exc:  # gone, or no longer a directory (ENOTDIR, ELOOP): nothing to count
+                    if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue
+                    raise
+                os.close(fd)
+                fd = sub
+                levels.append((_identity(fd), scan(fd)))
+                continue
+            levels.pop()
+            if not levels:
+                break
+            parent = os.open("..", flags & ~os.O_NOFOLLOW, dir_fd=fd)
+            if _identity(parent) != levels[-1][0]:
+                os.close(parent)
+                return None
+            os.close(fd)
+            fd = parent
+    finally:
+        os.close(fd)
+    return used, entries
 
 
 def _identity(fd: int) -> tuple[int, int]:

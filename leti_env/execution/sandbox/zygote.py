@@ -39,7 +39,7 @@ from kernel import (
     CLONE_NEWCGROUP, CLONE_NEWNS, PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, pidfd_open, prctl, resolve_symbols, set_process_name,
     unshare,
 )
-from process import NOBODY, _poll_status, _reap, classify, remove_tree
+from process import NOBODY, _poll_status, _reap, classify, remove_tree, tree_usage
 from protocol import SAFE_ENV, MessageReader, send_msg
 from verifier import Verifier
 
@@ -175,11 +175,13 @@ class Zygote:
                 pass
         codec.freeze_known_modules()  # the only modules the verifier will hand to the tests
         sys.path[:] = [p for p in sys.path if p != _HERE]  # nothing forked from here imports the harness
+        _forget_where_the_harness_lives()
         gc.collect()
         gc.freeze()  # forked children then do not copy the zygote's heap on their first GC
         self._start_spawner()  # now, before any request: its memory never holds a test or a program
         self.watch_memory = self.cgroups is None
         self.protections["memory_watch"] = self.watch_memory  # the run's memory read every 50 ms (no memory cgroup)
+        self.protections["folder_watch"] = self.view is None  # the run's folder read every 50 ms (no tmpfs of its own)
         self.base_pages = self._anonymous_pages(self.spawner_pid)
 
     def _start_spawner(self) -> None:
@@ -295,12 +297,12 @@ class Zygote:
             raise
         u_pid, pidfd, out_r, verifier_ok = self._start_run(request, run_dir)
         output = _Output(out_r, request["max_output_bytes"], request["output_limit_mb"])
-        budget = (2 * self.config.get("memory_mb", 1024) + 64) * 2**20 if self.watch_memory else 0  # the cgroup's
-        verdict, timed_out, over_budget = self._await_verdict(output, start + request["timeout"], verifier_ok, budget)
+        verdict, timed_out, over = self._await_verdict(output, start + request["timeout"], verifier_ok)
         u_status, u_cpu = self._end_run(u_pid, pidfd, verdict, output)
         usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        oom = over_budget or (self.cgroups is not None and self.cgroups.oom_kills() > oom_before)
-        result = classify(request, verdict, u_status, timed_out, output.exceeded, oom)
+        oom = over == "memory" or (self.cgroups is not None and self.cgroups.oom_kills() > oom_before)
+        disk = (self.config.get("tmpfs_mb", 256), self.config.get("tmpfs_inodes", 16384)) if over == "disk" else None
+        result = classify(request, verdict, u_status, timed_out, output.exceeded, oom, disk)
         result.update(
             duration_s=time.monotonic() - start,
             cpu_s=u_cpu + (usage_after.ru_utime + usage_after.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime),
@@ -346,25 +348,35 @@ class Zygote:
         self.verifier_runs += 1
         return u_pid, pidfd, out_r, verifier_ok
 
-    def _await_verdict(self, output: _Output, deadline: float, verifier_ok: bool,
-                       budget: int = 0) -> tuple[dict | None, bool, bool]:
+    def _await_verdict(self, output: _Output, deadline: float, verifier_ok: bool) -> tuple[dict | None, bool, str | None]:
         """Collect output until the verifier's verdict, the deadline, the output limit, the verifier's
-        death or (with a ``budget`` of bytes) the run's memory past it, whichever comes first. Returns
-        the verdict (or None), whether the deadline passed and whether the memory did."""
+        death or a watched limit passed, whichever comes first. Returns the verdict (or None), whether
+        the deadline passed, and which watched limit the run passed (``"memory"``, ``"disk"`` or None).
+
+        Watched every ``WATCH_S``, where no kernel mechanism bounds the run whole: its memory where no
+        memory cgroup counts it (``_run_memory``), and its folder's bytes and entries where no tmpfs of
+        its own holds it (namespaces refused: ``tree_usage`` against ``tmpfs_mb`` and ``tmpfs_inodes``).
+        """
         verdict, timed_out = None, False
         control = self.control.fileno()
-        next_look = time.monotonic() + MEMORY_WATCH_S
+        memory_budget = (2 * self.config.get("memory_mb", 1024) + 64) * 2**20 if self.watch_memory else 0  # the cgroup's
+        disk_budget = ((self.config.get("tmpfs_mb", 256) * 2**20, self.config.get("tmpfs_inodes", 16384))
+                       if self.view is None else None)
+        watching = bool(memory_budget or disk_budget)
+        next_look = time.monotonic() + WATCH_S
         while verdict is None and verifier_ok:
             now = time.monotonic()
             remaining = deadline - now
             if remaining <= 0:
                 timed_out = True
                 break
-            if budget and now >= next_look:
-                next_look = now + MEMORY_WATCH_S
-                if self._run_memory() > budget:
-                    return None, False, True
-            wait = min(remaining, max(0.0, next_look - now)) if budget else remaining
+            if watching and now >= next_look:
+                next_look = now + WATCH_S
+                if memory_budget and self._run_memory() > memory_budget:
+                    return None, False, "memory"
+                if disk_budget and self._run_disk_exceeded(*disk_budget):
+                    return None, False, "disk"
+            wait = min(remaining, max(0.0, next_look - now)) if watching else remaining
             ready, _, _ = select.select(([output.fd] if output.open else []) + [control], [], [], wait)
             if output.fd in ready:
                 output.read()
@@ -375,13 +387,21 @@ class Zygote:
                     verifier_ok = False  # the verifier died mid-run
                 elif self.control_reader.has_message():
                     verdict = self.control_reader.recv()
-        return verdict, timed_out, False
+        return verdict, timed_out, None
+
+    def _run_disk_exceeded(self, max_bytes: int, max_entries: int) -> bool:
+        """Has the run's folder passed the bytes or entries a tmpfs of its own would hold?"""
+        try:
+            usage = tree_usage(self._run_dir_path(), max_bytes, max_entries)
+        except OSError:
+            return False  # unreadable this tick (a race with the program): the next tick reads again
+        return usage is not None and (usage[0] > max_bytes or usage[1] > max_entries)
 
     def _run_memory(self) -> int:
         """Bytes of memory the run's processes hold beyond what each got from its parent at fork.
 
         Where no memory cgroup counts a run whole (rootless, or no cgroups), ``RLIMIT_AS`` caps each
-        process and this, read every ``MEMORY_WATCH_S`` from ``/proc/<pid>/statm`` (resident minus
+        process and this, read every ``WATCH_S`` from ``/proc/<pid>/statm`` (resident minus
         file-backed pages, less the spawner's own), caps their sum. A child forked after its parent grew
         counts the pages it shares with it as its own: the watch errs toward stopping a run.
         """
@@ -575,7 +595,29 @@ class Zygote:
 
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-MEMORY_WATCH_S = 0.05  # how often a run's memory is read where no cgroup counts it
+
+
+def _forget_where_the_harness_lives() -> None:
+    """Drop the host path of leti's sandbox folder (a checkout's, for an editable install) from what
+    programs inherit and can look up: ``sys.argv`` (``python -I <that folder>``), ``sys.orig_argv``,
+    the import system's cache, and the harness modules' ``__file__``, ``__cached__`` and ``__spec__``.
+    The modules' code objects still carry it in ``co_filename``, and the interpreter's own paths
+    (``sys.executable``, ``sys.prefix``) stay, as Python needs them: the README says so."""
+    sys.argv[:] = ["leti-sandbox"]
+    if hasattr(sys, "orig_argv"):
+        sys.orig_argv[:] = ["leti-sandbox"]
+    for key in [k for k in sys.path_importer_cache if isinstance(k, str) and k.startswith(_HERE)]:
+        del sys.path_importer_cache[key]
+    for module in list(sys.modules.values()):
+        if str(getattr(module, "__file__", "") or "").startswith(_HERE):
+            for name in ("__file__", "__cached__"):
+                module.__dict__.pop(name, None)
+            module.__spec__ = None
+            module.__loader__ = None
+    import linecache
+
+    linecache.clearcache()
+WATCH_S = 0.05  # how often a run's memory (no memory cgroup) and folder (no tmpfs of its own) are read
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 

@@ -63,7 +63,8 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
     assert (hidden["max_failures_per_prompt"], hidden["env_kwargs"]) == (0, {"test_order": "hidden_first"})
     assert configs["textual"]["env_kwargs"] == {} and configs["textual"]["eval_extra_conditions"] == ["bad", "none"]
     assert all(r["heldout_pass@1_bad"] != "" and r["heldout_pass@1_none"] != "" for r in rows)  # evaluated 3 ways
-    assert "good − bad" in report
+    assert "good − bad" in report and "after a refinement turn" in report
+    assert all(r["repair_rate"] != "" for r in rows if r["iteration"] != "0") and configs["textual"]["eval_max_turns"] == 2
     assert configs["sft_reference"]["train_on"] == "references" and configs["textual"]["train_on"] == "rollouts"
     assert configs["textual_pretrain_mix"]["pretrain_dataset"] == str(out / "runs" / "pretraining-corpus-quick")
     assert (out / "runs" / "textual_pretrain_mix-seed0" / "pretraining-blocks").exists()  # the mix really ran

@@ -36,6 +36,8 @@ def make_eval_parser() -> argparse.ArgumentParser:
     add("--top_p", type=float, default=1.0)
     add("--max_new_tokens", type=int, default=384)
     add("--condition", choices=["good", "none", "bad"], default="good", help="reward-token prefix")
+    add("--max_turns", type=int, choices=[1, 2], default=1,
+        help="2: one refinement turn after each failed attempt, with its feedback as input (turn2/pass@k, repair_rate)")
     add("--seed", type=int, default=0, help="sampling seed (each sample's draws are keyed by it)")
     add("--timeout", type=float, default=None,
         help="seconds per program (default: the environment's: 5 for MBPP/HumanEval, 30 for EAE, 1 for Arith)")
@@ -73,6 +75,8 @@ def parse_eval_args(argv: list[str]) -> argparse.Namespace:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (args.model is None) == (args.samples is None):
         parser.error("give --model (sample and score) or --samples (re-score a samples.jsonl), not both")
+    if args.max_turns == 2 and args.samples is not None:
+        parser.error("--max_turns 2 needs --model: the refinement turn samples new attempts")
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1; got {args.batch_size}")
     if args.timeout is not None and not args.timeout > 0:
@@ -140,7 +144,8 @@ def _sample_and_score(args, env, runner, record):
     try:
         report = collector.evaluate(model, tokenizer, tasks, prompts,
                                     SamplingParams(args.num_samples, args.max_new_tokens, args.temperature, args.top_p),
-                                    args.k, seed=args.seed, label=f"evaluating {args.env}", record=record)
+                                    args.k, seed=args.seed, label=f"evaluating {args.env}", record=record,
+                                    max_turns=args.max_turns)
     finally:
         sampler.close()
     return tasks, report

@@ -214,6 +214,10 @@ class LetiConfig(SFTConfig, ModelConfig):
             The k of the reported pass@k; each needs `eval_num_samples >= k`.
         eval_condition (`str`, *optional*, defaults to `"good"`):
             Prompt prefix at evaluation: `"good"` (LeTI), `"none"` or `"bad"`.
+        eval_max_turns (`int`, *optional*, defaults to `1`):
+            `2`: each evaluation adds one refinement turn, where the feedback is an input: every failed
+            attempt and its feedback are shown to the model (`leti_env.refinement_prompt`'s format), which
+            writes a new attempt. Logged as `eval/turn2/pass@k` and `eval/repair_rate`.
         eval_extra_conditions (`list[str]`, *optional*, defaults to `[]`):
             Also evaluate under these prefixes each time (any of `"good"`, `"none"`, `"bad"`), logged as
             `eval/<condition>/pass@k`: whether the reward token separates good programs from bad ones, which
@@ -342,6 +346,7 @@ class LetiConfig(SFTConfig, ModelConfig):
     eval_max_new_tokens: int = field(default=384, metadata={"help": "New tokens per evaluation sample."})
     eval_k: list[int] = field(default_factory=lambda: [1, 10], metadata={"help": "k values of the reported pass@k."})
     eval_condition: Literal["good", "none", "bad"] = field(default="good", metadata={"help": "Evaluation prompt prefix."})
+    eval_max_turns: int = field(default=1, metadata={"help": "2: evaluation adds a refinement turn (feedback as input)."})
     eval_extra_conditions: list[str] = field(
         default_factory=list, metadata={"help": "Also evaluate under these prefixes (good, none, bad), logged as "
                                                 "eval/<condition>/pass@k; comma-separated on the command line."})
@@ -373,6 +378,8 @@ class LetiConfig(SFTConfig, ModelConfig):
         # the command line gives a list: `bad none` or `bad,none`
         self.eval_extra_conditions = [c.strip() for item in self.eval_extra_conditions for c in str(item).split(",")
                                       if c.strip()]
+        if self.eval_max_turns not in (1, 2):
+            raise ValueError(f"`eval_max_turns` must be 1 or 2 (one refinement turn), got {self.eval_max_turns}")
         unknown = [c for c in self.eval_extra_conditions if c not in ("good", "none", "bad")]
         if unknown:
             raise ValueError(f"`eval_extra_conditions` takes good, none or bad; got {unknown}")

@@ -353,7 +353,7 @@ class LetiTrainer:
                                 self.args.eval_top_p)
         return self.collector.evaluate(self.model, self.tokenizer, tasks, prompts, params, self.args.eval_k,
                                        seed=_call_seed(self.args.seed, -1 - self._iteration),
-                                       label=f"iteration {self._iteration}: evaluation")
+                                       label=f"iteration {self._iteration}: evaluation", max_turns=self.args.eval_max_turns)
 
     def _make_sampler(self) -> Sampler:
         """The configured backend. Each sample's randomness is keyed by (seed, call, the prompt's index in

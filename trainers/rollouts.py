@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import time
@@ -22,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leti_env import CodeTask, ExecutionResult, TaskRunner
+from leti_env import CodeTask, ExecutionResult, TaskRunner, pass_at_k
 
 from .console import progress
 from .distributed import Processes, shared_execution
 from .evaluation import pass_at_k_report
 from .sampling import Sampler, SamplingParams
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,21 +127,83 @@ class RolloutCollector:
 
     def evaluate(self, model: Any, tokenizer: Any, tasks: Sequence[CodeTask], prompts: Sequence[str],
                  params: SamplingParams, ks: Sequence[int], *, seed: int, label: str = "evaluation",
-                 record=None) -> dict[str, float]:
+                 record=None, max_turns: int = 1) -> dict[str, float]:
         """pass@k (and the per-sample pass rate) of ``tasks``, raw and post-processed (``*/postprocessed``).
 
         A collective call under a multi-process launcher: every process samples its share, and every
         process executes a share of all the programs (with its own cores), so no process idles in a
         collective while one executes everything (which can outlast the process group's timeout).
         ``record`` sees every execution (``evaluation.pass_at_k_report``).
+
+        ``max_turns=2`` adds one refinement turn, where the feedback is the model's input: each failed
+        (post-processed) attempt, with its feedback, is shown again (``leti_env.refinement_prompt``'s
+        format, after the same reward-token prefix) and the model writes one new attempt. Reported as
+        ``turn2/pass@k`` (a sample counts if either attempt passed), ``turn2/sample_pass_rate`` and
+        ``repair_rate`` (the share of failed first attempts the second fixed).
         """
+        if max_turns not in (1, 2):
+            raise ValueError(f"`max_turns` must be 1 or 2 (one refinement turn), got {max_turns}")
         mine = self.processes.share(range(len(tasks)))
         with self._progress() as shown:
             local = self._sample(shown, label, model, tokenizer, [prompts[i] for i in mine], params, seed=seed,
                                  prompt_ids=mine)
         completions = [c for _, c in sorted(self.processes.gather(list(zip(mine, local))), key=lambda x: x[0])]
+        first: list = []  # the post-processed attempts' (task, completion, result), in task then sample order
+
+        def keep(variant, task, completion, result):
+            if variant == "postprocessed":
+                first.append((task, completion, result))
+            if record is not None:
+                record(variant, task, completion, result)
+
         with self.timed("execution"):
-            return pass_at_k_report(tasks, completions, ks, self.execute, record)
+            report = pass_at_k_report(tasks, completions, ks, self.execute, keep)
+        if max_turns == 2:
+            report.update(self._refinement_turn(model, tokenizer, tasks, prompts, params, ks, first, seed=seed,
+                                                label=label))
+        return report
+
+    def _refinement_turn(self, model, tokenizer, tasks, prompts, params, ks, first, *, seed: int, label: str) -> dict:
+        """One new attempt for each failed first attempt; see ``evaluate``."""
+        from leti_env.envs import refinement_feedback
+
+        index = {id(t): i for i, t in enumerate(tasks)}
+        limit = _context_limit(model)
+        failed, inputs, skipped = [], [], 0
+        for k, (task, attempt, result) in enumerate(first):
+            if result.passed:
+                continue
+            head = prompts[index[id(task)]] + attempt
+            text = _fitting_refinement(tokenizer, head, task.prompt, result.feedback, refinement_feedback,
+                                       None if limit is None else limit - params.max_new_tokens)
+            if text is None:
+                skipped += 1
+                continue
+            failed.append(k)
+            inputs.append(text)
+        if skipped:
+            logger.warning("%d failed attempts leave no room for a refinement turn in the model's %s-token context "
+                           "(even without their feedback): they count as not repaired.", skipped, limit)
+        mine = self.processes.share(range(len(inputs)))
+        with self._progress() as shown:
+            local = self._sample(shown, f"{label}: refinement turn", model, tokenizer, [inputs[i] for i in mine],
+                                 dataclasses.replace(params, num_samples=1), seed=seed + 1, prompt_ids=mine)
+        second = [c[0] for _, c in sorted(self.processes.gather(list(zip(mine, local))), key=lambda x: x[0])]
+        pairs = [(first[k][0], first[k][0].postprocess(c)) for k, c in zip(failed, second)]
+        with self.timed("execution"):
+            results = self.execute(pairs) if pairs else []
+        repaired = {k for k, r in zip(failed, results) if r.passed}
+        per_task: dict[int, list[bool]] = {}
+        for k, (task, _, result) in enumerate(first):
+            per_task.setdefault(index[id(task)], []).append(result.passed or k in repaired)
+        out = {}
+        for k in ks:
+            scores = [pass_at_k(len(v), sum(v), k) for v in per_task.values()]
+            out[f"turn2/pass@{k}"] = sum(scores) / len(scores) if scores else 0.0
+        out["turn2/sample_pass_rate"] = sum(map(sum, per_task.values())) / max(1, sum(map(len, per_task.values())))
+        failures = sum(not r.passed for _, _, r in first)
+        out["repair_rate"] = len(repaired) / failures if failures else 0.0
+        return out
 
     def execute(self, pairs: list[tuple[CodeTask, str]]) -> list[ExecutionResult]:
         """Run (task, completion) pairs, split across the processes; every process gets every result.
@@ -167,3 +232,24 @@ class RolloutCollector:
 def _rollout(task: CodeTask, completion: str, result: ExecutionResult, iteration: int, sample_index: int) -> Rollout:
     return Rollout(task.task_id, task.prompt, completion, result.reward, result.status, result.feedback, iteration,
                    sample_index)
+
+
+def _context_limit(model) -> int | None:
+    """The most positions ``model`` takes (its config's ``max_position_embeddings`` or ``n_positions``)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _fitting_refinement(tokenizer, head: str, prompt: str, feedback: str, refinement_feedback, budget: int | None):
+    """``head + refinement_feedback(prompt, feedback)`` in at most ``budget`` tokens: the feedback's first
+    lines go first (its last lines name the error), and None if even no feedback does not fit."""
+    lines = feedback.splitlines(keepends=True)
+    for start in range(len(lines) + 1):
+        text = head + refinement_feedback(prompt, "".join(lines[start:]))
+        if budget is None or len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= budget:
+            return text
+    return None

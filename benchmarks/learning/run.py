@@ -38,6 +38,9 @@ asserts run before the prompt's own, so a failure's feedback names an input and 
 never showed, as on MBPP): textual_hidden, binary_hidden, dummy_span_hidden, shuffled_feedback_hidden and
 rejection_sampling_hidden, compared with textual_hidden. Asked for by name.
 
+Every run is also evaluated under the bad token and under none (does the condition separate?), and with one
+refinement turn after each failed attempt, its feedback shown as input (the repair rate).
+
 Statistics: differences are paired by seed, with Student-t 95% intervals over the seeds (with 3 seeds the
 t quantile is 4.30: honest, and wide); beside each held-out difference, the binomial standard error of one
 evaluation on 400 tasks. Steps-to-reach is read per seed, with its spread.
@@ -147,6 +150,7 @@ def train(folder: Path, arm: str, seed: int, quick: bool) -> None:
         write_pretraining_corpus(corpus, quick)
     argv = [sys.executable, "-m", "trainers.cli", "train", "--output_dir", str(folder), "--seed", str(seed),
             "--eval_extra_conditions", "bad,none",  # does the reward token separate? (one greedy evaluation each)
+            "--eval_max_turns", "2",  # and can the model use feedback as input? (a refinement turn)
             *[a.replace("{corpus}", str(corpus)) for a in ARMS[arm]], *(QUICK if quick else [])]
     start = time.monotonic()
     print(f"{arm} seed {seed}: {' '.join(argv[3:])}", flush=True)
@@ -261,6 +265,7 @@ def rows_of(out: Path, arms, seeds) -> list[dict]:
                              "optimizer_steps": m.get("run/optimizer_steps", 0),
                              "sampled_pass_rate": m.get("rollout/pass_rate"), "heldout_pass@1": m.get("eval/pass@1"),
                              "heldout_pass@1_bad": m.get("eval/bad/pass@1"), "heldout_pass@1_none": m.get("eval/none/pass@1"),
+                             "heldout_turn2_pass@1": m.get("eval/turn2/pass@1"), "repair_rate": m.get("eval/repair_rate"),
                              "seconds": seconds,
                              "cumulative_seconds": round(elapsed, 1),
                              "run_wall_s": study["wall_s"], "compositional_pass@1": study["compositional_pass@1"],
@@ -345,6 +350,30 @@ def mix_at_equal_leti_steps(rows, mix: str = "textual_pretrain_mix", baseline: s
         if seeds and steps:
             lines.append(f"| {sum(steps) / len(steps):.0f} | {2 * k} vs {k} | {len(seeds)} | " + " | ".join(cells) + " |")
     return lines
+
+
+def repair_table(rows, arms) -> list[str]:
+    """Feedback as the model's input: at the last iteration, held-out pass@1 after one refinement turn and the
+    repair rate (the share of failed first attempts the second fixed), and each arm's repair rate against
+    its baseline's (paired by seed, Student-t 95%)."""
+    lines = []
+    for arm in arms:
+        repair = final(rows, arm, "repair_rate")
+        if not repair:
+            continue
+        baseline = BASELINES.get(arm, "textual")
+        mean, low, high = paired_difference(final(rows, baseline, "repair_rate"), repair) if baseline != arm else (
+            float("nan"),) * 3
+        lines.append(f"| {arm} | {len(repair)} | {_spread(final(rows, arm, 'heldout_pass@1'))} | "
+                     f"{_spread(final(rows, arm, 'heldout_turn2_pass@1'))} | {_spread(repair)} | "
+                     + ("-" if mean != mean else f"{baseline}: {mean:+.3f} [{low:+.3f}, {high:+.3f}]") + " |")
+    if not lines:
+        return []
+    return ["", "Feedback as input, at the last iteration: held-out pass@1 on the first attempt and after one "
+            "refinement turn (the failed attempt and its feedback shown again), the repair rate, and the "
+            "baseline's repair rate minus the arm's (mean over seeds, range; Student-t 95%):", "",
+            "| arm | seeds | first attempt | after a refinement turn | repair rate | baseline − arm |",
+            "| --- | --- | --- | --- | --- | --- |", *lines]
 
 
 def condition_gaps(rows, arms) -> list[str]:
@@ -463,6 +492,7 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
             cells.append(cell)
         lines.append(f"| {arm} | {baseline} | {len(common)} | " + " | ".join(cells) + " |")
     lines += condition_gaps(rows, arms)
+    lines += repair_table(rows, arms)
     for mix in ("textual_pretrain_mix", "textual_pretrain_mix_short"):
         lines += mix_at_equal_leti_steps(rows, mix)
     lines += ["", "Optimizer steps to reach the reference arm's mean held-out pass@1 at iterations 3 and 6 (the "

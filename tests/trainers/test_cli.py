@@ -63,6 +63,13 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
     trained = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     scores = {k: v for k, v in report.items() if k not in ("env", "split", "tasks", "output_dir")}
     assert report["tasks"] == 4 and scores == {k.removeprefix("eval/"): v for k, v in trained.items() if k.startswith("eval/")}
+    refined = run("eval", "--model", str(run_dir / "iteration-1" / "model"), "--env", "LETI-Arith", "--split", "heldout",
+                  "--max_tasks", "4", "--num_samples", "1", "--k", "1", "--temperature", "0", "--max_new_tokens", "24",
+                  "--max_turns", "2", "--output_dir", str(tmp_path / "refined"), env=env)
+    assert refined.returncode == 0, refined.stderr[-3000:]
+    refined = json.loads(refined.stdout)  # the same first attempts, then one refinement turn
+    assert refined["pass@1"] == scores["pass@1"] and refined["turn2/pass@1"] >= refined["pass@1/postprocessed"]
+    assert 0.0 <= refined["repair_rate"] <= 1.0
     # ... and writes its samples beside the model, in evalplus's format, which --samples re-scores without a model
     folder = run_dir / "iteration-1" / "eval-LETI-Arith-heldout"
     assert report["output_dir"] == str(folder)

@@ -338,3 +338,47 @@ def test_extra_eval_conditions_evaluate_under_each_prefix(tmp_path, tiny_model_d
     assert {("good", 8), ("bad", 8), ("none", 8)} <= seen and ("bad", 16) not in seen
     with pytest.raises(ValueError, match="eval_extra_conditions"):
         small_config(tmp_path, eval_extra_conditions=["great"])
+
+
+def test_a_refinement_turn_shows_each_failed_attempt_with_its_feedback(tmp_path, tiny_model_dir, mbpp_tasks):
+    """``eval_max_turns=2``: every failed first attempt comes back to the (real) model with its feedback, as
+    comments after the same reward-token prefix, and the second attempts are executed: pass@1 after the
+    turn is at least the first attempt's, and the repair rate is the share of failures the turn fixed."""
+    config = small_config(tmp_path, num_iterations=1, eval_max_turns=2, eval_num_samples=2, eval_k=[1])
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2], eval_tasks=mbpp_tasks[:3])
+    refinements: list[str] = []
+    real = trainer.collector.sampler.generate
+
+    def spy(model, tokenizer, prompts, params, **kwargs):
+        refinements.extend(p for p in prompts if "# The program above failed its tests:" in p)
+        return real(model, tokenizer, prompts, params, **kwargs)
+
+    trainer.collector.sampler.generate = spy
+    metrics = trainer.evaluate()
+    first, second, repair = metrics["sample_pass_rate/postprocessed"], metrics["turn2/sample_pass_rate"], metrics["repair_rate"]
+    failures = round((1 - first) * 6)  # 3 tasks x 2 samples
+    assert failures and len(refinements) == failures
+    assert all(r.startswith("<|good|>") or r.startswith(trainer.tokenizer.pad_token + "<|good|>") for r in refinements)
+    assert all("# Traceback" in r or "# SyntaxError" in r or "Error" in r for r in refinements)
+    assert all(r.endswith(next(t.prompt for t in mbpp_tasks[:3] if r.count(t.prompt) == 2)) for r in refinements)
+    assert second >= first and abs(repair - (second - first) / (1 - first)) < 1e-9
+    assert metrics["turn2/pass@1"] >= metrics["pass@1/postprocessed"]
+
+
+def test_a_refinement_prompt_drops_the_feedback_head_to_fit_the_context(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from leti_env.envs import refinement_feedback
+    from trainers.rollouts import _fitting_refinement
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    feedback = "".join(f"line {i} of a long traceback\n" for i in range(200)) + "AssertionError: 12\n"
+
+    def length(text):
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    whole = _fitting_refinement(tokenizer, "P", "p", feedback, refinement_feedback, None)
+    budget = length(whole) // 3
+    fitted = _fitting_refinement(tokenizer, "P", "p", feedback, refinement_feedback, budget)
+    assert length(fitted) <= budget < length(whole) and "# AssertionError: 12" in fitted and "# line 0 " not in fitted
+    assert _fitting_refinement(tokenizer, "P" * 5000, "p", feedback, refinement_feedback, budget) is None

@@ -36,6 +36,8 @@ def make_eval_parser() -> argparse.ArgumentParser:
     add("--top_p", type=float, default=1.0)
     add("--max_new_tokens", type=int, default=384)
     add("--condition", choices=["good", "none", "bad"], default="good", help="reward-token prefix")
+    add("--guidance_weight", type=float, default=0.0,
+        help="reward-token guidance w under --condition good: log p(good) + w (log p(good) - log p(bad)) (0: off)")
     add("--max_turns", type=int, choices=[1, 2], default=1,
         help="2: one refinement turn after each failed attempt, with its feedback as input (turn2/pass@k, repair_rate)")
     add("--seed", type=int, default=0, help="sampling seed (each sample's draws are keyed by it)")
@@ -75,6 +77,9 @@ def parse_eval_args(argv: list[str]) -> argparse.Namespace:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if (args.model is None) == (args.samples is None):
         parser.error("give --model (sample and score) or --samples (re-score a samples.jsonl), not both")
+    if args.guidance_weight < 0 or (args.guidance_weight > 0 and args.condition != "good"):
+        parser.error(f"--guidance_weight must be >= 0, and guides --condition good only; got {args.guidance_weight} "
+                     f"with --condition {args.condition}")
     if args.max_turns == 2 and args.samples is not None:
         parser.error("--max_turns 2 needs --model: the refinement turn samples new attempts")
     if args.batch_size < 1:
@@ -142,10 +147,12 @@ def _sample_and_score(args, env, runner, record):
     # the trainer's own evaluation path: same sampler, same executor, same report
     collector = RolloutCollector(sampler, runner)
     try:
+        negative = [inference_prompt(t.prompt, config, "bad", tokenizer) for t in tasks] if args.guidance_weight else None
         report = collector.evaluate(model, tokenizer, tasks, prompts,
-                                    SamplingParams(args.num_samples, args.max_new_tokens, args.temperature, args.top_p),
+                                    SamplingParams(args.num_samples, args.max_new_tokens, args.temperature, args.top_p,
+                                                   guidance_weight=args.guidance_weight),
                                     args.k, seed=args.seed, label=f"evaluating {args.env}", record=record,
-                                    max_turns=args.max_turns)
+                                    max_turns=args.max_turns, negative_prompts=negative)
     finally:
         sampler.close()
     return tasks, report

@@ -214,6 +214,11 @@ class LetiConfig(SFTConfig, ModelConfig):
             The k of the reported pass@k; each needs `eval_num_samples >= k`.
         eval_condition (`str`, *optional*, defaults to `"good"`):
             Prompt prefix at evaluation: `"good"` (LeTI), `"none"` or `"bad"`.
+        guidance_weight (`float`, *optional*, defaults to `0.0`):
+            Reward-token guidance wherever a prompt is conditioned on the good token (rollouts from iteration 2
+            on, evaluation): each step samples from `log p(·|good) + w · (log p(·|good) − log p(·|bad))`,
+            classifier-free guidance on LeTI's own condition (not in the paper; 0 is off). Each step runs
+            the model twice; the transformers backend only.
         eval_max_turns (`int`, *optional*, defaults to `1`):
             `2`: each evaluation adds one refinement turn, where the feedback is an input: every failed
             attempt and its feedback are shown to the model (`leti_env.refinement_prompt`'s format), which
@@ -346,6 +351,7 @@ class LetiConfig(SFTConfig, ModelConfig):
     eval_max_new_tokens: int = field(default=384, metadata={"help": "New tokens per evaluation sample."})
     eval_k: list[int] = field(default_factory=lambda: [1, 10], metadata={"help": "k values of the reported pass@k."})
     eval_condition: Literal["good", "none", "bad"] = field(default="good", metadata={"help": "Evaluation prompt prefix."})
+    guidance_weight: float = field(default=0.0, metadata={"help": "Reward-token guidance w: log p(good) + w (log p(good) - log p(bad)) (0: off)."})
     eval_max_turns: int = field(default=1, metadata={"help": "2: evaluation adds a refinement turn (feedback as input)."})
     eval_extra_conditions: list[str] = field(
         default_factory=list, metadata={"help": "Also evaluate under these prefixes (good, none, bad), logged as "
@@ -378,6 +384,10 @@ class LetiConfig(SFTConfig, ModelConfig):
         # the command line gives a list: `bad none` or `bad,none`
         self.eval_extra_conditions = [c.strip() for item in self.eval_extra_conditions for c in str(item).split(",")
                                       if c.strip()]
+        if self.guidance_weight < 0:
+            raise ValueError(f"`guidance_weight` must be >= 0 (0: off), got {self.guidance_weight}")
+        if self.guidance_weight > 0 and self.generation_backend == "vllm":
+            raise ValueError("`guidance_weight` > 0 needs generation_backend='hf': vLLM samples each sequence alone")
         if self.eval_max_turns not in (1, 2):
             raise ValueError(f"`eval_max_turns` must be 1 or 2 (one refinement turn), got {self.eval_max_turns}")
         unknown = [c for c in self.eval_extra_conditions if c not in ("good", "none", "bad")]

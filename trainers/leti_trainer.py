@@ -235,12 +235,14 @@ class LetiTrainer:
         set_seed(self.args.seed + iteration)  # an iteration samples the same programs whether resumed or not
         condition = "good" if iteration > 1 or self.args.condition_first_iteration else "none"
         prompts = [inference_prompt(t.prompt, self.args, condition, self.tokenizer) for t in self.train_tasks]
+        guided = self.args.guidance_weight if condition == "good" else 0.0
         params = SamplingParams(self.args.num_generations_per_prompt, self.args.max_new_tokens, self.args.temperature,
-                                self.args.top_p, self.args.top_k)
+                                self.args.top_p, self.args.top_k, guidance_weight=guided)
         return self.collector.collect(self.model, self.tokenizer, self.train_tasks, prompts, params,
                                       seed=_call_seed(self.args.seed, iteration), iteration=iteration,
                                       postprocess=self.args.postprocess_rollouts, path=path,
-                                      label=f"iteration {iteration}")
+                                      label=f"iteration {iteration}", negative_prompts=self._negative_prompts(
+                                          self.train_tasks) if guided else None)
 
     def training_rows(self, rollouts: Sequence[Rollout], iteration: int) -> list[dict]:
         """Tokenized LeTI rows of this iteration, with pre-training rows interleaved step by step."""
@@ -349,11 +351,17 @@ class LetiTrainer:
         tasks = list(tasks if tasks is not None else self.eval_tasks)[: self.args.eval_max_tasks or None]
         condition = condition or self.args.eval_condition
         prompts = [inference_prompt(t.prompt, self.args, condition, self.tokenizer) for t in tasks]
+        guided = self.args.guidance_weight if condition == "good" else 0.0
         params = SamplingParams(self.args.eval_num_samples, self.args.eval_max_new_tokens, self.args.eval_temperature,
-                                self.args.eval_top_p)
+                                self.args.eval_top_p, guidance_weight=guided)
         return self.collector.evaluate(self.model, self.tokenizer, tasks, prompts, params, self.args.eval_k,
                                        seed=_call_seed(self.args.seed, -1 - self._iteration),
-                                       label=f"iteration {self._iteration}: evaluation", max_turns=self.args.eval_max_turns)
+                                       label=f"iteration {self._iteration}: evaluation", max_turns=self.args.eval_max_turns,
+                                       negative_prompts=self._negative_prompts(tasks) if guided else None)
+
+    def _negative_prompts(self, tasks: Sequence[CodeTask]) -> list[str]:
+        """The bad-token prompts that reward-token guidance steers away from (``guidance_weight``)."""
+        return [inference_prompt(t.prompt, self.args, "bad", self.tokenizer) for t in tasks]
 
     def _make_sampler(self) -> Sampler:
         """The configured backend. Each sample's randomness is keyed by (seed, call, the prompt's index in

@@ -95,7 +95,8 @@ class RolloutCollector:
 
     def collect(self, model: Any, tokenizer: Any, tasks: Sequence[CodeTask], prompts: Sequence[str],
                 params: SamplingParams, *, seed: int, iteration: int = 0, postprocess: bool = False,
-                path: str | Path | None = None, label: str = "rollouts") -> list[Rollout]:
+                path: str | Path | None = None, label: str = "rollouts",
+                negative_prompts: Sequence[str] | None = None) -> list[Rollout]:
         """``params.num_samples`` rollouts per task, in task order, then sample order.
 
         ``prompts[i]`` is what the model continues for ``tasks[i]`` (a reward-token prefix, say); the
@@ -109,7 +110,8 @@ class RolloutCollector:
         n = params.num_samples
         with self._progress() as shown:
             completions = self._sample(shown, f"{label}: sampling", model, tokenizer, [prompts[i] for i in mine],
-                                       params, seed=seed, prompt_ids=mine)
+                                       params, seed=seed, prompt_ids=mine,
+                                       negative_prompts=_share(negative_prompts, mine))
             if postprocess:
                 completions = [[tasks[i].postprocess(c) for c in samples] for i, samples in zip(mine, completions)]
             pairs = [(tasks[i], c) for i, samples in zip(mine, completions) for c in samples]
@@ -127,7 +129,7 @@ class RolloutCollector:
 
     def evaluate(self, model: Any, tokenizer: Any, tasks: Sequence[CodeTask], prompts: Sequence[str],
                  params: SamplingParams, ks: Sequence[int], *, seed: int, label: str = "evaluation",
-                 record=None, max_turns: int = 1) -> dict[str, float]:
+                 record=None, max_turns: int = 1, negative_prompts: Sequence[str] | None = None) -> dict[str, float]:
         """pass@k (and the per-sample pass rate) of ``tasks``, raw and post-processed (``*/postprocessed``).
 
         A collective call under a multi-process launcher: every process samples its share, and every
@@ -146,7 +148,7 @@ class RolloutCollector:
         mine = self.processes.share(range(len(tasks)))
         with self._progress() as shown:
             local = self._sample(shown, label, model, tokenizer, [prompts[i] for i in mine], params, seed=seed,
-                                 prompt_ids=mine)
+                                 prompt_ids=mine, negative_prompts=_share(negative_prompts, mine))
         completions = [c for _, c in sorted(self.processes.gather(list(zip(mine, local))), key=lambda x: x[0])]
         first: list = []  # the post-processed attempts' (task, completion, result), in task then sample order
 
@@ -187,7 +189,8 @@ class RolloutCollector:
         mine = self.processes.share(range(len(inputs)))
         with self._progress() as shown:
             local = self._sample(shown, f"{label}: refinement turn", model, tokenizer, [inputs[i] for i in mine],
-                                 dataclasses.replace(params, num_samples=1), seed=seed + 1, prompt_ids=mine)
+                                 dataclasses.replace(params, num_samples=1, guidance_weight=0.0), seed=seed + 1,
+                                 prompt_ids=mine)
         second = [c[0] for _, c in sorted(self.processes.gather(list(zip(mine, local))), key=lambda x: x[0])]
         pairs = [(first[k][0], first[k][0].postprocess(c)) for k, c in zip(failed, second)]
         with self.timed("execution"):
@@ -210,11 +213,13 @@ class RolloutCollector:
         A collective call: every process must make it, with the same ``pairs``."""
         return shared_execution(self.processes, self.runner.run, pairs)
 
-    def _sample(self, shown, description: str, model, tokenizer, prompts, params, *, seed, prompt_ids):
+    def _sample(self, shown, description: str, model, tokenizer, prompts, params, *, seed, prompt_ids,
+                negative_prompts=None):
         bar = shown.add_task(description, total=len(prompts) * params.num_samples)
+        guided = {"negative_prompts": negative_prompts} if params.guidance_weight > 0 else {}
         with self.timed("sampling"):
             return self.sampler.generate(model, tokenizer, prompts, params, seed=seed, prompt_ids=prompt_ids,
-                                         on_batch=lambda k: shown.advance(bar, k))
+                                         on_batch=lambda k: shown.advance(bar, k), **guided)
 
     def _progress(self):
         return progress(self.show_progress and self.processes.is_main)
@@ -232,6 +237,10 @@ class RolloutCollector:
 def _rollout(task: CodeTask, completion: str, result: ExecutionResult, iteration: int, sample_index: int) -> Rollout:
     return Rollout(task.task_id, task.prompt, completion, result.reward, result.status, result.feedback, iteration,
                    sample_index)
+
+
+def _share(values: Sequence[str] | None, mine: Sequence[int]) -> list[str] | None:
+    return None if values is None else [values[i] for i in mine]
 
 
 def _context_limit(model) -> int | None:

@@ -36,6 +36,7 @@ class SamplingParams:
     temperature: float
     top_p: float = 1.0
     top_k: int = 0
+    guidance_weight: float = 0.0  # reward-token guidance (``generate``): 0 is off
 
 
 @runtime_checkable
@@ -49,9 +50,10 @@ class Sampler(Protocol):
     """
 
     def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], params: SamplingParams, *, seed: int,
-                 prompt_ids: Sequence[int] | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
-        """``params.num_samples`` completions per prompt (text after the prompt, special tokens skipped)."""
+                 prompt_ids: Sequence[int] | None = None, on_batch: Callable[[int], None] | None = None,
+                 negative_prompts: Sequence[str] | None = None) -> list[list[str]]:
+        """``params.num_samples`` completions per prompt (text after the prompt, special tokens skipped).
+        ``negative_prompts``: the guidance's other condition, one per prompt (``params.guidance_weight``)."""
 
     def weights_changed(self) -> None:
         """The model's weights changed since the last call (a backend holding a copy reloads it)."""
@@ -77,12 +79,13 @@ class TransformersSampler:
         self.batch_size, self.share_prompt_prefill = batch_size, share_prompt_prefill
 
     def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], params: SamplingParams, *, seed: int,
-                 prompt_ids: Sequence[int] | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+                 prompt_ids: Sequence[int] | None = None, on_batch: Callable[[int], None] | None = None,
+                 negative_prompts: Sequence[str] | None = None) -> list[list[str]]:
         return generate(model, tokenizer, prompts, num_samples=params.num_samples,
                         max_new_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
                         top_k=params.top_k, batch_size=self.batch_size, on_batch=on_batch,
-                        share_prompt_prefill=self.share_prompt_prefill, seed=seed, prompt_ids=prompt_ids)
+                        share_prompt_prefill=self.share_prompt_prefill, seed=seed, prompt_ids=prompt_ids,
+                        negative_prompts=negative_prompts, guidance_weight=params.guidance_weight)
 
     def weights_changed(self) -> None:  # it samples from the model object itself
         pass
@@ -98,7 +101,8 @@ def generate(model, tokenizer, prompts: Sequence[str], *, num_samples: int, max_
              temperature: float, top_p: float = 1.0, top_k: int = 0, batch_size: int = 32,
              on_batch: Callable[[int], None] | None = None, share_prompt_prefill: bool = True,
              seed: int | None = None, prompt_ids: Sequence[int] | None = None,
-             preallocate_cache: bool = True) -> list[list[str]]:
+             preallocate_cache: bool = True, negative_prompts: Sequence[str] | None = None,
+             guidance_weight: float = 0.0) -> list[list[str]]:
     """Sample ``num_samples`` completions for each prompt with transformers ``generate``.
 
     Prompts are left-padded and batched, up to ``batch_size`` sequences per ``generate`` call; completions
@@ -128,6 +132,12 @@ def generate(model, tokenizer, prompts: Sequence[str], *, num_samples: int, max_
     growing cache allocates and copies itself at every step: the same samples, in about two thirds of the
     time in ``leti train``'s built-in default (whose sampling that copying dominated; ``benchmarks/sampling.py``
     compares both). Layers a static cache cannot hold keep the growing one.
+
+    ``guidance_weight > 0`` guides each step by ``negative_prompts`` (one per prompt): the scores become
+    ``log p(·|prompt) + w · (log p(·|prompt) − log p(·|negative prompt))`` before sampling, the negative
+    prompt continued with the same tokens (``ContrastiveGuidance``). For LeTI the prompt carries the good
+    token and the negative one the bad token: classifier-free guidance on LeTI's own condition. Each step
+    then runs the model twice.
     """
     import torch
 
@@ -135,10 +145,16 @@ def generate(model, tokenizer, prompts: Sequence[str], *, num_samples: int, max_
         prompt_ids = range(len(prompts))
     if len(prompt_ids) != len(prompts):
         raise ValueError(f"prompt_ids has {len(prompt_ids)} ids for {len(prompts)} prompts; give one id per prompt.")
+    if guidance_weight < 0:
+        raise ValueError(f"`guidance_weight` must be >= 0 (0: off), got {guidance_weight}")
+    if guidance_weight > 0 and (negative_prompts is None or len(negative_prompts) != len(prompts)):
+        raise ValueError("guidance needs one negative prompt per prompt (`negative_prompts`)")
     if seed is None and temperature > 0:
         seed = int(torch.randint(0, 2**31 - 1, ()).item())
     call = _GenerateCall(model, tokenizer, prompts, prompt_ids, seed, temperature, top_p, top_k, max_new_tokens,
-                         shared=share_prompt_prefill and num_samples > 1, preallocate=preallocate_cache)
+                         shared=share_prompt_prefill and num_samples > 1, preallocate=preallocate_cache,
+                         negative_prompts=negative_prompts if guidance_weight > 0 else None,
+                         guidance_weight=guidance_weight)
     was_training = model.training
     model.eval()
     tokenizer.padding_side = "left"
@@ -154,8 +170,9 @@ class _GenerateCall:
     """One ``generate`` call per batch of (prompt, sample) rows; the decoded texts collect in ``texts``."""
 
     def __init__(self, model, tokenizer, prompts, prompt_ids, seed, temperature, top_p, top_k, max_new_tokens,
-                 shared: bool, preallocate: bool = True):
+                 shared: bool, preallocate: bool = True, negative_prompts=None, guidance_weight: float = 0.0):
         self.model, self.tokenizer, self.prompts, self.prompt_ids, self.seed = model, tokenizer, prompts, prompt_ids, seed
+        self.negative_prompts, self.guidance_weight = negative_prompts, guidance_weight
         self.temperature, self.top_p, self.top_k, self.shared = temperature, top_p, top_k, shared
         self.max_new_tokens, self.preallocate = max_new_tokens, preallocate
         self.device = next(model.parameters()).device
@@ -179,9 +196,18 @@ class _GenerateCall:
         inputs = {k: v.repeat_interleave(copies, dim=0) for k, v in encoded.items()}
         rows = [(p, s) for p in batch.prompts for s in batch.samples]
         extra: dict[str, Any] = {} if cache is None else {"cache": cache}
+        processors = []
+        if self.negative_prompts is not None:
+            negative = self.tokenizer([self.negative_prompts[i] for i in batch.prompts], return_tensors="pt",
+                                      padding=True, add_special_tokens=False).to(self.device)
+            processors.append(ContrastiveGuidance(self.model, negative["input_ids"].repeat_interleave(copies, dim=0),
+                                                  negative["attention_mask"].repeat_interleave(copies, dim=0),
+                                                  self.guidance_weight))
         if self.temperature > 0:
             keys = [(_prompt_key(self.seed, self.prompt_ids[p]), s) for p, s in rows]
-            extra["logits_processor"] = LogitsProcessorList([KeyedSampler(keys, self.temperature, self.top_p, self.top_k)])
+            processors.append(KeyedSampler(keys, self.temperature, self.top_p, self.top_k))
+        if processors:
+            extra["logits_processor"] = LogitsProcessorList(processors)
         generated = self.model.generate(**inputs, **self.kwargs, **extra)
         decoded = self.tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
         self.texts.update(zip(rows, decoded))
@@ -259,6 +285,56 @@ class KeyedSampler:
         token = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1), right=True).clamp_(max=scores.shape[-1] - 1)
         out = torch.full_like(scores, float("-inf"))
         return out.scatter_(1, token, 0.0)
+
+
+class ContrastiveGuidance:
+    """A logits processor: ``log p(·|x) + w · (log p(·|x) − log p(·|x'))``, classifier-free guidance of the
+    prompt ``x`` against a negative prompt ``x'`` continued with the same tokens.
+
+    LeTI trains ``<|good|>`` and ``<|bad|>`` as conditions; guiding the good condition away from the bad one
+    at sampling pushes what separates them (``LetiConfig.guidance_weight``). The negative stream keeps its
+    own key/value cache; its positions count real tokens only, as ``generate`` counts the main stream's for
+    left-padded prompts. ``w = 0`` gives the unguided distribution.
+
+    Args:
+        model: The model both streams run on.
+        input_ids, attention_mask: The negative prompts, one row per sequence of the batch (left-padded).
+        weight: ``w``.
+    """
+
+    def __init__(self, model, input_ids, attention_mask, weight: float):
+        self.model, self.weight = model, float(weight)
+        self.pending_ids, self.mask = input_ids, attention_mask
+        self.cache = None
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.cache is None:
+            ids = self.pending_ids
+            positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        else:  # the token the main stream just took
+            ids = input_ids[:, -1:]
+            self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+            positions = self.mask.sum(-1, keepdim=True) - 1
+        out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True,
+                         logits_to_keep=1, **({} if self.cache is None else {_cache_argument(self.model): self.cache}))
+        self.cache = out.get("cache") if hasattr(out, "get") and out.get("cache") is not None else out.past_key_values
+        negative = torch.log_softmax(out.logits[:, -1, : scores.shape[-1]].float(), dim=-1)
+        positive = torch.log_softmax(scores.float(), dim=-1)
+        return (positive + self.weight * (positive - negative)).to(scores.dtype)
+
+
+def _cache_argument(model) -> str:
+    """The forward's name for the key/value cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT: the wrapped model's
+    forward = getattr(base, "forward", None)
+    try:
+        return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
+    except (TypeError, ValueError):
+        return "past_key_values"
 
 
 def uniform(prompt_keys, sample_indices, step: int):

@@ -83,8 +83,8 @@ class VLLMSampler:
         self._weights_version += 1
 
     def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], params: SamplingParams, *, seed: int,
-                 prompt_ids: Sequence[int] | None = None,
-                 on_batch: Callable[[int], None] | None = None) -> list[list[str]]:
+                 prompt_ids: Sequence[int] | None = None, on_batch: Callable[[int], None] | None = None,
+                 negative_prompts: Sequence[str] | None = None) -> list[list[str]]:
         """Sample ``params.num_samples`` completions per prompt, as ``TransformersSampler`` does.
 
         Each prompt's vLLM seed comes from ``seed`` and its id in ``prompt_ids`` (default: its position),
@@ -93,6 +93,9 @@ class VLLMSampler:
         Completions are decoded with ``tokenizer`` (special tokens skipped), after the prompt's tokens, so
         both backends hand the executor the same kind of text. ``temperature == 0`` is greedy.
         """
+        if params.guidance_weight > 0:
+            raise ValueError("reward-token guidance (guidance_weight > 0) needs the transformers backend "
+                             "(generation_backend='hf'): vLLM samples each sequence alone")
         from vllm import SamplingParams as VLLMParams
 
         self._load(model, tokenizer, self._weights_version)

@@ -38,6 +38,9 @@ asserts run before the prompt's own, so a failure's feedback names an input and 
 never showed, as on MBPP): textual_hidden, binary_hidden, dummy_span_hidden, shuffled_feedback_hidden and
 rejection_sampling_hidden, compared with textual_hidden. Asked for by name.
 
+- textual_guided (and textual_guided_hidden): LeTI with reward-token guidance, w = 1 (`--guidance_weight 1.0`):
+  rollouts from iteration 2 on and the good-token evaluation sample from log p(good) + w (log p(good) - log p(bad)).
+
 Every run is also evaluated under the bad token and under none (does the condition separate?), and with one
 refinement turn after each failed attempt, its feedback shown as input (the repair rate).
 
@@ -89,8 +92,9 @@ ARMS = {
     "dummy_span_medium": [*MEDIUM, "--feedback_mode", "dummy"],
 }
 HIDDEN = ["--env_kwargs", '{"test_order": "hidden_first"}']  # the informative testbed (LETI-Arith's test_order)
+ARMS["textual_guided"] = ["--guidance_weight", "1.0"]  # reward-token guidance at sampling and evaluation, w = 1
 ARMS.update({f"{arm}_hidden": [*ARMS[arm], *HIDDEN]
-             for arm in ("textual", "binary", "dummy_span", "shuffled_feedback", "rejection_sampling")})
+             for arm in ("textual", "binary", "dummy_span", "shuffled_feedback", "rejection_sampling", "textual_guided")})
 # asked for by name: the medium arms, and the mix on the paper's blocks (textual_pretrain_mix: 13-14 minutes a run)
 DEFAULT_ARMS = ["textual", "binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference",
                 "textual_pretrain_mix_short", "textual_sequential"]
@@ -99,7 +103,7 @@ QUICK = ["--model_name_or_path", "tiny", "--num_iterations", "2", "--max_train_t
 CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only", "rejection_sampling", "sft_reference",
              "textual_pretrain_mix", "textual_pretrain_mix_short", "textual_sequential", "binary_medium",
              "dummy_span_medium", "binary_hidden", "dummy_span_hidden", "shuffled_feedback_hidden",
-             "rejection_sampling_hidden")
+             "rejection_sampling_hidden", "textual_guided", "textual_guided_hidden")
 BASELINES = {"textual_pretrain_mix": "textual_sequential", "textual_pretrain_mix_short": "textual_sequential",
              "binary_medium": "textual_medium", "dummy_span_medium": "textual_medium",
              **{arm: "textual_hidden" for arm in CONTRASTS if arm.endswith("_hidden")}}  # else textual

@@ -49,6 +49,11 @@ def test_paper_defaults(tmp_path):
     ({"num_generations_per_prompt": 0}, "`num_generations_per_prompt` must be at least 1, got 0"),
     ({"execution_timeout": 0}, "`execution_timeout` must be positive"),
     ({"pretrain_dataset": "corpus", "train_sampling_strategy": "random"}, "Set train_sampling_strategy='sequential'"),
+    ({"guidance_weight": -1.0}, "`guidance_weight` must be >= 0 (0: off), got -1.0"),
+    ({"guidance_weight": 1.0, "generation_backend": "vllm"}, "`guidance_weight` > 0 needs generation_backend='hf'"),
+    ({"eval_max_turns": 3}, "`eval_max_turns` must be 1 or 2"),
+    ({"eval_extra_conditions": ["great"]}, "`eval_extra_conditions` takes good, none or bad; got ['great']"),
+    ({"dummy_feedback_length": "words"}, "`dummy_feedback_length` must be one of ['tokens', 'characters']"),
 ])
 def test_bad_values_fail_with_the_fix(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):

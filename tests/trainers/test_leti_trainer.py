@@ -382,3 +382,25 @@ def test_a_refinement_prompt_drops_the_feedback_head_to_fit_the_context(tiny_mod
     fitted = _fitting_refinement(tokenizer, "P", "p", feedback, refinement_feedback, budget)
     assert length(fitted) <= budget < length(whole) and "# AssertionError: 12" in fitted and "# line 0 " not in fitted
     assert _fitting_refinement(tokenizer, "P" * 5000, "p", feedback, refinement_feedback, budget) is None
+
+
+def test_guidance_steers_good_prompts_away_from_bad_ones(tmp_path, tiny_model_dir, mbpp_tasks):
+    """``guidance_weight``: every good-token sampling (evaluation; rollouts from iteration 2) gets the bad-token
+    prompts of the same tasks as its negative prompts; unconditioned sampling (iteration 1) gets none."""
+    config = small_config(tmp_path, num_iterations=2, guidance_weight=1.0)
+    trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2], eval_tasks=mbpp_tasks[:2])
+    calls: list[tuple[bool, bool]] = []  # (the prompts carry the good token, negative prompts with the bad token)
+    real = trainer.collector.sampler.generate
+
+    def spy(model, tokenizer, prompts, params, **kwargs):
+        negative = kwargs.get("negative_prompts")
+        assert (negative is not None) == (params.guidance_weight > 0)
+        if negative is not None:
+            assert [n.replace("<|bad|>", "<|good|>") for n in negative] == list(prompts)
+        calls.append(("<|good|>" in prompts[0], negative is not None))
+        return real(model, tokenizer, prompts, params, **kwargs)
+
+    trainer.collector.sampler.generate = spy
+    trainer.train()
+    # evaluation (iteration 0), rollouts 1 (no token), evaluation, rollouts 2 (good), evaluation
+    assert calls == [(True, True), (False, False), (True, True), (True, True), (True, True)]

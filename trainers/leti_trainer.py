@@ -341,13 +341,15 @@ class LetiTrainer:
         """``eval/<metric>`` under ``eval_condition``, and ``eval/<condition>/<metric>`` under each of
         ``eval_extra_conditions``."""
         out = {f"eval/{k}": v for k, v in self.evaluate().items()}
-        for condition in self.args.eval_extra_conditions:
-            out.update({f"eval/{condition}/{k}": v for k, v in self.evaluate(condition=condition).items()})
+        for condition in self.args.eval_extra_conditions:  # pass@k only: the refinement turn is the main condition's
+            out.update({f"eval/{condition}/{k}": v for k, v in self.evaluate(condition=condition, max_turns=1).items()})
         return out
 
-    def evaluate(self, tasks: Sequence[CodeTask] | None = None, condition: str | None = None) -> dict[str, float]:
+    def evaluate(self, tasks: Sequence[CodeTask] | None = None, condition: str | None = None,
+                 max_turns: int | None = None) -> dict[str, float]:
         """pass@k (and the per-sample pass rate), raw and post-processed, with the configured conditioning
-        (``condition``: another prefix, ``"good"``, ``"none"`` or ``"bad"``)."""
+        (``condition``: another prefix, ``"good"``, ``"none"`` or ``"bad"``) and ``eval_max_turns`` (or
+        ``max_turns``)."""
         tasks = list(tasks if tasks is not None else self.eval_tasks)[: self.args.eval_max_tasks or None]
         condition = condition or self.args.eval_condition
         prompts = [inference_prompt(t.prompt, self.args, condition, self.tokenizer) for t in tasks]
@@ -356,7 +358,8 @@ class LetiTrainer:
                                 self.args.eval_top_p, guidance_weight=guided)
         return self.collector.evaluate(self.model, self.tokenizer, tasks, prompts, params, self.args.eval_k,
                                        seed=_call_seed(self.args.seed, -1 - self._iteration),
-                                       label=f"iteration {self._iteration}: evaluation", max_turns=self.args.eval_max_turns,
+                                       label=f"iteration {self._iteration}: evaluation",
+                                       max_turns=max_turns or self.args.eval_max_turns,
                                        negative_prompts=self._negative_prompts(tasks) if guided else None)
 
     def _negative_prompts(self, tasks: Sequence[CodeTask]) -> list[str]:

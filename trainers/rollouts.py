@@ -171,22 +171,26 @@ class RolloutCollector:
 
         index = {id(t): i for i, t in enumerate(tasks)}
         limit = _context_limit(model)
-        failed, inputs, skipped = [], [], 0
+        failed, inputs, lengths, skipped = [], [], [], 0
         for k, (task, attempt, result) in enumerate(first):
             if result.passed:
                 continue
             head = prompts[index[id(task)]] + attempt
-            text = _fitting_refinement(tokenizer, head, task.prompt, result.feedback, refinement_feedback,
-                                       None if limit is None else limit - params.max_new_tokens)
-            if text is None:
+            fitted = _fitting_refinement(tokenizer, head, task.prompt, result.feedback, refinement_feedback,
+                                         None if limit is None else limit - params.max_new_tokens, with_length=True)
+            if fitted is None:
                 skipped += 1
                 continue
             failed.append(k)
-            inputs.append(text)
+            inputs.append(fitted[0])
+            lengths.append(fitted[1])
         if skipped:
             logger.warning("%d failed attempts leave no room for a refinement turn in the model's %s-token context "
                            "(even without their feedback): they count as not repaired.", skipped, limit)
-        mine = self.processes.share(range(len(inputs)))
+        # by length, so a batch pads little (the feedback's length varies most); each input keeps its own id,
+        # so the samples are what any order gives
+        order = sorted(range(len(inputs)), key=lambda i: lengths[i])
+        mine = [order[i] for i in self.processes.share(range(len(inputs)))]
         with self._progress() as shown:
             local = self._sample(shown, f"{label}: refinement turn", model, tokenizer, [inputs[i] for i in mine],
                                  dataclasses.replace(params, num_samples=1, guidance_weight=0.0), seed=seed + 1,
@@ -253,12 +257,15 @@ def _context_limit(model) -> int | None:
     return None
 
 
-def _fitting_refinement(tokenizer, head: str, prompt: str, feedback: str, refinement_feedback, budget: int | None):
+def _fitting_refinement(tokenizer, head: str, prompt: str, feedback: str, refinement_feedback, budget: int | None,
+                        with_length: bool = False):
     """``head + refinement_feedback(prompt, feedback)`` in at most ``budget`` tokens: the feedback's first
-    lines go first (its last lines name the error), and None if even no feedback does not fit."""
+    lines go first (its last lines name the error), and None if even no feedback does not fit.
+    ``with_length``: ``(text, its length in tokens)``."""
     lines = feedback.splitlines(keepends=True)
     for start in range(len(lines) + 1):
         text = head + refinement_feedback(prompt, "".join(lines[start:]))
-        if budget is None or len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= budget:
-            return text
+        length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if budget is None or length <= budget:
+            return (text, length) if with_length else text
     return None

@@ -39,11 +39,11 @@ def _tasks(env_id: str, split: str | None, limit: int | None, env_kwargs: dict |
     return load_tasks(env_id, split, limit, **(env_kwargs or {}))
 
 
-def _model_path(name: str, seed: int, size: str = "small") -> str:
+def _model_path(name: str, seed: int, size: str = "small", corpus: str = "programs") -> str:
     if name == "default":
         from .default_model import default_model_path
 
-        return default_model_path(seed=seed, size=size)
+        return default_model_path(seed=seed, size=size, corpus=corpus)
     from .tiny import tiny_model_path
 
     return tiny_model_path(name)
@@ -78,7 +78,7 @@ def train(argv: list[str]) -> int:
             if script.eval_split not in (None, "none") else None
         with Processes().main_first():  # under a multi-process launcher, the main process builds a missing model
             model_path = _model_path(config.model_name_or_path or "default", script.default_model_seed,
-                                     script.default_model_size)
+                                     script.default_model_size, script.default_model_corpus)
         trainer = LetiTrainer(model_path, config, train_tasks=train_tasks, eval_tasks=eval_tasks)
         trainer.run_info = {"env_id": script.env_id, "env_kwargs": options, "train_split": script.train_split,
                             "eval_split": script.eval_split}
@@ -225,30 +225,34 @@ def push(argv: list[str]) -> int:
 
 def build_default_model(argv: list[str]) -> int:
     """Run the default model's recipe here and say whether the result is the shipped model, bit for bit."""
-    from .default_model import SHIPPED, SIZES, build_default_model as build, cached_model_folder, file_sha256
+    from .default_model import CORPORA, SHIPPED, SIZES, build_default_model as build, cached_model_folder, file_sha256, \
+        shipped_name
 
     parser = argparse.ArgumentParser(prog="leti build-default-model", description=build_default_model.__doc__)
     parser.add_argument("--size", choices=sorted(SIZES), default="small", help="small (~0.9 M parameters) or medium (~5 M)")
+    parser.add_argument("--corpus", choices=CORPORA, default="programs", help="pre-training corpus: programs, or "
+                        "feedback (also wrong programs followed by their execution feedback)")
     parser.add_argument("--seed", type=int, default=0, help="the recipe's seed (the shipped models are seed 0)")
     parser.add_argument("--output_dir", default=None, help="where to write it (default: the cache, where "
-                        "`leti train --default_model_seed SEED` finds it)")
+                        "`leti train --default_model_seed SEED --default_model_corpus CORPUS` finds it)")
     parser.add_argument("--pretrain_steps", type=int, default=None, help="fewer pre-training steps than the recipe's "
                         "800, for a quick look (the result is then not the shipped model)")
     args = parser.parse_args(argv)
-    folder = Path(args.output_dir) if args.output_dir else cached_model_folder(args.seed, args.size)
+    folder = Path(args.output_dir) if args.output_dir else cached_model_folder(args.seed, args.size, args.corpus)
     _quiet_unless(False)
-    build(folder, seed=args.seed, size=args.size,
+    build(folder, seed=args.seed, size=args.size, corpus=args.corpus,
           **({"pretrain_steps": args.pretrain_steps} if args.pretrain_steps else {}))
-    if args.seed != 0:
-        print(f"built {folder} (seed {args.seed}: no shipped model to compare with)")
+    name = shipped_name(args.size, args.corpus)
+    if args.seed != 0 or name not in SHIPPED:
+        print(f"built {folder} (seed {args.seed} of {name}: no shipped model to compare with)")
         return 0
-    shipped = SHIPPED[args.size]
+    shipped = SHIPPED[name]
     differ = [name for name in ("model.safetensors", "tokenizer.json") if file_sha256(folder / name) != shipped[name]]
     if differ:
-        print(f"built {folder}: differs from the shipped {args.size} model ({', '.join(differ)}): this CPU's "
+        print(f"built {folder}: differs from the shipped {name} model ({', '.join(differ)}): this CPU's "
               f"kernels round differently; the shipped model is what `leti train` uses")
     else:
-        print(f"built {folder}: bit-identical to the shipped {args.size} model "
+        print(f"built {folder}: bit-identical to the shipped {name} model "
               f"(model.safetensors sha256 {shipped['model.safetensors'][:12]})")
     return 0
 

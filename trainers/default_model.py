@@ -21,6 +21,15 @@ How it is made (offline, ~2 minutes on 2 cores):
    So the model learns what each operation word means and how to copy numbers, but it never sees
    a described two-step task: LeTI must teach those compositions through execution feedback alone.
 
+A second corpus, ``corpus="feedback"`` (``--default_model_corpus feedback``), makes a model that can read
+execution feedback, as code models can after pre-training on issues, Q&A threads and CI logs: 30% of its
+documents are a wrong program followed by the real feedback its tests give (the traceback of the first
+failing assert, with the value returned), half of them then followed by the corrected program. Those tasks
+are the same kinds as above (assert-only one- or two-step, or described single-step), and half the wrong
+programs satisfy the docstring's assert, so only the feedback's hidden input tells them apart: the model
+learns to connect "AssertionError: 12" under ``assert (got := f(11)) == 13`` with its program, and still
+never sees a described two-step task. Its tokenizer is the same as the plain corpus's.
+
 Made with the design of ``docs/cpu_testbed.md`` (which learned; description-free
 pre-training did not). Measured here (seed 0, 300 training tasks x 8 samples at T=1): with 20% described
 examples the base model passes 23% of single-step and 4.7% of two-step samples, and LeTI's sampled pass
@@ -40,8 +49,13 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 from leti_env.tasks.arith import CONSTANTS, MAX_INPUT, OPERATORS, PHRASES, apply_steps, describe, reference_program
+
+Corpus = Literal["programs", "feedback"]
+CORPORA: tuple[str, ...] = ("programs", "feedback")
+FEEDBACK_FRACTION = 0.3  # share of execution-feedback documents in the "feedback" corpus
 
 VERSION = 2  # bump when the recipe changes, so caches are rebuilt
 PRETRAIN_STEPS = 800
@@ -54,7 +68,7 @@ SIZES = {
 
 
 SHIPPED_DIR = Path(__file__).with_name("default_models")
-# sha256 of every file of the shipped models (seed 0 of each size), checked whenever one is loaded; each folder's
+# sha256 of every file of the shipped models (seed 0 of each size, and the small one pre-trained on feedback), checked whenever one is loaded; each folder's
 # SHA256SUMS holds the same, for `sha256sum -c`
 SHIPPED: dict[str, dict[str, str]] = {
     "small": {
@@ -73,7 +87,25 @@ SHIPPED: dict[str, dict[str, str]] = {
         "tokenizer.json": "ff01de3bfbc0d23388a90125623b251c0d148ed8dccd783c274fa85c04b439c4",
         "tokenizer_config.json": "82b57cee6ec802269563f8de21f3f132da357b124b2e374e3db0965b4805af5e",
     },
+    "small-feedback": {
+        "config.json": "91a2bd54f4dbfebf0c44c73f04be5a8e9703f6c845f878d8c3780e290488906a",
+        "generation_config.json": "17e26fdb0638e17ace8be2357fe7615013bb221604cac0ff7368a558028be097",
+        "leti_default_model.json": "55529e6f73c18263a334cdd31128aa8780b79e8938f27f658f2cdd98777f69ed",
+        "model.safetensors": "6fef78167c807c3a9cd5aef8b77f4182051f3e0c47da12e2db53e3bbf6bb2d91",
+        "tokenizer.json": "ff01de3bfbc0d23388a90125623b251c0d148ed8dccd783c274fa85c04b439c4",
+        "tokenizer_config.json": "82b57cee6ec802269563f8de21f3f132da357b124b2e374e3db0965b4805af5e",
+    },
 }
+
+
+def shipped_name(size: str = "small", corpus: str = "programs") -> str:
+    """The folder name of a default model under ``default_models/``: its size, and ``-feedback`` for the
+    corpus with execution feedback."""
+    if size not in SIZES:
+        raise ValueError(f"unknown default model size {size!r}; choose from {sorted(SIZES)}")
+    if corpus not in CORPORA:
+        raise ValueError(f"unknown default model corpus {corpus!r}; choose from {list(CORPORA)}")
+    return size if corpus == "programs" else f"{size}-{corpus}"
 
 
 def cache_dir() -> Path:
@@ -105,15 +137,18 @@ def base_model_record(source: object) -> dict:
     record = json.loads((Path(source) / "leti_default_model.json").read_text())
     return {"base_model": {"path": str(source), "sha256": model_sha256(source),
                            "shipped": Path(source).resolve().parent == SHIPPED_DIR.resolve(),
-                           **{k: record.get(k) for k in ("version", "seed", "size", "parameters")}}}
+                           **{k: record.get(k) for k in ("version", "seed", "size", "parameters")},
+                           "corpus": record.get("corpus", "programs")}}
 
 
-def shipped_model_path(size: str = "small") -> str:
-    """The shipped default model of ``size``, after checking every file against ``SHIPPED``."""
-    if size not in SIZES:
-        raise ValueError(f"unknown default model size {size!r}; choose from {sorted(SIZES)}")
-    folder = SHIPPED_DIR / size
-    for name, expected in SHIPPED[size].items():
+def shipped_model_path(size: str = "small", corpus: str = "programs") -> str:
+    """The shipped default model of ``size`` and ``corpus``, after checking every file against ``SHIPPED``."""
+    key = shipped_name(size, corpus)
+    if key not in SHIPPED:
+        raise ValueError(f"no {key} default model ships with leti (shipped: {sorted(SHIPPED)}); "
+                         "`leti build-default-model` builds it")
+    folder = SHIPPED_DIR / key
+    for name, expected in SHIPPED[key].items():
         path = folder / name
         if not path.is_file():
             raise OSError(f"the shipped default model lacks {path}: reinstall leti (an install without its "
@@ -124,8 +159,12 @@ def shipped_model_path(size: str = "small") -> str:
     return str(folder)
 
 
-def pretraining_example(rng: random.Random, described_fraction: float = 0.35, max_input: int = MAX_INPUT) -> str:
-    """One pre-training document (see the module docstring)."""
+def pretraining_example(rng: random.Random, described_fraction: float = 0.35, max_input: int = MAX_INPUT,
+                        feedback_fraction: float = 0.0) -> str:
+    """One pre-training document (see the module docstring). With ``feedback_fraction`` 0 the generator
+    draws exactly as it always has, so the plain corpus's models stay bit for bit what they were."""
+    if feedback_fraction and rng.random() < feedback_fraction:
+        return feedback_example(rng, described_fraction, max_input)
     if rng.random() < described_fraction:
         op, c = rng.choice(OPERATORS), rng.choice(CONSTANTS)
         x = rng.randint(0, max_input)
@@ -134,6 +173,49 @@ def pretraining_example(rng: random.Random, described_fraction: float = 0.35, ma
     steps = tuple((rng.choice(OPERATORS), rng.choice(CONSTANTS), 0) for _ in range(rng.choice((1, 2))))
     x = rng.randint(0, max_input)
     return f'"""\nassert f({x}) == {apply_steps(steps, x)}\n"""\n{reference_program(steps)}'
+
+
+# every program of one or two steps (first phrasing): the wrong programs of the feedback documents
+_PROGRAMS: tuple = tuple(((op, c, 0),) for op in OPERATORS for c in CONSTANTS) + tuple(
+    ((a, c1, 0), (b, c2, 0)) for a in OPERATORS for c1 in CONSTANTS for b in OPERATORS for c2 in CONSTANTS)
+
+
+def execution_feedback(solution: str, tests: list[str], index: int, returned: int) -> str:
+    """The feedback leti's executor gives when ``tests[index]`` (``assert (got := f(x)) == y, got``) is
+    the first to fail after running ``solution``: the traceback of the whole file (solution, newline, the
+    tests), its line number included, and the value returned as the AssertionError's message."""
+    line = solution.count("\n") + 2 + index
+    return (f'Traceback (most recent call last):\n  File "<string>", line {line}, in <module>\n    {tests[index]}\n'
+            f"AssertionError: {returned}\n")
+
+
+def feedback_example(rng: random.Random, described_fraction: float = 0.35, max_input: int = MAX_INPUT,
+                     num_asserts: int = 5) -> str:
+    """A wrong program and its execution feedback (see the module docstring): either as a log shows them
+    (the file, then the traceback), or as a repair (``leti_env.refinement_prompt``'s layout: the file, the
+    feedback as comments, the prompt again, then the right program)."""
+    from leti_env.envs import refinement_prompt
+
+    if rng.random() < described_fraction:  # a described task has one step, as in the plain corpus
+        steps = ((rng.choice(OPERATORS), rng.choice(CONSTANTS), rng.randrange(3)),)
+        header = describe(steps) + "\n"
+    else:
+        steps = tuple((rng.choice(OPERATORS), rng.choice(CONSTANTS), 0) for _ in range(rng.choice((1, 2))))
+        header = ""
+    inputs = rng.sample(range(max_input + 1), num_asserts)
+    order = inputs if rng.random() < 0.5 else inputs[1:] + inputs[:1]  # the shown assert checked first, or last
+    prompt = f'"""\n{header}assert f({inputs[0]}) == {apply_steps(steps, inputs[0])}\n"""\n'
+    want = [apply_steps(steps, x) for x in order]
+    differs = [p for p in _PROGRAMS if [apply_steps(p, x) for x in order] != want]
+    agrees = [p for p in differs if apply_steps(p, inputs[0]) == want[order.index(inputs[0])]]
+    wrong = rng.choice(agrees if agrees and rng.random() < 0.5 else differs)
+    tests = [f"assert (got := f({x})) == {y}, got" for x, y in zip(order, want)]
+    index = next(i for i, x in enumerate(order) if apply_steps(wrong, x) != want[i])
+    program = reference_program(wrong)
+    feedback = execution_feedback(prompt + program, tests, index, apply_steps(wrong, order[index]))
+    if rng.random() < 0.5:
+        return f"{prompt}{program}\n{feedback}"
+    return refinement_prompt(prompt, program, feedback) + reference_program(steps)
 
 
 def _tokenizer_corpus(rng: random.Random) -> list[str]:
@@ -171,26 +253,28 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def cached_model_folder(seed: int = 0, size: str = "small") -> Path:
-    """Where a built default model of ``seed`` and ``size`` is cached."""
-    return cache_dir() / (f"default-arith-v{VERSION}-seed{seed}" + ("" if size == "small" else f"-{size}"))
+def cached_model_folder(seed: int = 0, size: str = "small", corpus: str = "programs") -> Path:
+    """Where a built default model of ``seed``, ``size`` and ``corpus`` is cached."""
+    suffix = shipped_name(size, corpus).removeprefix("small").removeprefix("-")
+    return cache_dir() / (f"default-arith-v{VERSION}-seed{seed}" + (f"-{suffix}" if suffix else ""))
 
 
-def default_model_path(*, seed: int = 0, size: str = "small", rebuild: bool = False, log=_progress, **build_kwargs) -> str:
-    """The default model of ``size``: the shipped one for seed 0; another seed's is built on first use and
-    cached (``rebuild``, or build arguments, build it again). Returns its folder."""
-    if size not in SIZES:
-        raise ValueError(f"unknown default model size {size!r}; choose from {sorted(SIZES)}")
-    if seed == 0 and not rebuild and not build_kwargs:
-        return shipped_model_path(size)
-    folder = cached_model_folder(seed, size)
+def default_model_path(*, seed: int = 0, size: str = "small", corpus: str = "programs", rebuild: bool = False,
+                       log=_progress, **build_kwargs) -> str:
+    """The default model of ``size`` pre-trained on ``corpus``: the shipped one for seed 0; another seed's is
+    built on first use and cached (``rebuild``, or build arguments, build it again). Returns its folder."""
+    key = shipped_name(size, corpus)
+    if seed == 0 and not rebuild and not build_kwargs and key in SHIPPED:
+        return shipped_model_path(size, corpus)
+    folder = cached_model_folder(seed, size, corpus)
     if (folder / "leti_default_model.json").exists() and not rebuild:
         return str(folder)
-    build_default_model(folder, seed=seed, size=size, log=log, **build_kwargs)
+    build_default_model(folder, seed=seed, size=size, corpus=corpus, log=log, **build_kwargs)
     return str(folder)
 
 
-def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small", pretrain_steps: int = PRETRAIN_STEPS,
+def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small", corpus: str = "programs",
+                        pretrain_steps: int = PRETRAIN_STEPS,
                         batch_size: int = 64, learning_rate: float = 3e-3, warmup_steps: int = 50,
                         described_fraction: float = 0.35, max_input: int = MAX_INPUT, log=_progress) -> Path:
     """Tokenizer + Llama + pre-training; writes ``folder`` with a ``leti_default_model.json`` record.
@@ -206,6 +290,8 @@ def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small
 
     from .machine import machine_record
 
+    shipped_name(size, corpus)  # a valid size and corpus, before minutes of work
+    feedback_fraction = FEEDBACK_FRACTION if corpus == "feedback" else 0.0
     folder = Path(folder)
     start = time.monotonic()
     torch.manual_seed(seed)
@@ -223,7 +309,7 @@ def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small
     model.train()
     tokens_seen, losses = 0, []
     for step in range(1, pretrain_steps + 1):
-        texts = [pretraining_example(rng, described_fraction, max_input) + tokenizer.eos_token for _ in range(batch_size)]
+        texts = [pretraining_example(rng, described_fraction, max_input, feedback_fraction) + tokenizer.eos_token for _ in range(batch_size)]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         loss = model(**batch, labels=labels).loss
@@ -253,7 +339,8 @@ def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small
     tail = losses[-max(1, min(50, len(losses) // 5)):]
     record = {"version": VERSION, "seed": seed, "size": size, "parameters": sum(p.numel() for p in model.parameters()),
               "vocab_size": len(tokenizer), "pretrain_steps": pretrain_steps, "pretrain_tokens": tokens_seen,
-              "described_fraction": described_fraction, "max_input": max_input, "learning_rate": learning_rate,
+              "corpus": corpus, "described_fraction": described_fraction, "feedback_fraction": feedback_fraction,
+              "max_input": max_input, "learning_rate": learning_rate,
               "first_loss": losses[0], "final_loss": sum(tail) / len(tail), "seconds": time.monotonic() - start,
               "machine": machine_record(), "recipe": __doc__}
     (tmp / "leti_default_model.json").write_text(json.dumps(record, indent=2))

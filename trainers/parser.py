@@ -28,6 +28,10 @@ class ScriptArguments:
                                                                  "(`--model_name_or_path default`)."})
     default_model_size: str = field(default="small", metadata={"help": "Size of the built-in default model: small "
                                                                        "(~0.9 M parameters, the default) or medium (~5 M)."})
+    default_model_corpus: str = field(default="programs", metadata={
+        "help": "Pre-training corpus of the built-in default model: programs (the default) or feedback (also wrong "
+                "programs followed by their execution feedback, so that the model can read feedback).",
+        "choices": ["programs", "feedback"]})
     cpu_kernels: str = field(default="portable", metadata={
         "help": "CPU kernels: portable (ATen and MKL at AVX2 width on any x86 CPU that has it, so that CPUs with "
                 "and without AVX-512 compute the same bits; set before torch computes, and only where "

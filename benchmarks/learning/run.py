@@ -40,6 +40,13 @@ rejection_sampling_hidden, compared with textual_hidden. Asked for by name.
 
 - textual_guided (and textual_guided_hidden): LeTI with reward-token guidance, w = 1 (`--guidance_weight 1.0`):
   rollouts from iteration 2 on and the good-token evaluation sample from log p(good) + w (log p(good) - log p(bad)).
+- textual_last (and textual_last_hidden): the feedback span after the program (`--sequence_order feedback_last`),
+  so that the prompt follows the reward token on failing rows too, and the token alone must tell them apart.
+- textual_lr3e-4 (and textual_lr3e-4_hidden): LeTI at learning rate 3e-4 (the default: 1e-3).
+
+The base model: `--base_corpus feedback` starts every arm from the default model pre-trained also on execution
+feedback (`--default_model_corpus feedback`, docs/cpu_testbed.md), the one that can read it; keep one `--out`
+per base (`benchmarks/learning/hidden_first/` for the plain base, `hidden_first_feedback_base/` for this one).
 
 Every run is also evaluated under the bad token and under none (does the condition separate?), and with one
 refinement turn after each failed attempt, its feedback shown as input (the repair rate).
@@ -93,8 +100,11 @@ ARMS = {
 }
 HIDDEN = ["--env_kwargs", '{"test_order": "hidden_first"}']  # the informative testbed (LETI-Arith's test_order)
 ARMS["textual_guided"] = ["--guidance_weight", "1.0"]  # reward-token guidance at sampling and evaluation, w = 1
+ARMS["textual_last"] = ["--sequence_order", "feedback_last"]  # the recipe search: the feedback after the program
+ARMS["textual_lr3e-4"] = ["--learning_rate", "3e-4"]  # and a smaller learning rate
 ARMS.update({f"{arm}_hidden": [*ARMS[arm], *HIDDEN]
-             for arm in ("textual", "binary", "dummy_span", "shuffled_feedback", "rejection_sampling", "textual_guided")})
+             for arm in ("textual", "binary", "dummy_span", "shuffled_feedback", "rejection_sampling", "textual_guided",
+                         "textual_last", "textual_lr3e-4")})
 # asked for by name: the medium arms, and the mix on the paper's blocks (textual_pretrain_mix: 13-14 minutes a run)
 DEFAULT_ARMS = ["textual", "binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference",
                 "textual_pretrain_mix_short", "textual_sequential"]
@@ -103,7 +113,8 @@ QUICK = ["--model_name_or_path", "tiny", "--num_iterations", "2", "--max_train_t
 CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only", "rejection_sampling", "sft_reference",
              "textual_pretrain_mix", "textual_pretrain_mix_short", "textual_sequential", "binary_medium",
              "dummy_span_medium", "binary_hidden", "dummy_span_hidden", "shuffled_feedback_hidden",
-             "rejection_sampling_hidden", "textual_guided", "textual_guided_hidden")
+             "rejection_sampling_hidden", "textual_guided", "textual_guided_hidden", "textual_last", "textual_last_hidden",
+             "textual_lr3e-4", "textual_lr3e-4_hidden")
 BASELINES = {"textual_pretrain_mix": "textual_sequential", "textual_pretrain_mix_short": "textual_sequential",
              "binary_medium": "textual_medium", "dummy_span_medium": "textual_medium",
              **{arm: "textual_hidden" for arm in CONTRASTS if arm.endswith("_hidden")}}  # else textual
@@ -117,6 +128,9 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default=str(HERE), help="folder of runs/, RESULTS.md, results.csv and the plots")
     parser.add_argument("--quick", action="store_true", help="one seed, 2 iterations, a tiny model: the pipeline only")
+    parser.add_argument("--base_corpus", choices=["programs", "feedback"], default="programs",
+                        help="the default model every arm starts from: pre-trained on programs (the default), or also "
+                             "on execution feedback (`--default_model_corpus feedback`); keep one --out per base")
     args = parser.parse_args()
     if args.quick:
         args.seeds = args.seeds[:1]
@@ -124,7 +138,7 @@ def main() -> int:
     command = " ".join(["python", "benchmarks/learning/run.py", *sys.argv[1:]])
     for seed in args.seeds:  # seed-major: an interrupted study has every arm at the same number of seeds
         for arm in args.arms:
-            run(out / "runs" / f"{arm}-seed{seed}", arm, seed, args.quick)
+            run(out / "runs" / f"{arm}-seed{seed}", arm, seed, args.quick, args.base_corpus)
             write_results(out, *finished_runs(out), command, args.quick)
     return 0
 
@@ -137,17 +151,17 @@ def finished_runs(out: Path) -> tuple[list[str], list[int]]:
     return arms, sorted({int(name.rsplit("-seed", 1)[1]) for name in done})
 
 
-def run(folder: Path, arm: str, seed: int, quick: bool) -> None:
+def run(folder: Path, arm: str, seed: int, quick: bool, base_corpus: str = "programs") -> None:
     """One `leti train` (resumed if interrupted; skipped if complete), its wall time, its compositional score,
     then its forgetting measures."""
     done = folder / "study.json"
     if not done.exists():
-        train(folder, arm, seed, quick)
+        train(folder, arm, seed, quick, base_corpus)
     if not (folder / "forgetting.json").exists():
         measure_forgetting(folder, quick, size="medium" if "medium" in ARMS[arm] else "small")
 
 
-def train(folder: Path, arm: str, seed: int, quick: bool) -> None:
+def train(folder: Path, arm: str, seed: int, quick: bool, base_corpus: str = "programs") -> None:
     done = folder / "study.json"
     corpus = folder.parent / ("pretraining-corpus-quick" if quick else "pretraining-corpus")
     if "{corpus}" in ARMS[arm] and not corpus.exists():
@@ -155,7 +169,8 @@ def train(folder: Path, arm: str, seed: int, quick: bool) -> None:
     argv = [sys.executable, "-m", "trainers.cli", "train", "--output_dir", str(folder), "--seed", str(seed),
             "--eval_extra_conditions", "bad,none",  # does the reward token separate? (one greedy evaluation each)
             "--eval_max_turns", "2",  # and can the model use feedback as input? (a refinement turn)
-            *[a.replace("{corpus}", str(corpus)) for a in ARMS[arm]], *(QUICK if quick else [])]
+            *[a.replace("{corpus}", str(corpus)) for a in ARMS[arm]], *(QUICK if quick else []),
+            *(["--default_model_corpus", base_corpus] if base_corpus != "programs" else [])]
     start = time.monotonic()
     print(f"{arm} seed {seed}: {' '.join(argv[3:])}", flush=True)
     subprocess.run(argv, cwd=REPO, check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # progress as it happens, into a log too
@@ -168,7 +183,8 @@ def train(folder: Path, arm: str, seed: int, quick: bool) -> None:
                              *(["--max_tasks", "6"] if quick else [])],
                             cwd=REPO, check=True, capture_output=True, text=True)
     compositional = json.loads(scored.stdout)["pass@1"]
-    done.write_text(json.dumps({"arm": arm, "seed": seed, "wall_s": round(wall, 1), "compositional_pass@1": compositional}))
+    done.write_text(json.dumps({"arm": arm, "seed": seed, "base_corpus": base_corpus, "wall_s": round(wall, 1),
+                                "compositional_pass@1": compositional}))
 
 
 def pretraining_stream(quick: bool):
@@ -212,10 +228,12 @@ def measure_forgetting(folder: Path, quick: bool, size: str = "small") -> None:
 
     config = json.loads((folder / "config.json").read_text())
     name = config.get("model_name_or_path") or "default"
-    if name == "default":
+    if config.get("base_model"):  # the default model the run started from, as its config.json records it
+        base = config["base_model"]["path"]
+    elif name == "default":
         from trainers.default_model import default_model_path
 
-        base = default_model_path(seed=int(config.get("default_model_seed") or 0), size=size)
+        base = default_model_path(size=size)
     else:
         from trainers.tiny import tiny_model_path
 

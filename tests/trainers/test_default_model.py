@@ -114,3 +114,67 @@ def test_build_progress_reaches_a_pipe_as_it_happens(tmp_path):
     finally:
         out, _ = proc.communicate("", timeout=60)
     assert out == ""  # nothing on stdout
+
+
+def test_feedback_documents_carry_the_executors_own_feedback():
+    """The feedback corpus (``corpus="feedback"``): each wrong program's traceback is, character for character,
+    what leti's executor says when it runs that program against those asserts; and the plain corpus's stream
+    is unchanged by the option (the shipped model's documents)."""
+    import re
+
+    from leti_env import TaskRunner
+    from leti_env.tasks import CodeTask
+    from trainers.default_model import feedback_example
+
+    rng = random.Random(3)
+    documents = [feedback_example(rng) for _ in range(60)]
+    pairs, expected = [], []
+    for doc in documents:
+        commented = "# The program above failed its tests:\n" in doc
+        if commented:  # the repair layout: the feedback as comments, then the prompt again and the right program
+            head, rest = doc.split("\n\n# The program above failed its tests:\n")
+            feedback = "".join(line[2:] + "\n" if line.startswith("# ") else "\n"
+                               for line in rest.split("\n# Write a corrected version.\n")[0].splitlines())
+        else:
+            head, feedback = doc.split("\nTraceback", 1)
+            feedback = "Traceback" + feedback
+        prompt, program = head.split('"""\n', 2)[1], head.split('"""\n', 2)[2]
+        prompt = f'"""\n{prompt}"""\n'
+        failing = re.search(r"assert \(got := f\((\d+)\)\) == (-?\d+), got", feedback)
+        shown = re.search(r"assert f\((\d+)\) == (-?\d+)", prompt).groups()
+        # the tests: the failing one is where the feedback's line number puts it; the others pass the wrong program
+        index = int(re.search(r"line (\d+)", feedback).group(1)) - (prompt + program).count("\n") - 2
+        tests = [f"assert (got := f({x})) == f({x}), got" for x in range(index)]  # earlier asserts that pass
+        tests.append(failing.group(0))
+        pairs.append((CodeTask(task_id=f"doc{len(pairs)}", prompt=prompt, tests="\n".join(tests), entry_point="f"),
+                      program.rstrip("\n")))
+        expected.append(feedback)
+        assert shown  # every document's prompt shows one assert
+    results = TaskRunner(timeout=5.0).run(pairs)
+    assert [r.feedback for r in results] == expected
+    assert {r.status for r in results} == {"failed"}
+    assert sum("# The program above failed its tests:" in d for d in documents) in range(15, 46)  # both layouts
+    assert not any("Write a function" in d and " then " in d for d in documents)  # no described two-step task
+
+    plain = random.Random(0)
+    assert [pretraining_example(plain) for _ in range(50)] == [
+        pretraining_example(r, feedback_fraction=0.0) for r in [random.Random(0)] for _ in range(50)]
+
+
+def test_the_feedback_corpus_model_ships_and_is_chosen_by_name(tmp_path, monkeypatch):
+    """`--default_model_corpus feedback`: its own shipped model (same tokenizer, same shape), its own cache
+    folder for other seeds, and a one-line error for a corpus that does not exist."""
+    import trainers.default_model as default_model
+
+    monkeypatch.setenv("LETI_CACHE", str(tmp_path))
+    folder = default_model.default_model_path(corpus="feedback")
+    assert folder == str(default_model.SHIPPED_DIR / "small-feedback")
+    record = json.loads((default_model.SHIPPED_DIR / "small-feedback" / "leti_default_model.json").read_text())
+    assert (record["corpus"], record["feedback_fraction"], record["parameters"]) == ("feedback", 0.3, 910_976)
+    assert default_model.SHIPPED["small-feedback"]["tokenizer.json"] == default_model.SHIPPED["small"]["tokenizer.json"]
+    assert default_model.SHIPPED["small-feedback"]["model.safetensors"] != default_model.SHIPPED["small"]["model.safetensors"]
+    assert default_model.base_model_record(folder)["base_model"]["corpus"] == "feedback"
+    assert default_model.cached_model_folder(2, "small", "feedback") == tmp_path / "default-arith-v2-seed2-feedback"
+    assert default_model.cached_model_folder(2, "medium", "feedback") == tmp_path / "default-arith-v2-seed2-medium-feedback"
+    with pytest.raises(ValueError, match="unknown default model corpus 'stack'; choose from"):
+        default_model.default_model_path(corpus="stack")

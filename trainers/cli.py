@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from .parser import strict_argument_parser
+
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
 
 
@@ -168,7 +170,7 @@ def _base_loading_of_run(folder: Path) -> dict:
 
 
 def export(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="leti export", description="write a LeTI adapter merged into its base model "
+    parser = strict_argument_parser(prog="leti export", description="write a LeTI adapter merged into its base model "
                                      "as one transformers checkpoint (loads with from_pretrained, vLLM, TGI, ...)")
     parser.add_argument("--model", required=True, help="an iteration-N/model folder of a LeTI run (or any model path)")
     parser.add_argument("--output", required=True, help="folder to write (replaced if it exists)")
@@ -200,7 +202,7 @@ def push(argv: list[str]) -> int:
     """Upload a finished (or interrupted) run folder: what ``push_to_hub=True`` does at the end of training."""
     from .hub import push_run, write_model_card
 
-    parser = argparse.ArgumentParser(prog="leti push", description=push.__doc__)
+    parser = strict_argument_parser(prog="leti push", description=push.__doc__)
     parser.add_argument("--run", required=True, help="the run folder (leti train's --output_dir)")
     parser.add_argument("--repo", required=True, help="the model repo, e.g. you/leti-mbpp (the rollouts go to <repo>-rollouts)")
     parser.add_argument("--iterations", choices=("last", "all"), default="last",
@@ -228,7 +230,7 @@ def build_default_model(argv: list[str]) -> int:
     from .default_model import CORPORA, SHIPPED, SIZES, build_default_model as build, cached_model_folder, file_sha256, \
         shipped_name
 
-    parser = argparse.ArgumentParser(prog="leti build-default-model", description=build_default_model.__doc__)
+    parser = strict_argument_parser(prog="leti build-default-model", description=build_default_model.__doc__)
     parser.add_argument("--size", choices=sorted(SIZES), default="small", help="small (~0.9 M parameters) or medium (~5 M)")
     parser.add_argument("--corpus", choices=CORPORA, default="programs", help="pre-training corpus: programs, or "
                         "feedback (also wrong programs followed by their execution feedback)")
@@ -260,16 +262,22 @@ def build_default_model(argv: list[str]) -> int:
 def serve(argv: list[str]) -> int:
     from leti_env.__main__ import main as leti_env_main
 
-    return leti_env_main(["serve", *argv])
+    return leti_env_main(["serve", *argv], prog="leti")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"train": train, "eval": evaluate, "export": export, "push": push, "serve": serve, "envs": envs,
                 "build-default-model": build_default_model}
-    if not argv or argv[0] not in commands:
-        print(__doc__.strip(), file=sys.stderr if argv else sys.stdout)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    if argv[0] not in commands:
+        from .parser import nearest
+
+        print(f"leti: unknown command {argv[0]!r}{nearest(argv[0], commands)} (commands: {', '.join(commands)}; "
+              "`leti --help` describes them)", file=sys.stderr)
+        return 2
     return commands[argv[0]](argv[1:])
 
 

@@ -24,6 +24,11 @@ def quiet_libraries() -> None:
     The ``leti`` command calls this unless ``--verbose``; a script that uses ``LetiTrainer`` decides for
     itself (its own logging configuration is left alone).
     """
+    # first: importing transformers may import bitsandbytes, which on CPUs with AVX512-BF16 asks kernels for a
+    # Hub kernel, and offline kernels warns that it skips the publisher trust check (bitsandbytes 0.50.2,
+    # kernels 0.19), and bitsandbytes that the kernel is not cached
+    for name in ("bitsandbytes", "trl", "peft", "accelerate", "kernels"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     import datasets
     import transformers
 
@@ -31,10 +36,6 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
     datasets.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    # kernels: on CPUs with AVX512-BF16, importing bitsandbytes asks it for a Hub kernel, and offline it
-    # warns that it skips the publisher check (bitsandbytes 0.50.2, kernels 0.19)
-    for name in ("bitsandbytes", "trl", "peft", "accelerate", "kernels"):
-        logging.getLogger(name).setLevel(logging.ERROR)
     _ignore_third_party_deprecations()
 
 

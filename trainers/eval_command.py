@@ -18,9 +18,11 @@ import os
 import sys
 from pathlib import Path
 
+from .parser import nearest, strict_argument_parser
+
 
 def make_eval_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="leti eval", description="pass@k of a model (or a saved LeTI adapter) on an "
+    parser = strict_argument_parser(prog="leti eval", description="pass@k of a model (or a saved LeTI adapter) on an "
                                      "environment; writes samples.jsonl (evalplus format) and results.json")
     add = parser.add_argument
     add("--config", default=None, help="a YAML file whose keys are these flags (the command line overrides it)")
@@ -67,7 +69,8 @@ def parse_eval_args(argv: list[str]) -> argparse.Namespace:
         known = {a.dest for a in parser._actions} - {"help", "config"}
         unknown = sorted(set(recipe) - known) if isinstance(recipe, dict) else ["<not a mapping>"]
         if unknown:
-            parser.error(f"{args.config}: unknown keys {unknown}; the keys are the flags: {sorted(known)}")
+            parser.error(f"{args.config}: unknown key {unknown[0]!r}{nearest(str(unknown[0]), known)} (the keys are the "
+                         "flags of `leti eval --help`)")
         parser.set_defaults(**recipe)
         args = parser.parse_args(argv)
     _check(parser, args)
@@ -105,14 +108,14 @@ def run_eval(args: argparse.Namespace) -> dict:
 
     def record(variant, task, completion, result):
         if variant == "raw":
-            samples.append({"task_id": task.task_id, "solution": task.prompt + completion, "completion": completion,
+            samples.append({"task_id": evalplus_task_id(task.task_id), "solution": task.prompt + completion, "completion": completion,
                             "status": result.status, "feedback": result.feedback, "passed": result.passed})
 
     if args.samples:
         tasks, report = _rescore(args, env, runner, record)
     else:
         tasks, report = _sample_and_score(args, env, runner, record)
-    results = {"env": args.env, "split": args.split, "tasks": len(tasks), **report,
+    results = {"env": args.env, "split": args.split, "tasks": len(tasks), "split_tasks": len(env.tasks), **report,
                "settings": {k: v for k, v in vars(args).items() if k not in ("verbose", "output_dir", "config")}}
     folder = _output_folder(args)
     folder.mkdir(parents=True, exist_ok=True)
@@ -158,11 +161,19 @@ def _sample_and_score(args, env, runner, record):
     return tasks, report
 
 
+def evalplus_task_id(task_id: str) -> str:
+    """The id evalplus gives a task: ``Mbpp/11`` for leti's ``MBPP/11`` (HumanEval's ids are the same in
+    both), so that a ``samples.jsonl`` of ``leti eval`` is one that evalplus reads, and back."""
+    return "Mbpp/" + task_id.removeprefix("MBPP/") if task_id.startswith("MBPP/") else task_id
+
+
 def _rescore(args, env, runner, record):
-    """Completions from a samples file (``completion``, or ``solution`` minus the task's prompt)."""
+    """Completions from a samples file (``completion``, or ``solution`` minus the task's prompt). Task ids
+    in either spelling (leti's ``MBPP/11``, evalplus's ``Mbpp/11``); a file that covers only some of the
+    split's tasks is scored on those, with a warning."""
     from .evaluation import pass_at_k_report
 
-    by_id = {t.task_id: t for t in env.tasks}
+    by_id = {key: t for t in env.tasks for key in {t.task_id, evalplus_task_id(t.task_id)}}
     completions: dict[str, list[str]] = {}
     path = Path(args.samples)
     try:
@@ -185,6 +196,10 @@ def _rescore(args, env, runner, record):
             completion = solution.removeprefix(task.prompt) if solution.startswith(task.prompt) else "\n" + solution
         completions.setdefault(task.task_id, []).append(completion)
     tasks = [t for t in env.tasks if t.task_id in completions][: args.max_tasks]
+    expected = len(env.tasks[: args.max_tasks])
+    if len(tasks) < expected:
+        print(f"leti eval: warning: {path} has samples for {len(tasks)} of the {expected} tasks of {args.env} "
+              f"{args.split}; pass@k is over those {len(tasks)} (\"tasks\" in results.json)", file=sys.stderr)
     short = [t.task_id for t in tasks if len(completions[t.task_id]) < max(args.k)]
     if short:
         raise ValueError(f"pass@{max(args.k)} needs at least {max(args.k)} samples per task; {len(short)} tasks have "

@@ -5,6 +5,7 @@ a TRL user's flags and YAML work unchanged), LeTI's (``LetiConfig``) and the scr
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,14 +65,49 @@ def parse_env_kwargs(value: Any) -> dict[str, Any]:
     return options
 
 
-def make_parser(**defaults: Any):
+def nearest(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean X?"`` for the closest of ``known`` to a mistyped ``name``, or ``""``."""
+    import difflib
+
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+class StrictErrors:
+    """An argparse parser mixin for the ``leti`` commands: no abbreviations (``--num_iteration`` is a typo,
+    not ``--num_iterations``), and an error as one line naming the fix, instead of the whole usage first
+    (``leti train``'s is 200 lines) and the error last."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments: "):
+            flags = [a for a in message.removeprefix("unrecognized arguments: ").split() if a.startswith("--")]
+            options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+            message += nearest(flags[0].split("=")[0], options) if flags else ""
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options)\n")
+
+
+def strict_argument_parser(**kwargs: Any) -> argparse.ArgumentParser:
+    """``argparse.ArgumentParser(**kwargs)`` with ``StrictErrors``: what every ``leti`` command parses with."""
+
+    class StrictArgumentParser(StrictErrors, argparse.ArgumentParser):
+        pass
+
+    return StrictArgumentParser(**kwargs)
+
+
+def make_parser(prog: str = "leti train", **defaults: Any):
     """A ``TrlParser`` over ``(ScriptArguments, LetiConfig)``; ``defaults`` replace field defaults (a YAML
-    ``--config`` and the command line still override them). Old field names fail with the new name."""
+    ``--config`` and the command line still override them). Old field names fail with the new name, a
+    mistyped one (on the command line or in the YAML) with the nearest valid one."""
     from trl import TrlParser
 
     from .leti_config import LetiConfig, refuse_renamed
 
-    class LetiParser(TrlParser):
+    class LetiParser(StrictErrors, TrlParser):
         def parse_args_and_config(self, args: Iterable[str] | None = None, **kwargs):
             import sys
 
@@ -88,9 +124,20 @@ def make_parser(**defaults: Any):
                     raise ValueError(f"cannot read the --config file: {exc}") from None
                 if isinstance(recipe, dict):
                     refuse_renamed(recipe, f"{path}: ")
-            return super().parse_args_and_config(args, **kwargs)
+                    known = {action.dest for action in self._actions} | {"config"}
+                    for key in recipe:
+                        if key not in known:
+                            raise ValueError(f"{path}: unknown key {key!r}{nearest(str(key), known)}")
+            try:
+                return super().parse_args_and_config(args, **kwargs)
+            except ValueError as exc:  # HfArgumentParser's word for what argparse calls unrecognized
+                if "not used by the HfArgumentParser: " not in str(exc):
+                    raise
+                import ast
 
-    parser = LetiParser((ScriptArguments, LetiConfig))
+                self.error("unrecognized arguments: " + " ".join(ast.literal_eval(str(exc).split("HfArgumentParser: ", 1)[1])))
+
+    parser = LetiParser((ScriptArguments, LetiConfig), prog=prog)
     if defaults:
         parser.set_defaults(**defaults)
     return parser

@@ -128,6 +128,8 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--out", default=str(HERE), help="folder of runs/, RESULTS.md, results.csv and the plots")
     parser.add_argument("--quick", action="store_true", help="one seed, 2 iterations, a tiny model: the pipeline only")
+    parser.add_argument("--report_only", action="store_true",
+                        help="rewrite RESULTS.md, results.csv and the plots from the finished runs under --out; train nothing")
     parser.add_argument("--base_corpus", choices=["programs", "feedback"], default="programs",
                         help="the default model every arm starts from: pre-trained on programs (the default), or also "
                              "on execution feedback (`--default_model_corpus feedback`); keep one --out per base")
@@ -136,6 +138,9 @@ def main() -> int:
         args.seeds = args.seeds[:1]
     out = Path(args.out)
     command = " ".join(["python", "benchmarks/learning/run.py", *sys.argv[1:]])
+    if args.report_only:
+        write_results(out, *finished_runs(out), command, args.quick)
+        return 0
     for seed in args.seeds:  # seed-major: an interrupted study has every arm at the same number of seeds
         for arm in args.arms:
             run(out / "runs" / f"{arm}-seed{seed}", arm, seed, args.quick, args.base_corpus)
@@ -443,6 +448,17 @@ def steps_to_reach_per_seed(rows, arm, measure, level) -> dict[int, float | None
     return out
 
 
+def base_models(out: Path) -> list[str]:
+    """A line naming the base model(s) the runs under ``out`` started from (folder name, corpus, weights sha256)."""
+    seen = {}
+    for config in (out / "runs").glob("*-seed*/config.json"):
+        base = json.loads(config.read_text()).get("base_model") or {}
+        if base:
+            seen[base["sha256"]] = f"`{Path(base['path']).name}` ({base.get('corpus', 'programs')} corpus, " \
+                                   f"model.safetensors sha256 {base['sha256'][:12]})"
+    return [f"Base model: {', '.join(sorted(seen.values()))}.", ""] if seen else []
+
+
 def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
     rows = rows_of(out, arms, seeds)
     if not rows:
@@ -460,6 +476,7 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
              f"Every finished run under `runs/` (arms {', '.join(arms)}; seeds {', '.join(map(str, seeds))}); the "
              f"study's command is `python benchmarks/learning/run.py [--arms ...] [--seeds ...]`, and this report was "
              f"last written by `{command}`, {_versions()}.", "",
+             *base_models(out),
              "| arm | seeds | final sampled pass rate | final held-out pass@1 | compositional pass@1 | wall per run (mean, "
              "range) |",
              "| --- | --- | --- | --- | --- | --- |"]

@@ -61,8 +61,8 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout)
     trained = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
-    scores = {k: v for k, v in report.items() if k not in ("env", "split", "tasks", "output_dir")}
-    assert report["tasks"] == 4 and scores == {k.removeprefix("eval/"): v for k, v in trained.items() if k.startswith("eval/")}
+    scores = {k: v for k, v in report.items() if k not in ("env", "split", "tasks", "split_tasks", "output_dir")}
+    assert (report["tasks"], report["split_tasks"]) == (4, 400) and scores == {k.removeprefix("eval/"): v for k, v in trained.items() if k.startswith("eval/")}
     refined = run("eval", "--model", str(run_dir / "iteration-1" / "model"), "--env", "LETI-Arith", "--split", "heldout",
                   "--max_tasks", "4", "--num_samples", "1", "--k", "1", "--temperature", "0", "--max_new_tokens", "24",
                   "--max_turns", "2", "--output_dir", str(tmp_path / "refined"), env=env)
@@ -85,7 +85,7 @@ def test_train_writes_a_complete_run_folder_then_eval_reads_it(tmp_path, env):
     assert {k: v for k, v in rescored.items() if k in scores} == scores and rescored["output_dir"] == str(folder / "rescored")
     recipe.write_text("modle: x\n")
     out = run("eval", "--config", str(recipe), env=env)
-    assert out.returncode == 2 and "unknown keys ['modle']" in out.stderr
+    assert out.returncode == 2 and "unknown key 'modle'; did you mean 'model'?" in out.stderr
 
 
 QUIET_RUN = """
@@ -118,6 +118,58 @@ def test_train_console_is_one_row_per_iteration(tmp_path, env, recipe):
         return
     verbose = run(*args, "--num_iterations", "1", "--output_dir", str(tmp_path / "verbose"), "--verbose", env=env)
     assert verbose.returncode == 0 and "Saving the dataset" in verbose.stderr  # datasets' own bars are back
+
+
+def test_the_cli_never_guesses(tmp_path, env):
+    """A typo is an error, in one line (two with the help hint), that names the nearest valid choice: no
+    abbreviation runs a default job, no 200-line usage buries the error."""
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("num_iteration: 2\n")
+    cases = [(["trian"], "leti: unknown command 'trian'; did you mean 'train'\\?"),
+             (["train", "--num_iteration", "2"], "leti train: error: unrecognized arguments: --num_iteration 2; did you "
+                                                 "mean '--num_iterations'\\?"),
+             (["train", "--feedback_mode", "txt"], "leti train: error: argument --feedback_mode/--feedback-mode: invalid "
+                                                   "choice: 'txt' \\(choose from 'text', 'binary'"),
+             (["train", "--config", str(typo)], "leti train: error: .*typo.yaml: unknown key 'num_iteration'; did you mean "
+                                                "'num_iterations'\\?"),
+             (["eval", "--max_task", "3", "--model", "x"], "leti eval: error: unrecognized arguments: --max_task 3; did "
+                                                            "you mean '--max_tasks'\\?"),
+             (["serve", "--por", "1"], "leti: error: unrecognized arguments: --por 1; did you mean '--port'\\?"),
+             (["build-default-model", "--siz", "small"], "leti build-default-model: error: unrecognized arguments")]
+    for args, message in cases:
+        out = run(*args, *(["--output_dir", str(tmp_path / "run")] if args[0] == "train" else []), env=env)
+        assert out.returncode == 2 and re.match(message, out.stderr), out.stderr[-2000:]
+        assert len(out.stderr.splitlines()) <= 2 and out.stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_quiet_libraries_silences_the_kernel_hub_lines(env):
+    """On a CPU with AVX512-BF16, importing bitsandbytes asks kernels for a Hub kernel; offline, kernels warns
+    that it skips the publisher trust check. The quiet console (every leti command unless --verbose) hides it."""
+    code = "from trainers.console import quiet_libraries; quiet_libraries(); import bitsandbytes, peft, trl"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert out.returncode == 0 and "publisher trust" not in out.stderr and "kernels-community" not in out.stderr, out.stderr
+
+
+def test_eval_speaks_evalplus_mbpp_ids_and_warns_on_a_partial_file(tmp_path, env):
+    """evalplus names MBPP tasks ``Mbpp/N``: `leti eval` re-scores such a file (and leti's own ``MBPP/N``),
+    writes ``Mbpp/N``, and says so when the file covers fewer tasks than the split."""
+    from leti_env import load_tasks
+
+    tasks = load_tasks("LETI-MBPP", "test")[:3]
+    samples = tmp_path / "samples.jsonl"
+    rows = [{"task_id": t.task_id.replace("MBPP/", "Mbpp/"), "solution": t.prompt + t.reference_solution} for t in tasks[:2]]
+    rows.append({"task_id": tasks[2].task_id, "completion": "\ndef nothing():\n    pass\n"})  # leti's spelling: fails
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = run("eval", "--samples", str(samples), "--env", "LETI-MBPP", "--split", "test", "--k", "1",
+              "--output_dir", str(tmp_path / "scored"), env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    split = len(load_tasks("LETI-MBPP", "test"))
+    assert (report["tasks"], report["split_tasks"], report["pass@1"]) == (3, split, 2 / 3)
+    assert f"has samples for 3 of the {split} tasks of LETI-MBPP test" in out.stderr
+    written = [json.loads(line)["task_id"] for line in (tmp_path / "scored" / "samples.jsonl").read_text().splitlines()]
+    assert written == [t.task_id.replace("MBPP/", "Mbpp/") for t in tasks] and written[0].startswith("Mbpp/")
 
 
 def test_eval_rejects_k_above_samples(env):

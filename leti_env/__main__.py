@@ -133,11 +133,18 @@ def _serve(args: argparse.Namespace) -> int:
           f"(OpenEnv: WebSocket /ws, HTTP /reset /step /schema); {pool.num_workers} sandbox workers, "
           f"{pool.protections().get('mode')} mode; up to {args.max_concurrent} sessions, {args.max_turns} "
           f"turn(s) each. Ctrl-C stops it.", flush=True)
+    import signal
+
+    # Uvicorn shuts down gracefully on SIGINT and SIGTERM, then raises the signal again with the handler that
+    # was there before it: Python's own turns SIGINT into KeyboardInterrupt, but the default SIGTERM action
+    # killed the process (exit code 143, no "stopped" line). Both are a normal stop here.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         server.run(sockets=[listener])
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once it has shut down
+    except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         pool.close()
     print("stopped; the sandbox workers are closed", flush=True)
     return 0
@@ -167,6 +174,11 @@ def _long_options(parser: argparse.ArgumentParser) -> list[str]:
         if isinstance(action, argparse._SubParsersAction):
             out += [o for sub in action.choices.values() for o in _long_options(sub)]
     return out
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: ``leti serve`` stops like an interrupted server (exit 0, workers closed)."""
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m leti_env") -> int:

@@ -42,9 +42,14 @@ from pydantic import Field
 from .envs import CodeEnv, load_env, refinement_prompt
 from .execution.runner import TaskRunner
 
-__all__ = ["CodeAction", "CodeObservation", "CodeState", "LetiEnvClient", "LetiServerEnv", "RequestError", "make_app"]
+__all__ = ["CodeAction", "CodeObservation", "CodeState", "LetiEnvClient", "LetiServerEnv", "RequestError",
+           "bound_error", "make_app"]
 
 MAX_PROGRAM_CHARS = 65536
+MAX_ECHO_CHARS = 200  # of a request's input quoted back in an error (pydantic's ``input``)
+MAX_ERROR_TEXT_CHARS = 500  # of any other text in an error (a message that quotes a task id, ...)
+MAX_ERROR_ITEMS = 20  # entries of a list in an error (pydantic reports one per bad field)
+MAX_ERROR_BYTES = 8192  # a whole error reply, whatever its shape
 
 
 class RequestError(ValueError):
@@ -197,29 +202,135 @@ def make_app(env_id: str, split: str | None = None, *, max_turns: int = 1, max_c
 
     app.add_exception_handler(RequestError, request_error)
     app.add_middleware(_QuietDisconnect)
+    app.add_middleware(_BoundedErrors)
     app.router.on_shutdown.append(pool.close)
     app.state.leti_tasks = len(base.tasks)
     return app, runner
 
 
-class _QuietDisconnect:
-    """ASGI middleware: a WebSocket whose client has left ends quietly.
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... (cut: {len(text)} characters in all)"
 
-    OpenEnv 0.3.0's ``/ws`` handler closes the socket once more after the client hung up, and catches only
-    ``RuntimeError`` there; with current Starlette that raises ``WebSocketDisconnect``, which uvicorn prints
-    as a traceback for every session that ends. Nothing is lost by dropping it: the session is over and
-    its environment already closed.
+
+def bound_error(payload: Any) -> Any:
+    """``payload`` (an error reply, parsed from JSON) with every echo of the request cut to a few hundred characters.
+
+    Why: pydantic's validation errors quote the offending value in full (``input``), and OpenEnv and FastAPI
+    send them back as they are, so a 5 MB program that is refused came back as a 5 MB error, over HTTP and
+    over WebSocket, where it exceeds a default ``websockets`` client's 1 MiB frame limit and the client is
+    dropped (close code 1009) instead of reading the error. Cut text says how long it was; a short error
+    is returned unchanged.
+    """
+    return _bound(payload, None)
+
+
+def _bound(payload: Any, key: Any) -> Any:
+    if key in ("input", "ctx"):  # the request's own data, of any type
+        if isinstance(payload, str):
+            return _cut(payload, MAX_ECHO_CHARS)
+        import json
+
+        text = json.dumps(payload, default=str)
+        return payload if len(text) <= MAX_ECHO_CHARS else _cut(text, MAX_ECHO_CHARS)
+    if isinstance(payload, str):
+        return _cut(payload, MAX_ERROR_TEXT_CHARS)
+    if isinstance(payload, list):
+        kept = [_bound(item, None) for item in payload[:MAX_ERROR_ITEMS]]
+        if len(payload) > MAX_ERROR_ITEMS:
+            kept.append(f"... (cut: {len(payload)} entries in all)")
+        return kept
+    if isinstance(payload, dict):
+        items = list(payload.items())
+        kept = {_cut(str(name), MAX_ERROR_TEXT_CHARS): _bound(value, name) for name, value in items[:MAX_ERROR_ITEMS]}
+        if len(items) > MAX_ERROR_ITEMS:
+            kept["..."] = f"cut: {len(items)} entries in all"
+        return kept
+    return payload
+
+
+def _bounded_json(body: bytes | str) -> bytes:
+    """A JSON (or plain text) error body, bounded by ``bound_error`` and, whatever its shape, ``MAX_ERROR_BYTES``."""
+    import json
+
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return _cut(text, MAX_ERROR_TEXT_CHARS).encode()
+    out = json.dumps(bound_error(payload), ensure_ascii=False, separators=(",", ":")).encode()
+    if len(out) > MAX_ERROR_BYTES:  # a shape the rules above do not shrink: keep its start, as text
+        out = json.dumps({"detail": _cut(out.decode("utf-8", "replace"), MAX_ERROR_TEXT_CHARS)}).encode()
+    return out
+
+
+class _BoundedErrors:
+    """ASGI middleware: error replies quote at most a few hundred characters of the request (``bound_error``).
+
+    HTTP: the body of every 4xx/5xx response. WebSocket: every OpenEnv error message (``{"type": "error", ...}``);
+    observations pass unchanged, however long their feedback.
     """
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        from starlette.websockets import WebSocketDisconnect
+        if scope.get("type") == "websocket":
+            async def send_ws(message):
+                text = message.get("text") if message.get("type") == "websocket.send" else None
+                if text and text.startswith('{"type":"error"') and len(text) > MAX_ECHO_CHARS:
+                    message = {**message, "text": _bounded_json(text).decode()}
+                await send(message)
 
+            return await self.app(scope, receive, send_ws)
+        if scope.get("type") != "http":
+            return await self.app(scope, receive, send)
+        start: dict | None = None
+        chunks: list[bytes] = []
+
+        async def send_http(message):
+            nonlocal start
+            if message["type"] == "http.response.start" and message.get("status", 200) >= 400:
+                start = message  # held until the whole body is here: its length changes
+                return
+            if start is None or message["type"] != "http.response.body":
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            if len(body) <= MAX_ECHO_CHARS:  # nothing to cut: the reply as it was
+                await send(start)
+                return await send({"type": "http.response.body", "body": body})
+            body = _bounded_json(body)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, send_http)
+
+
+class _QuietDisconnect:
+    """ASGI middleware: a WebSocket whose client has left ends quietly.
+
+    OpenEnv 0.3.0's ``/ws`` handler answers a failed send with another send, and closes the socket once more
+    after the client hung up, catching only ``RuntimeError`` there. With current Starlette those raise
+    ``WebSocketDisconnect`` (a session that ends) or, once the socket is closed, ``WebSocketDisconnected``
+    (Starlette 1.x; a client that left while its program ran: uvicorn's ``ClientDisconnected`` on the reply,
+    then the error reply fails too). Uvicorn printed either as an 80-line traceback. Nothing is lost by
+    dropping them: the session is over, and OpenEnv has already closed its environment.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        from starlette import websockets
+
+        gone = tuple(getattr(websockets, name) for name in ("WebSocketDisconnect", "WebSocketDisconnected")
+                     if hasattr(websockets, name))
         try:
             await self.app(scope, receive, send)
-        except WebSocketDisconnect:
+        except gone:
             if scope.get("type") != "websocket":
                 raise
 

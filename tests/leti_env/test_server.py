@@ -35,12 +35,12 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, env: tuple[str, ...] = ("--env", "LETI-MBPP", "--split", "test")):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "leti_env", "serve", "--env", "LETI-MBPP", "--split", "test",
-             "--port", str(self.port), *args],
+            [sys.executable, "-m", "leti_env", "serve", *env, "--port", str(self.port), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -68,8 +68,8 @@ class Server:
     def client(self):
         return LetiEnvClient(base_url=self.url).sync()
 
-    def stop(self) -> tuple[int, str, str]:
-        self.proc.send_signal(signal.SIGINT)  # Ctrl-C
+    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str, str]:
+        self.proc.send_signal(sig)  # Ctrl-C by default
         out, err = self.proc.communicate(timeout=30)
         return self.proc.returncode, out, err
 
@@ -252,3 +252,126 @@ def test_a_port_in_use_is_one_clear_error(server):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and proc.stdout == ""
     assert f"cannot listen on 127.0.0.1:{server.port} (Address already in use): pick another --port" in proc.stderr
+
+
+ARITH = ("--env", "LETI-Arith")  # built in: no data files, quick to load
+HUGE = 5_000_000  # characters: far past MAX_PROGRAM_CHARS, and past a default websockets client's 1 MiB frames
+
+
+def test_bound_error_cuts_echoes_and_keeps_short_errors():
+    from leti_env.server import MAX_ECHO_CHARS, bound_error
+
+    short = {"detail": [{"type": "string_too_long", "loc": ["body", "action", "code"], "msg": "too long",
+                         "input": "x" * MAX_ECHO_CHARS, "ctx": {"max_length": 65536}}]}
+    assert bound_error(short) == short
+    cut = bound_error({"detail": [{"msg": "too long", "input": "y" * HUGE, "ctx": {"max_length": 65536}}]})
+    assert cut["detail"][0]["input"] == "y" * MAX_ECHO_CHARS + f"... (cut: {HUGE} characters in all)"
+    assert cut["detail"][0]["ctx"] == {"max_length": 65536} and cut["detail"][0]["msg"] == "too long"
+    whole = bound_error({"detail": [{"input": {"code": "z" * 10_000, "extra": 1}}]})  # a dict input: cut as JSON
+    echo = whole["detail"][0]["input"]
+    assert echo.startswith('{"code": "zzz') and "characters in all" in echo and len(echo) < 300
+    many = bound_error({"errors": [{"input": i} for i in range(10_000)]})["errors"]
+    assert len(many) == 21 and many[-1] == "... (cut: 10000 entries in all)"
+    assert len(bound_error({"message": f"no task '{'q' * HUGE}'"})["message"]) < 600
+
+
+def test_a_huge_action_gets_a_short_error_over_http_and_websocket(server):
+    websockets_sync = pytest.importorskip("websockets.sync.client")
+    import json
+
+    huge = "x" * HUGE
+    reply = requests.post(server.url + "/step", json={"action": {"code": huge, "task_id": TASK.task_id}}, timeout=60)
+    assert reply.status_code == 422 and len(reply.content) < 4096
+    assert int(reply.headers["content-length"]) == len(reply.content)
+    error = reply.json()["detail"][0]
+    assert error["type"] == "string_too_long" and error["loc"][-1] == "code"
+    assert error["input"].startswith("xxx") and f"cut: {HUGE} characters in all" in error["input"]
+    reply = requests.post(server.url + "/step", data="{not json" + huge, timeout=60)  # FastAPI's own 422
+    assert reply.status_code == 422 and len(reply.content) < 4096 and "characters in all" in reply.text
+
+    # A default websockets client takes frames of at most 1 MiB: the error must fit, and the session go on.
+    with websockets_sync.connect(server.ws_url, open_timeout=30) as ws:
+        assert ws.protocol.max_message_size == 2 ** 20
+        ws.send(json.dumps({"type": "reset", "data": {"task_id": TASK.task_id}}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "observation"
+        ws.send(json.dumps({"type": "step", "data": {"code": huge}}))
+        text = ws.recv(timeout=60)
+        assert len(text) < 4096
+        error = json.loads(text)
+        assert error["type"] == "error" and error["data"]["code"] == "VALIDATION_ERROR"
+        assert error["data"]["errors"][0]["type"] == "string_too_long"
+        assert f"cut: {HUGE} characters in all" in error["data"]["errors"][0]["input"]
+        ws.send(json.dumps({"type": "reset", "data": {"task_id": "t" * HUGE}}))  # an unknown task, quoted
+        text = ws.recv(timeout=60)
+        assert len(text) < 4096 and "no task 'ttt" in text and "characters in all" in text
+        ws.send(json.dumps({"type": "step", "data": {"code": TASK.reference_solution}}))
+        assert json.loads(ws.recv(timeout=60))["data"]["reward"] == 1.0  # the same session, unharmed
+
+
+def test_a_client_that_leaves_mid_step_costs_at_most_one_log_line():
+    pytest.importorskip("websockets")
+    import asyncio
+    import json
+
+    import websockets
+
+    server = Server("--workers", "1", env=ARITH)
+    sleeper = "\nimport time\ntime.sleep(1.5)\n"
+
+    async def leave_mid_step(abort: bool) -> None:
+        ws = await websockets.connect(server.ws_url, open_timeout=30)
+        await ws.send(json.dumps({"type": "reset", "data": {}}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "observation"
+        await ws.send(json.dumps({"type": "step", "data": {"code": sleeper}}))
+        deadline = time.monotonic() + 20
+        while not server.processes("leti-solution") and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert server.processes("leti-solution"), "the program never started"
+        if abort:
+            ws.transport.abort()  # the client dies: no close frame
+        else:
+            await ws.close()  # the client leaves politely, without waiting for the step
+        deadline = time.monotonic() + 30  # until the server has tried to answer
+        while server.processes("leti-solution") and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+
+    try:
+        for abort in (False, True):
+            asyncio.run(leave_mid_step(abort))
+        assert requests.get(server.url + "/health", timeout=5).status_code == 200
+        with server.client() as env:  # the server goes on serving
+            assert env.reset().observation.prompt
+    finally:
+        code, out, err = server.stop()
+    assert code == 0, err
+    assert len(err.splitlines()) <= 1, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_with_a_session_open_stops_cleanly(sig):
+    websockets_sync = pytest.importorskip("websockets.sync.client")
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+
+    server = Server("--workers", "2", env=ARITH)
+    try:
+        with websockets_sync.connect(server.ws_url, open_timeout=30) as ws:
+            ws.send(json.dumps({"type": "reset", "data": {}}))
+            assert json.loads(ws.recv(timeout=30))["type"] == "observation"
+            tree = _descendants(server.proc.pid)
+            assert len([pid for pid in tree if _is_launcher(pid, server.proc.pid)]) == 2
+            server.proc.send_signal(sig)
+            with pytest.raises(ConnectionClosed):  # the server closes the open session as it stops
+                ws.recv(timeout=30)
+        out, err = server.proc.communicate(timeout=60)
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.communicate(timeout=30)
+    assert server.proc.returncode == 0, err
+    assert "stopped; the sandbox workers are closed" in out and "Traceback" not in err
+    alive = [pid for pid in tree if os.path.exists(f"/proc/{pid}")]
+    assert not alive, f"sandbox processes outlived the server: {alive}"

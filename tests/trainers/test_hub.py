@@ -203,3 +203,31 @@ def test_hub_strategy_checkpoint_is_refused_with_the_alternative(tmp_path):
     with pytest.raises(ValueError, match="Use 'every_save' to push after every iteration"):
         LetiConfig(output_dir=str(tmp_path), hub_strategy="checkpoint", load_in_4bit=False)
     assert LetiConfig(output_dir=str(tmp_path), load_in_4bit=False).hub_strategy.value == "end"  # one upload per run
+
+
+class RefusingApi(RecordingApi):
+    """The Hub's answers to a missing login and to a token without write access, as huggingface_hub raises them."""
+
+    def __init__(self, error, **kwargs):
+        super().__init__(**kwargs)
+        self.error = error
+
+    def create_repo(self, repo_id, **kwargs):
+        raise self.error
+
+
+def test_a_missing_login_or_a_refused_token_is_one_line_with_the_fix(pushed):
+    import httpx
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    from trainers.hub import HubError, push_run
+
+    _, run, _, _, _ = pushed
+    with pytest.raises(HubError, match=r"^not logged in to the Hugging Face Hub: run `hf auth login`") as raised:
+        push_run(run, "someone/x", api=RefusingApi(LocalTokenNotFoundError("Token is required")))
+    assert "\n" not in str(raised.value)
+    response = httpx.Response(403, request=httpx.Request("POST", "https://huggingface.co/api/repos/create"))
+    refused = HfHubHTTPError("403 Forbidden: You don't have the rights to create a model under this namespace",
+                             response=response)
+    with pytest.raises(HubError, match=r"refused the token \(403\) for someone/x: log in with a token that can write"):
+        push_run(run, "someone/x", api=RefusingApi(refused))

@@ -86,8 +86,14 @@ def train(argv: list[str]) -> int:
                             "eval_split": script.eval_split}
     except SETUP_ERRORS as exc:
         return _setup_failed("train", exc)
+    from .hub import HubError
+
     try:
         trainer.train()
+    except HubError as exc:  # push_to_hub: the run is complete on disk, only the upload failed
+        print(f"leti train: error: the run in {config.output_dir} is complete, but pushing it failed: {exc}; then "
+              f"`leti push --run {config.output_dir} --repo <you/name>`", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: run the same command again to resume from {config.output_dir} "
               f"(completed iterations: {sorted(trainer.completed_iterations())})", file=sys.stderr)
@@ -147,7 +153,9 @@ def _run_config(folder: Path) -> dict:
 
 def _prompt_settings_of_run(folder: Path) -> dict:
     run = _run_config(folder)
-    return {k: run[k] for k in ("good_token", "bad_token", "reward_token_target") if k in run}
+    # runs before leti 0.2 recorded "<GOOD_TOKEN>" (transformers masks fields named *_token): not the token
+    return {k: run[k] for k in ("good_token", "bad_token", "reward_token_target")
+            if k in run and run[k] != f"<{k.upper()}>"}
 
 
 def _base_loading_of_run(folder: Path) -> dict:
@@ -199,25 +207,37 @@ def envs(argv: list[str]) -> int:
 
 
 def push(argv: list[str]) -> int:
-    """Upload a finished (or interrupted) run folder: what ``push_to_hub=True`` does at the end of training."""
-    from .hub import push_run, write_model_card
+    """Upload a finished (or interrupted) run folder: what ``push_to_hub=True`` does at the end of training.
 
-    parser = strict_argument_parser(prog="leti push", description=push.__doc__)
+    The token is ``HF_TOKEN``'s or the one ``hf auth login`` saved (not a flag: it would land in the shell's
+    history). A Hub that cannot be reached or refuses the token is reported in one line with the fix."""
+    from .hub import HubError, push_run, write_model_card
+
+    parser = strict_argument_parser(prog="leti push", description=push.__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="the run folder (leti train's --output_dir)")
     parser.add_argument("--repo", required=True, help="the model repo, e.g. you/leti-mbpp (the rollouts go to <repo>-rollouts)")
     parser.add_argument("--iterations", choices=("last", "all"), default="last",
                         help="the last iteration's model at the repo's root, or also every iteration's in iteration-N/")
     parser.add_argument("--private", action="store_true", help="create the repos private")
+    parser.add_argument("--revision", default=None, help="the branch to push to, created if missing (default: main)")
+    parser.add_argument("--license", default=None, help="the cards' license (default: the run's hub_license, else "
+                        "apache-2.0; set the base model's when it is another)")
     args = parser.parse_args(argv)
     if not Path(args.run, "config.json").is_file():
-        print(f"error: {args.run} is not a leti run folder (no config.json): pass leti train's --output_dir",
+        print(f"leti push: error: {args.run} is not a leti run folder (no config.json): pass leti train's --output_dir",
               file=sys.stderr)
         return 2
-    write_model_card(args.run, args.repo)  # the card names the repo it is pushed to
     try:
-        uploaded = push_run(args.run, args.repo, iterations=args.iterations, private=args.private or None)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # the run folder's card names the repo it is pushed to, and its rollouts dataset
+        rollouts = any(Path(args.run).glob("iteration-*/rollouts/dataset_info.json"))
+        write_model_card(args.run, args.repo, dataset_name=f"{args.repo}-rollouts" if rollouts else None,
+                         license=args.license)
+        uploaded = push_run(args.run, args.repo, iterations=args.iterations, private=args.private or None,
+                            revision=args.revision, license=args.license)
+    except (ValueError, HubError) as exc:
+        if os.environ.get("LETI_TRACEBACK"):
+            raise
+        print(f"leti push: error: {exc}", file=sys.stderr)
         return 2
     for repo, files in uploaded.items():
         if files:

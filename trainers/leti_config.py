@@ -232,11 +232,25 @@ class LetiConfig(SFTConfig, ModelConfig):
         eval_before_training (`bool`, *optional*, defaults to `True`):
             Also evaluate the model before the first iteration (iteration 0).
 
+        > Parameters that control the Hub (with TRL's `push_to_hub`, `hub_model_id`, `hub_token`, `hub_private_repo`)
+
+        hub_strategy (`str`, *optional*, defaults to `"end"`):
+            When `push_to_hub` uploads the run (`trainers/hub.py`). `"end"`: once, after the last iteration.
+            `"every_save"`: after every iteration (each iteration is LeTI's save), so a long run is on the Hub as it
+            goes. `"all_checkpoints"`: after every iteration, keeping every iteration's model under `iteration-N/`.
+            `"checkpoint"` (transformers' resumable `last-checkpoint/`) is refused: a LeTI run resumes from its run
+            folder. transformers' default is `"every_save"`; leti's keeps one upload per run.
+        hub_revision (`str` or `None`, *optional*, defaults to `None`):
+            The branch both repos (model and rollouts) are pushed to, created if missing (`None`: `main`).
+        hub_license (`str` or `None`, *optional*, defaults to `None`):
+            The license on the model and rollouts cards. `None`: `apache-2.0`, leti's own license and that of its
+            built-in models; set the base model's license (e.g. `"llama3.1"`, `"bsd-3-clause"`) when it is another.
+
     > [!NOTE]
     > Changed defaults of the parent: `learning_rate` 1e-5 (the paper, 350M), `lr_scheduler_type` `"constant"`,
     > `weight_decay` 0.01, `max_grad_norm` 0 (no clipping), `max_length` 2048, `train_sampling_strategy`
     > `"sequential"` (the authors' code does not shuffle; the pre-training mix relies on order), `save_strategy`
-    > `"no"` (the trainer saves each iteration itself), `report_to` `"none"`, `project` `"leti"` (trackio's
+    > `"no"` (the trainer saves each iteration itself), `hub_strategy` `"end"` (one upload per run), `report_to` `"none"`, `project` `"leti"` (trackio's
     > project; with `report_to` tensorboard or trackio, LeTI logs one tracker run per LeTI run, see
     > `trainers/tracking.py`). `use_cpu` is set automatically
     > when no GPU/XPU/MPS is available.
@@ -359,6 +373,13 @@ class LetiConfig(SFTConfig, ModelConfig):
     eval_max_tasks: int | None = field(default=None, metadata={"help": "Evaluate on at most this many tasks."})
     eval_before_training: bool = field(default=True, metadata={"help": "Also evaluate before the first iteration."})
 
+    # Parameters that control the Hub
+    hub_strategy: str = field(
+        default="end", metadata={"help": "When push_to_hub uploads: end (once), every_save (after every iteration), "
+                                         "all_checkpoints (after every iteration, every iteration's model kept)."})
+    hub_license: str | None = field(
+        default=None, metadata={"help": "License on the Hub cards (None: apache-2.0; set the base model's when it differs)."})
+
     def __new__(cls, *args, **kwargs):
         refuse_renamed(kwargs, f"{cls.__name__}: ")  # before the generated __init__'s "unexpected keyword"
         return super().__new__(cls)
@@ -373,6 +394,11 @@ class LetiConfig(SFTConfig, ModelConfig):
                 self.gradient_checkpointing = True
         if isinstance(self.report_to, str) and "," in self.report_to:  # the command line: --report_to tensorboard,trackio
             self.report_to = [name.strip() for name in self.report_to.split(",") if name.strip()]
+        strategy = getattr(self.hub_strategy, "value", self.hub_strategy)
+        if strategy == "checkpoint":
+            raise ValueError("hub_strategy='checkpoint' (a resumable last-checkpoint/ folder) is not supported: a LeTI run "
+                             "resumes from its run folder. Use 'every_save' to push after every iteration, or "
+                             "'all_checkpoints' to also keep every iteration's model.")
         super().__post_init__()
         ModelConfig.__post_init__(self)  # TrainingArguments' __post_init__ does not chain to it
         if isinstance(self.lora_target_modules, str) and "," in self.lora_target_modules:  # leti 0.1's "q_proj,v_proj"

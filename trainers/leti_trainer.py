@@ -28,6 +28,10 @@ from .sequences import (inference_prompt, interleave_pretraining_dataset, select
                         training_text)
 
 
+# LetiConfig fields that name LeTI's tokens (recorded as they are in config.json: the prompt format)
+LETI_TOKEN_FIELDS = ("bad_token", "good_token", "feedback_start_token", "feedback_end_token")
+
+
 class LetiTrainer:
     """LeTI (Wang et al., 2023) on transformers + TRL + PEFT: iterated fine-tuning on execution feedback.
 
@@ -141,10 +145,15 @@ class LetiTrainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.distributed.is_main:
             from .default_model import base_model_record
+            from .hub import base_model_hub_id, env_of_tasks
             from .machine import machine_record
 
-            # the recipe, and where its figures come from: the base model's hash, the CPU, torch's kernels
-            record = {**self.args.to_dict(), **self.run_info, **base_model_record(self._base_model),
+            # the recipe, and where its figures come from: the base model (its Hub id, or the hash of leti's
+            # built-in one), the environment, the CPU, torch's kernels. TrainingArguments.to_dict masks every
+            # field named *_token; LeTI's four tokens are the prompt format, not secrets (hub_token stays masked).
+            record = {**self.args.to_dict(), **{name: getattr(self.args, name) for name in LETI_TOKEN_FIELDS},
+                      "env_id": env_of_tasks(self.train_tasks), **self.run_info,
+                      "base_model_hub_id": base_model_hub_id(self._base_model), **base_model_record(self._base_model),
                       "machine": machine_record()}
             (self.output_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))
         done = self.completed_iterations()
@@ -176,14 +185,25 @@ class LetiTrainer:
                 self.push_to_hub()
         return metrics
 
-    def push_to_hub(self, iterations: str = "last", repo_id: str | None = None, api: Any = None) -> dict:
+    def _hub_strategy(self) -> str:
+        return str(getattr(self.args.hub_strategy, "value", self.args.hub_strategy))
+
+    def push_to_hub(self, iterations: str | None = None, repo_id: str | None = None, api: Any = None) -> dict:
         """Upload the run (``trainers.hub.push_run``): the model card, the last (``"all"``: every) iteration's
         adapter or model, and the rollouts as a dataset ``<repo_id>-rollouts`` with one split per iteration.
-        ``repo_id`` default: ``hub_model_id``, else the run folder's name."""
+
+        ``push_to_hub=True`` calls it after training (``hub_strategy`` ``every_save`` and ``all_checkpoints``:
+        after every iteration), so a run is published as configured; call it to push a run again.
+        ``repo_id`` default: ``hub_model_id``, else the run folder's name. ``iterations`` default: ``"all"``
+        under ``hub_strategy="all_checkpoints"``, else ``"last"``. ``hub_token``, ``hub_revision``,
+        ``hub_private_repo`` and ``hub_license`` go to the upload."""
         from .hub import push_run
 
         repo_id = repo_id or self.args.hub_model_id or self.output_dir.name
-        return push_run(self.output_dir, repo_id, iterations=iterations, private=self.args.hub_private_repo, api=api)
+        iterations = iterations or ("all" if self._hub_strategy() == "all_checkpoints" else "last")
+        return push_run(self.output_dir, repo_id, iterations=iterations, private=self.args.hub_private_repo,
+                        token=self.args.hub_token, revision=self.args.hub_revision, license=self.args.hub_license,
+                        api=api)
 
     def run_iteration(self, iteration: int) -> dict:
         """One LeTI iteration; its folder ends with a ``COMPLETE`` marker once everything is saved."""
@@ -216,6 +236,11 @@ class LetiTrainer:
         self._log_programs(rollouts, iteration)
         if self.distributed.is_main:
             (folder / "COMPLETE").write_text(json.dumps(metrics, indent=2))
+            # hub_strategy every_save / all_checkpoints: each iteration on the Hub as it completes (the last
+            # one is pushed once training ends, with the report)
+            if self.args.push_to_hub and self._hub_strategy() in ("every_save", "all_checkpoints") \
+                    and iteration < self.args.num_iterations:
+                self.push_to_hub()
         self.distributed.wait()
         return metrics
 

@@ -26,10 +26,11 @@ def main(script_args: ScriptArguments, config) -> None:
     from trainers.tiny import tiny_model_path
 
     # 1. A dataset of prompts with a task_id column: ExecutionReward looks the tests up by id
-    tasks = leti_env.load_mbpp("train")[: script_args.max_train_tasks]
+    tasks = leti_env.load_tasks("LETI-MBPP", "train", script_args.max_train_tasks)
     dataset = tasks_to_dataset(tasks)
-    # 2. The reward: 1.0 if the completion passes the task's tests in the sandbox; feedback is logged
-    reward = ExecutionReward(tasks, timeout=5.0)
+    # 2. The reward: 1.0 if the completion passes the task's tests in the sandbox (under the environment's
+    #    limits, which the tasks carry: LETI-MBPP's 5 s); feedback is logged
+    reward = ExecutionReward(tasks)
     # 3. TRL's own trainer does the rest
     trainer = GRPOTrainer(model=tiny_model_path(script_args.model_name_or_path), reward_funcs=[reward], args=config,
                           train_dataset=dataset)

@@ -7,6 +7,7 @@
 from gymnasium.envs.registration import register as _register
 
 from .execution import (
+    ExecutionLimits,
     ExecutionResult,
     ExecutorPool,
     Program,
@@ -20,6 +21,7 @@ from .execution import (
 from .metrics import pass_at_k
 from .tasks import CodeTask, DatasetFormatError, extract_code, load_humaneval, load_mbpp
 from .tasks.arith import load_arith
+from .tasks.task_set import TaskSet
 
 __version__ = "0.1.0"
 
@@ -44,8 +46,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AnyText", "ArithEnv", "CodeEnv", "CodeTask", "DatasetFormatError", "EAEEnv", "ExecutionResult", "ExecutorPool", "HumanEvalEnv",
-    "MBPPEnv", "Program", "SandboxUnavailableError", "SandboxWarning", "TaskRunner", "execute", "execute_many", "extract_code", "load_humaneval",
+    "AnyText", "ArithEnv", "CodeEnv", "CodeTask", "DatasetFormatError", "EAEEnv", "ExecutionLimits", "ExecutionResult", "ExecutorPool", "HumanEvalEnv",
+    "MBPPEnv", "Program", "SandboxUnavailableError", "SandboxWarning", "TaskRunner", "TaskSet", "execute", "execute_many", "extract_code", "load_humaneval",
     "load_arith", "load_env", "load_mbpp", "load_tasks", "make_leti_env", "pass_at_k", "refinement_feedback", "refinement_prompt", "resolve_tasks",
     "sandbox_report",
 ]

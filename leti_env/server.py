@@ -101,8 +101,7 @@ class LetiServerEnv(Environment[CodeAction, CodeObservation, CodeState]):
     def __init__(self, env_id: str, base: CodeEnv, runner: TaskRunner, max_turns: int):
         super().__init__()
         self.env_id = env_id
-        self._env = CodeEnv(base.tasks, timeout=base.timeout, memory_mb=base.memory_mb, max_turns=max_turns,
-                            max_feedback_chars=base.max_feedback_chars)
+        self._env = CodeEnv(base.tasks, limits=runner.limits, max_turns=max_turns)
         self._env.runner = runner
         self._state = CodeState(env_id=env_id, max_turns=max_turns)
 
@@ -174,20 +173,21 @@ def make_app(env_id: str, split: str | None = None, *, max_turns: int = 1, max_c
         max_turns: Attempts per episode (LeTI's refinement episodes: more than 1).
         max_concurrent: Most WebSocket sessions at once (each holds one episode).
         workers: Sandbox workers, shared by every session (default: one per core).
-        timeout: Seconds per program (default: the environment's own, e.g. 5 for MBPP, 30 for EAE).
+        timeout: Seconds per program (default: the environment's own limits, e.g. 5 for MBPP, 30 for EAE); the
+            other limits are always the environment's.
         env_kwargs: Passed to the environment (``data_path``, ``sanitized``, ...).
 
     Returns:
-        ``(app, runner)``: serve ``app`` with uvicorn; the sandbox workers start now (a host that cannot
-        confine programs fails here, not at the first step) and stop when the app shuts down.
+        ``(app, runner)``: serve ``app`` with uvicorn; ``runner.limits`` is what every session's programs get.
+        The sandbox workers start now (a host that cannot confine programs fails here, not at the first
+        step) and stop when the app shuts down.
     """
     if max_turns < 1:
         raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
     if max_concurrent < 1:
         raise ValueError(f"`max_concurrent` must be at least 1, got {max_concurrent}")
-    base = load_env(env_id, split, **({"timeout": timeout} if timeout is not None else {}), **env_kwargs)
-    runner = TaskRunner(timeout=base.timeout, memory_mb=base.memory_mb, max_feedback_chars=base.max_feedback_chars,
-                        workers=workers)
+    base = load_env(env_id, split, **env_kwargs)
+    runner = TaskRunner(base.limits.override(timeout=timeout), workers=workers)
     pool = runner.pool()
     pool.protections()  # start the workers: a refused sandbox is an error now
 

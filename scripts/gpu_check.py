@@ -382,7 +382,7 @@ class Context:
         self.cpu = args.device == "cpu"
         self.device = args.device
         self.shapes = Shapes(args.smoke)
-        from trainers import resolve_tasks
+        from leti_env import resolve_tasks
 
         self.tasks = resolve_tasks("LETI-Arith")
         self._models: dict[str, Path] = {}

@@ -14,7 +14,6 @@ _EXPORTS = {
     "make_parser": "parser",
     "load_rollouts": "rollouts",
     "save_rollouts": "rollouts",
-    "resolve_tasks": "leti_trainer",  # (leti_env.resolve_tasks)
     "training_text": "sequences",
     "ExecutionReward": "rewards",
     "rollouts_to_sft_dataset": "rewards",

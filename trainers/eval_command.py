@@ -13,6 +13,7 @@ prompt + completion, plus ``completion``, ``status``, ``feedback``, ``passed``) 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -101,9 +102,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     from .parser import parse_env_kwargs
 
     env = load_env(args.env, args.split, **parse_env_kwargs(args.env_kwargs))
-    # the environment's own executor and limits, unless --timeout says otherwise
-    runner = env.runner if args.timeout is None else TaskRunner(timeout=args.timeout, memory_mb=env.memory_mb,
-                                                                max_feedback_chars=env.max_feedback_chars)
+    # the environment's own limits, unless --timeout says otherwise
+    runner = TaskRunner(env.limits.override(timeout=args.timeout))
     samples: list[dict] = []
 
     def record(variant, task, completion, result):
@@ -116,7 +116,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     else:
         tasks, report = _sample_and_score(args, env, runner, record)
     results = {"env": args.env, "split": args.split, "tasks": len(tasks), "split_tasks": len(env.tasks), **report,
-               "settings": {k: v for k, v in vars(args).items() if k not in ("verbose", "output_dir", "config")}}
+               "settings": {**{k: v for k, v in vars(args).items() if k not in ("verbose", "output_dir", "config")},
+                            "limits": dataclasses.asdict(runner.limits)}}  # what the programs ran under
     folder = _output_folder(args)
     folder.mkdir(parents=True, exist_ok=True)
     _write_atomic(folder / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))

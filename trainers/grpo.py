@@ -93,10 +93,13 @@ def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "
     ``env_reward`` (by ``reward``: ``final``, ``best`` or ``first_try``), ``env_status``, ``env_feedback``
     (of the last attempt) and ``env_turns``. Pair it with ``RolloutReward()``. Each attempt gets at most
     ``max_new_tokens`` (default: ``max_completion_length // max_turns``); the whole completion, feedback
-    included, at most ``GRPOConfig.max_completion_length``.
+    included, at most ``GRPOConfig.max_completion_length``. Attempts run on ``runner`` (default: one with
+    the tasks' own limits, e.g. LETI-EAE's 30 s, that runs each distinct program once), which the returned
+    function keeps as its ``runner`` attribute.
     """
-    by_prompt = {t.prompt: t for t in resolve_tasks(tasks, "tasks")}
-    runner = runner if runner is not None else TaskRunner(deduplicate=True)
+    task_set = resolve_tasks(tasks, "tasks")
+    by_prompt = {t.prompt: t for t in task_set}
+    runner = runner if runner is not None else TaskRunner(task_set.limits, deduplicate=True)
     if reward not in ("final", "best", "first_try"):
         raise ValueError(f"`reward` must be 'final', 'best' or 'first_try', got {reward!r}")
 
@@ -116,6 +119,7 @@ def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "
                 "env_feedback": [e.results[-1].feedback for e in episodes],
                 "env_turns": [len(e.results) for e in episodes]}
 
+    rollout_func.runner = runner  # type: ignore[attr-defined]
     return rollout_func
 
 

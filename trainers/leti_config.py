@@ -13,6 +13,9 @@ from typing import Literal
 
 from trl import ModelConfig, SFTConfig
 
+if typing.TYPE_CHECKING:
+    from leti_env import ExecutionLimits
+
 # Fields whose names changed to TRL's ModelConfig names, refused with the new name for one release (0.2)
 RENAMED_FIELDS = {"bnb_4bit_use_double_quant": "use_bnb_nested_quant", "bnb_4bit_compute_dtype": "dtype"}
 
@@ -75,14 +78,15 @@ class LetiConfig(SFTConfig, ModelConfig):
 
         > Parameters that control execution
 
-        execution_timeout (`float`, *optional*, defaults to `5.0`):
-            Seconds per program (the paper uses 5).
-        execution_memory_mb (`int`, *optional*, defaults to `1024`):
-            Memory cap per program.
+        execution_timeout (`float` or `None`, *optional*, defaults to `None`):
+            Seconds per program. `None`: the environment's own (`ExecutionLimits`: LeTI's 5 s for MBPP and
+            HumanEval, 30 s for EAE, 1 s for Arith); a value overrides it for every task of the run.
+        execution_memory_mb (`int` or `None`, *optional*, defaults to `None`):
+            Memory cap per program (MiB). `None`: the environment's own (1024).
         execution_workers (`int` or `None`, *optional*, defaults to `None`):
             Sandbox workers (default: one per core).
-        max_feedback_chars (`int`, *optional*, defaults to `4096`):
-            Feedback longer than this keeps its head and tail.
+        max_feedback_chars (`int` or `None`, *optional*, defaults to `None`):
+            Feedback longer than this keeps its head and tail. `None`: the environment's own (4096).
         deduplicate_execution (`bool`, *optional*, defaults to `True`):
             Execute each distinct (task, program) pair once per run and give every copy its result, in this
             iteration and later ones. Runs are deterministic (fresh process, seeded `random`), so verdicts are the
@@ -291,10 +295,13 @@ class LetiConfig(SFTConfig, ModelConfig):
     vllm_dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(default="auto", metadata={"help": "dtype of the vLLM export and engine (auto, bfloat16, float16, float32)."})
 
     # Parameters that control execution
-    execution_timeout: float = field(default=5.0, metadata={"help": "Seconds per program."})
-    execution_memory_mb: int = field(default=1024, metadata={"help": "Memory cap per program (MiB)."})
+    execution_timeout: float | None = field(
+        default=None, metadata={"help": "Seconds per program (default: the environment's own: 5, EAE 30, Arith 1)."})
+    execution_memory_mb: int | None = field(
+        default=None, metadata={"help": "Memory cap per program in MiB (default: the environment's own)."})
     execution_workers: int | None = field(default=None, metadata={"help": "Sandbox workers (default: one per core)."})
-    max_feedback_chars: int = field(default=4096, metadata={"help": "Longest feedback kept (head and tail)."})
+    max_feedback_chars: int | None = field(
+        default=None, metadata={"help": "Longest feedback kept, head and tail (default: the environment's own)."})
     deduplicate_execution: bool = field(
         default=True, metadata={"help": "Execute each distinct (task, program) pair once per run (same verdicts)."})
 
@@ -423,7 +430,7 @@ class LetiConfig(SFTConfig, ModelConfig):
             if getattr(self, name) not in choices:
                 raise ValueError(f"`{name}` must be one of {list(choices)}, got {getattr(self, name)!r}.")
         for name in ("num_iterations", "num_generations_per_prompt", "max_new_tokens", "generation_batch_size",
-                     "eval_num_samples", "eval_max_new_tokens", "max_feedback_chars", "lora_r", "passing_copies"):
+                     "eval_num_samples", "eval_max_new_tokens", "lora_r", "passing_copies"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {getattr(self, name)}.")
         for name in ("temperature", "eval_temperature"):
@@ -431,8 +438,15 @@ class LetiConfig(SFTConfig, ModelConfig):
                 raise ValueError(f"`{name}` must be non-negative, got {getattr(self, name)}.")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ValueError(f"`vllm_gpu_memory_utilization` must be in (0, 1], got {self.vllm_gpu_memory_utilization}.")
-        if not self.execution_timeout > 0:
-            raise ValueError(f"`execution_timeout` must be positive, got {self.execution_timeout}.")
+        if self.execution_timeout is not None and not self.execution_timeout > 0:
+            raise ValueError(f"`execution_timeout` must be positive (or None: the environment's own), got "
+                             f"{self.execution_timeout}.")
+        if self.execution_memory_mb is not None and self.execution_memory_mb < 32:
+            raise ValueError(f"`execution_memory_mb` must be at least 32 (or None: the environment's own), got "
+                             f"{self.execution_memory_mb}.")
+        if self.max_feedback_chars is not None and self.max_feedback_chars < 1:
+            raise ValueError(f"`max_feedback_chars` must be at least 1 (or None: the environment's own), got "
+                             f"{self.max_feedback_chars}.")
         too_big = [k for k in self.eval_k if k > self.eval_num_samples or k < 1]
         if too_big:
             raise ValueError(
@@ -452,6 +466,12 @@ class LetiConfig(SFTConfig, ModelConfig):
                              "train_sampling_strategy='sequential' (the default), or drop pretrain_dataset.")
         if self.max_failures_per_prompt is not None and self.max_failures_per_prompt < 0:
             raise ValueError(f"`max_failures_per_prompt` must be >= 0 or None, got {self.max_failures_per_prompt}.")
+
+    def execution_limits(self, limits: ExecutionLimits) -> ExecutionLimits:
+        """The limits of this run's programs: the tasks' own (``limits``, from their environment), with the
+        execution fields this config sets (``execution_timeout``, ...) in their place."""
+        return limits.override(timeout=self.execution_timeout, memory_mb=self.execution_memory_mb,
+                               max_feedback_chars=self.max_feedback_chars)
 
     @property
     def quantized(self) -> bool:

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leti_env import CodeTask, TaskRunner
-from leti_env.envs import make_leti_env, resolve_tasks  # noqa: F401 - their former home; import them from leti_env
+from leti_env import CodeTask, ExecutionLimits, TaskRunner, resolve_tasks
 
 from .console import IterationTable, progress, third_party_deprecations_ignored, training_progress
 from .distributed import Processes, _Processes, execution_pool, shared_execution  # noqa: F401 - (_Processes: old name)
@@ -51,8 +50,10 @@ class LetiTrainer:
     Args:
         model: A model id or path, or a loaded causal LM.
         args: The configuration.
-        train_tasks: Environment id (``"LETI-MBPP"`` uses its default split), environment, or list of ``CodeTask``.
-        eval_tasks: The same, for pass@k evaluation (optional).
+        train_tasks: Environment id (``"LETI-MBPP"`` uses its default split), environment, ``TaskSet``
+            (``load_tasks``) or list of ``CodeTask``. Its limits (``ExecutionLimits``: LETI-EAE's 30 s) are
+            the run's, unless ``args`` sets ``execution_timeout`` and friends.
+        eval_tasks: The same, for pass@k evaluation (optional; with the same limits).
         processing_class: The tokenizer, if it cannot be loaded from ``model``.
         callbacks: Passed to every iteration's ``SFTTrainer``.
     """
@@ -65,6 +66,7 @@ class LetiTrainer:
         self.args = args
         self.train_tasks = resolve_tasks(train_tasks, "train_tasks")
         self.eval_tasks = resolve_tasks(eval_tasks, "eval_tasks") if eval_tasks is not None else []
+        self.limits = args.execution_limits(self._tasks_limits())
         if args.generation_backend == "vllm":
             from .vllm_backend import check_vllm_usable
 
@@ -111,12 +113,19 @@ class LetiTrainer:
         # sample -> execute -> Rollout; deduplicate_execution: the runner remembers this run's verdicts
         self.collector = RolloutCollector(
             self._make_sampler(),
-            TaskRunner(timeout=args.execution_timeout, memory_mb=args.execution_memory_mb,
-                       max_feedback_chars=args.max_feedback_chars, workers=args.execution_workers,
-                       deduplicate=args.deduplicate_execution),
+            TaskRunner(self.limits, workers=args.execution_workers, deduplicate=args.deduplicate_execution),
             self.distributed)
 
     # -- set-up ---------------------------------------------------------------------------------
+
+    def _tasks_limits(self) -> ExecutionLimits:
+        """The limits the training and evaluation tasks bring (one runner executes both)."""
+        limits = self.train_tasks.limits
+        if self.eval_tasks and self.eval_tasks.limits != limits:
+            raise ValueError(f"`train_tasks` and `eval_tasks` run under different limits ({limits} and "
+                             f"{self.eval_tasks.limits}), and one executor runs both. Pass tasks of one environment, or "
+                             "TaskSets with the same limits (leti_env.TaskSet(tasks, limits)).")
+        return limits
 
     def _add_special_tokens(self) -> list[int]:
         self.tokenizer.add_tokens(self.args.special_tokens, special_tokens=True)
@@ -148,11 +157,13 @@ class LetiTrainer:
             from .hub import base_model_hub_id, env_of_tasks
             from .machine import machine_record
 
-            # the recipe, and where its figures come from: the base model (its Hub id, or the hash of leti's
-            # built-in one), the environment, the CPU, torch's kernels. TrainingArguments.to_dict masks every
-            # field named *_token; LeTI's four tokens are the prompt format, not secrets (hub_token stays masked).
+            # the recipe, and where its figures come from: the limits its programs ran under (the environment's,
+            # or the config's execution_* fields), the base model (its Hub id, or the hash of leti's built-in one),
+            # the environment, the CPU, torch's kernels. TrainingArguments.to_dict masks every field named *_token;
+            # LeTI's four tokens are the prompt format, not secrets (hub_token stays masked).
             record = {**self.args.to_dict(), **{name: getattr(self.args, name) for name in LETI_TOKEN_FIELDS},
                       "env_id": env_of_tasks(self.train_tasks), **self.run_info,
+                      "execution_limits": dataclasses.asdict(self.limits),
                       "base_model_hub_id": base_model_hub_id(self._base_model), **base_model_record(self._base_model),
                       "machine": machine_record()}
             (self.output_dir / "config.json").write_text(json.dumps(record, indent=2, default=str))

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leti_env import CodeTask, Program, TaskRunner, extract_code, resolve_tasks
+from leti_env import CodeTask, ExecutionLimits, Program, TaskRunner, extract_code, resolve_tasks
 
 from .leti_config import LetiConfig
 from .rollouts import Rollout, load_rollouts
@@ -23,21 +23,26 @@ class ExecutionReward:
 
     Chat models: a conversational completion's last message is the answer, and with ``extract_code``
     its first fenced Python block is the code (``leti_env.extract_code``): an instruct model's
-    ```` ```python ```` answer would otherwise be a syntax error whatever its code. ``runner`` replaces
-    the executor (a ``leti_env.TaskRunner``; e.g. one with ``deduplicate=True``, as GRPO samples the
-    same program several times).
+    ```` ```python ```` answer would otherwise be a syntax error whatever its code.
+
+    Programs run under the tasks' own limits (``resolve_tasks(tasks).limits``: LETI-EAE's 30 s), or
+    ``limits`` where given (``ExecutionLimits()`` without tasks). ``runner`` replaces the executor (a
+    ``leti_env.TaskRunner``; e.g. one with ``deduplicate=True``, as GRPO samples the same program several
+    times), limits included.
 
     >>> reward = ExecutionReward("LETI-MBPP")
     >>> reward(prompts=[task.prompt], completions=[task.reference_solution], task_id=[task.task_id])
     [1.0]
     """
 
-    def __init__(self, tasks: Any = None, *, timeout: float = 5.0, memory_mb: int = 1024, workers: int | None = None,
-                 max_feedback_chars: int = 4096, runner: TaskRunner | None = None, extract_code: bool = False):
-        self.tasks = {t.task_id: t for t in resolve_tasks(tasks, "tasks")} if tasks is not None else {}
+    def __init__(self, tasks: Any = None, *, limits: ExecutionLimits | None = None, workers: int | None = None,
+                 runner: TaskRunner | None = None, extract_code: bool = False):
+        task_set = resolve_tasks(tasks, "tasks") if tasks is not None else None
+        self.tasks = {t.task_id: t for t in task_set} if task_set is not None else {}
+        if limits is None:
+            limits = task_set.limits if task_set is not None else ExecutionLimits()
         # the executor of leti's own loop and of CodeEnv.run_many (under a multi-process launch: this rank's cores)
-        self.runner = runner if runner is not None else TaskRunner(
-            timeout=timeout, memory_mb=memory_mb, workers=workers, max_feedback_chars=max_feedback_chars)
+        self.runner = runner if runner is not None else TaskRunner(limits, workers=workers)
         self.extract_code = extract_code
         self.__name__ = "execution_reward"  # TRL names the logged reward column after the function
 

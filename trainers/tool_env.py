@@ -19,11 +19,11 @@ instead of this process's sandbox: each environment instance holds one OpenEnv s
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from leti_env import CodeTask, ExecutionResult, TaskRunner, extract_code, resolve_tasks
+from leti_env import CodeTask, ExecutionLimits, ExecutionResult, TaskRunner, extract_code, resolve_tasks
 
 DEFAULT_SYSTEM_PROMPT = ("Solve the programming task in Python. Call the run_tests tool with your complete solution "
                          "to check it against the hidden tests; if it fails, read the feedback and try again.")
@@ -35,23 +35,25 @@ class CodeToolEnv:
     ``task_id``; ``run_tests`` is the model's tool; ``get_reward`` scores the episode.
 
     Instances are reused across episodes (TRL pools them) and are picklable (tasks and limits only; the
-    sandbox pool is per process, the server connection per instance).
+    sandbox pool is per process, the server connection per instance). ``tasks``: an env id, an environment,
+    a ``TaskSet`` or ``CodeTask``s; their programs run under the tasks' own limits (LETI-EAE's 30 s), or
+    ``limits`` where given.
 
     With ``server_url`` (a ``leti serve`` of the same tasks, started with ``--max_turns`` at least this
     ``max_turns``) each episode is an OpenEnv session's episode there. The server ends an episode at the
     first pass, so after a pass ``run_tests`` answers without running again (``final`` is then the pass).
     """
 
-    def __init__(self, tasks: Sequence[CodeTask], *, max_turns: int = 3,
-                 reward: Literal["final", "best", "first_try"] = "final", timeout: float = 5.0,
-                 server_url: str | None = None):
+    def __init__(self, tasks: Any, *, max_turns: int = 3, reward: Literal["final", "best", "first_try"] = "final",
+                 limits: ExecutionLimits | None = None, server_url: str | None = None):
         if max_turns < 1:
             raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
         if reward not in ("final", "best", "first_try"):
             raise ValueError(f"`reward` must be 'final', 'best' or 'first_try', got {reward!r}")
-        self.tasks = {t.task_id: t for t in tasks}
+        task_set = resolve_tasks(tasks, "tasks")
+        self.tasks = {t.task_id: t for t in task_set}
         self.max_turns, self.rule = max_turns, reward
-        self.runner = TaskRunner(timeout=timeout, deduplicate=True)
+        self.runner = TaskRunner(limits if limits is not None else task_set.limits, deduplicate=True)
         self.server_url = server_url
         self._client = None  # the OpenEnv session (server_url), opened at the first reset
         self._episode_over = False
@@ -127,15 +129,16 @@ class CodeToolTask:
 
 
 def code_tool_task(tasks: Any, *, max_turns: int = 3, reward: Literal["final", "best", "first_try"] = "final",
-                   timeout: float = 5.0, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+                   limits: ExecutionLimits | None = None, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
                    server_url: str | None = None) -> CodeToolTask:
     """The dataset (chat prompts + ``task_id``), the environment factory and the reward functions for
-    ``tasks`` (an env id, an environment or ``CodeTask``s). ``server_url``: run the programs on a
-    ``leti serve`` of the same tasks (OpenEnv) instead of in this process's sandbox."""
+    ``tasks`` (an env id, an environment, a ``TaskSet`` or ``CodeTask``s), whose programs run under the
+    tasks' own limits unless ``limits`` is given. ``server_url``: run the programs on a ``leti serve`` of
+    the same tasks (OpenEnv) instead of in this process's sandbox (the server's limits then apply)."""
     from .rewards import tasks_to_dataset
 
     tasks = resolve_tasks(tasks, "tasks")
-    factory = functools.partial(CodeToolEnv, tasks, max_turns=max_turns, reward=reward, timeout=timeout,
+    factory = functools.partial(CodeToolEnv, tasks, max_turns=max_turns, reward=reward, limits=limits,
                                 server_url=server_url)
     factory()  # bad options fail here, not in the trainer
     return CodeToolTask(tasks_to_dataset(tasks, conversational=True, system_prompt=system_prompt), factory)

@@ -14,11 +14,12 @@ from .pool import (
     get_pool,
     sandbox_report,
 )
+from .limits import ExecutionLimits
 from .program import Program
 from .result import STATUSES, ExecutionResult, Status
 from .runner import TaskRunner
 
 __all__ = [
-    "STATUSES", "ExecutionResult", "ExecutorPool", "Program", "SandboxUnavailableError", "SandboxWarning",
+    "STATUSES", "ExecutionLimits", "ExecutionResult", "ExecutorPool", "Program", "SandboxUnavailableError", "SandboxWarning",
     "Status", "TaskRunner", "default_workers", "execute", "execute_many", "get_pool", "sandbox_report",
 ]

@@ -7,6 +7,7 @@ it got. The parts share the slot's state and locks, and read best in one place."
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import itertools
 import os
 import select
@@ -19,7 +20,9 @@ import warnings
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
+from .limits import ExecutionLimits
 from .program import Program
 from .result import ExecutionResult
 from .sandbox import protocol
@@ -334,47 +337,35 @@ class ExecutorPool:
 
     # -- running ---------------------------------------------------------------------------
 
-    def run(self, programs: Sequence[str | Program], *, timeout: float = 5.0, memory_mb: int = 1024,
-            max_feedback_chars: int = 4096, max_file_mb: int = 64, output_limit_mb: int | None = None,
-            max_output_bytes: int = 4096, progress=None) -> list[ExecutionResult]:
+    def run(self, programs: Sequence[str | Program], limits: ExecutionLimits | None = None, *, progress=None,
+            **overrides: Any) -> list[ExecutionResult]:
         """Run every program; results come back in input order.
 
         Args:
             programs: Source strings (run as-is; they pass if they finish without an exception) or
                 ``Program`` objects (untrusted solution + trusted tests, verdict out of the
                 program's reach).
-            timeout: Wall-clock limit in seconds per program (also bounds its CPU time).
-            memory_mb: Address-space cap per program.
-            max_feedback_chars: Feedback longer than this keeps its head and tail, with a marker.
-            max_file_mb: Largest file a program may write.
-            output_limit_mb: Stop a program that writes more than this to stdout/stderr (default:
-                never; output is drained and counted, and only ``max_output_bytes`` are kept).
-            max_output_bytes: How much of that output is kept in ``ExecutionResult.output``.
+            limits: What each program may use (default: ``ExecutionLimits()``).
             progress: Optional callable ``progress(done, total)`` called after each result.
+            overrides: Limits to change for this call, by name (``timeout=1.0``): ``limits.override(...)``.
         """
-        if not timeout > 0:
-            raise ValueError(f"`timeout` must be positive, got {timeout}")
-        if memory_mb < 32:
-            raise ValueError(f"`memory_mb` must be at least 32, got {memory_mb}")
+        limits = (limits if limits is not None else ExecutionLimits()).override(**overrides)
+        fields = dataclasses.asdict(limits)
         requests = []
         for i, program in enumerate(programs):
             if isinstance(program, str):
                 program = Program(solution=program)
             elif not isinstance(program, Program):
                 raise TypeError(f"programs[{i}] must be a str or a Program, got {type(program).__name__}")
-            requests.append({
-                "solution": program.solution, "tests": program.tests, "prelude": program.prelude,
-                "entry_points": list(program.entry_points), "modules": [list(m) for m in program.modules],
-                "timeout": float(timeout),
-                "memory_mb": int(memory_mb), "max_feedback_chars": int(max_feedback_chars),
-                "max_file_mb": int(max_file_mb), "output_limit_mb": int(output_limit_mb or 0),
-                "max_output_bytes": int(max_output_bytes),
-            })
+            requests.append(protocol.program_request(
+                {"solution": program.solution, "tests": program.tests, "prelude": program.prelude,
+                 "entry_points": list(program.entry_points), "modules": [list(m) for m in program.modules]},
+                fields))
         if not requests:
             return []
         workers = self._acquire(len(requests))
         try:
-            return self._dispatch(requests, timeout, progress, workers)
+            return self._dispatch(requests, limits.timeout, progress, workers)
         finally:
             for worker in workers:
                 self._release(worker)
@@ -519,23 +510,25 @@ def _close_pools() -> None:
         pool.close()
 
 
-def execute(program: str | Program, *, timeout: float = 5.0, memory_mb: int = 1024, **options) -> ExecutionResult:
+def execute(program: str | Program, limits: ExecutionLimits | None = None, **overrides: Any) -> ExecutionResult:
     """Run one untrusted program in the sandbox and report what happened.
 
+    ``limits`` (default: ``ExecutionLimits()``) with any ``overrides`` by name: ``execute(p, timeout=1.0)``.
     Raising, looping forever, exhausting memory, exiting early or flooding stdout all become an
     ``ExecutionResult``; only caller mistakes raise (``ValueError`` for a non-positive ``timeout``,
-    ``TypeError`` for a program that is not a ``str`` or ``Program``).
+    ``TypeError`` for a program that is not a ``str`` or ``Program``, or a limit that does not exist).
 
     >>> execute("assert 1 + 1 == 3").status
     'failed'
     """
-    return get_pool().run([program], timeout=timeout, memory_mb=memory_mb, **options)[0]
+    return get_pool().run([program], limits, **overrides)[0]
 
 
-def execute_many(programs: Iterable[str | Program], *, workers: int | None = None, timeout: float = 5.0,
-                 memory_mb: int = 1024, **options) -> list[ExecutionResult]:
-    """Run many programs in parallel (``workers`` at a time, default one per core), in input order."""
-    return get_pool(workers).run(list(programs), timeout=timeout, memory_mb=memory_mb, **options)
+def execute_many(programs: Iterable[str | Program], limits: ExecutionLimits | None = None, *,
+                 workers: int | None = None, **overrides: Any) -> list[ExecutionResult]:
+    """Run many programs in parallel (``workers`` at a time, default one per core), in input order; ``limits``
+    and ``overrides`` as in ``execute``."""
+    return get_pool(workers).run(list(programs), limits, **overrides)
 
 
 # What each protection means, in the order `python -m leti_env sandbox` prints them.

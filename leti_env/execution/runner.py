@@ -1,9 +1,10 @@
 """The one place where completions become verdicts: ``TaskRunner``.
 
 Everything that executes model output goes through it: ``CodeEnv.run_many``, the LeTI trainer's
-rollouts and evaluation, TRL's reward (``trainers.ExecutionReward``) and ``leti eval``. So the limits
-(timeout, memory, feedback length), the choice of pool (this process's cores under a multi-process
-launcher) and the deduplication of repeated programs are decided once, the same way for all of them.
+rollouts and evaluation, TRL's reward (``trainers.ExecutionReward``) and ``leti eval``. So the limits (an
+``ExecutionLimits``: the tasks' own, carried from their environment), the choice of pool (this process's
+cores under a multi-process launcher) and the deduplication of repeated programs are decided once, the
+same way for all of them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from .limits import ExecutionLimits
 from .program import Program
 from .result import ExecutionResult
 
@@ -24,9 +26,8 @@ class TaskRunner:
     """Runs ``(task, completion)`` pairs, or ready ``Program`` objects, in the sandbox; results in input order.
 
     Args:
-        timeout: Wall-clock seconds per program (LeTI: 5).
-        memory_mb: Memory cap per program.
-        max_feedback_chars: Feedback longer than this keeps its head and tail.
+        limits: What each program may use (default: ``ExecutionLimits()``). Pass the tasks' own
+            (``env.limits``, ``resolve_tasks(...).limits``): LETI-EAE's programs need 30 s.
         workers: Sandbox workers (default: one per core of this process's share, see below).
         deduplicate: Run each distinct program once and give every copy its result, also across calls
             (a trainer's iterations). Programs run in a fresh process with a seeded ``random``, so the
@@ -39,16 +40,18 @@ class TaskRunner:
     machine's cores (``LOCAL_WORLD_SIZE``/``LOCAL_RANK``): pinned all to the first cores they would run
     several times slower, and correct but slow programs would time out.
 
-    >>> runner = TaskRunner(timeout=5.0)
+    >>> from leti_env import ExecutionLimits, TaskRunner
+    >>> runner = TaskRunner(ExecutionLimits(timeout=1.0))
     >>> [r.status for r in runner.run_programs(["assert 1 + 1 == 2", "1 / 0"])]
     ['passed', 'error']
     """
 
-    def __init__(self, *, timeout: float = 5.0, memory_mb: int = 1024, max_feedback_chars: int = 4096,
-                 workers: int | None = None, deduplicate: bool = False, max_remembered: int = 500_000):
-        if not timeout > 0:
-            raise ValueError(f"`timeout` must be positive, got {timeout}")
-        self.timeout, self.memory_mb, self.max_feedback_chars = timeout, memory_mb, max_feedback_chars
+    def __init__(self, limits: ExecutionLimits | None = None, *, workers: int | None = None, deduplicate: bool = False,
+                 max_remembered: int = 500_000):
+        if limits is not None and not isinstance(limits, ExecutionLimits):
+            raise TypeError(f"`limits` must be an ExecutionLimits, got {type(limits).__name__}: write "
+                            "TaskRunner(ExecutionLimits(timeout=...)), or pass an environment's `limits`")
+        self.limits = limits if limits is not None else ExecutionLimits()
         self.workers, self.deduplicate, self.max_remembered = workers, deduplicate, max_remembered
         self._known: dict[Program, ExecutionResult] = {}
 
@@ -73,8 +76,7 @@ class TaskRunner:
     def _execute(self, programs: list[Program], progress: Progress | None) -> list[ExecutionResult]:
         if not programs:
             return []
-        return self.pool().run(programs, timeout=self.timeout, memory_mb=self.memory_mb,
-                               max_feedback_chars=self.max_feedback_chars, progress=progress)
+        return self.pool().run(programs, self.limits, progress=progress)
 
     def pool(self):
         """This process's sandbox pool (its share of the cores under a multi-process launcher)."""

@@ -84,12 +84,25 @@ def test_recursion_is_collapsed_like_cpython(pool):
                      result.feedback), result.feedback
 
 
-def test_long_feedback_is_truncated_with_a_marker_keeping_the_exception_line(pool):
+def test_long_feedback_is_truncated_once_with_one_marker_keeping_the_exception_line(pool):
     result = run1(pool, "raise ValueError('v' * 50000)\n", max_feedback_chars=500)
+    whole = ("Traceback (most recent call last):\n"
+             '  File "<string>", line 1, in <module>\n'
+             "    raise ValueError('v' * 50000)\n"
+             "ValueError: " + "v" * 50000 + "\n")
     assert len(result.feedback) <= 500
-    assert "characters truncated ..." in result.feedback
-    assert result.feedback.startswith("Traceback (most recent call last):\n")
-    assert result.feedback.rstrip("\n").endswith("more characters]")
+    assert result.feedback.count("characters truncated") == 1 and "more characters" not in result.feedback
+    assert f"\n[... {len(whole) - 500} characters truncated ...]\n" in result.feedback  # counted on the whole text
+    head, tail = result.feedback.split(f"\n[... {len(whole) - 500} characters truncated ...]\n")
+    assert whole.startswith(head) and whole.endswith(tail) and tail.endswith("vvv\n")  # the exception line's end
+
+
+def test_a_tests_long_assertion_message_is_cut_the_same_way(pool):
+    program = Program("x = 1\n", "assert x == 2, 'q' * 9000\n")
+    result = run1(pool, program, max_feedback_chars=300)
+    assert result.status == "failed" and len(result.feedback) <= 300
+    assert result.feedback.count("characters truncated") == 1
+    assert result.feedback.endswith("qqq\n") and "AssertionError: qqq" in result.feedback
 
 
 def test_feedback_is_deterministic_and_free_of_addresses_paths_and_pids(pool):

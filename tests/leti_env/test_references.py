@@ -7,7 +7,7 @@ import random
 import gymnasium as gym
 import pytest
 
-import leti_env  # noqa: F401 - registers the ids
+from leti_env import ExecutionLimits  # (importing leti_env registers the ids)
 from tests.conftest import FULL_DATA, HUMANEVAL_SIZE, MBPP_SIZES
 
 
@@ -19,7 +19,7 @@ from tests.conftest import FULL_DATA, HUMANEVAL_SIZE, MBPP_SIZES
 ])
 def test_every_reference_solution_passes(env_id, kwargs, count):
     # Correctness, not speed: MBPP/123's reference is a 2-5 s pure-Python loop depending on the VM's load.
-    env = gym.make(env_id, **kwargs, timeout=30.0).unwrapped
+    env = gym.make(env_id, **kwargs, limits=ExecutionLimits(timeout=30.0)).unwrapped
     assert len(env.tasks) == count
     results = env.run_many([(t, t.reference_solution) for t in env.tasks])
     failed = {t.task_id: r.feedback for t, r in zip(env.tasks, results) if not r.passed}
@@ -27,7 +27,7 @@ def test_every_reference_solution_passes(env_id, kwargs, count):
 
 
 def test_references_pass_one_episode_at_a_time():
-    env = gym.make("LETI-MBPP", split="test", timeout=30.0)  # MBPP/123: 2-5 s on a loaded VM
+    env = gym.make("LETI-MBPP", split="test", limits=ExecutionLimits(timeout=30.0))  # MBPP/123: 2-5 s on a loaded VM
     tasks = env.unwrapped.tasks
     with_setup = next(t.task_id for t in tasks if t.setup_code)  # MBPP/367 upstream
     # plain, (upstream) the slowest at ~2 s, one with setup code

@@ -375,3 +375,23 @@ def test_a_signal_with_a_session_open_stops_cleanly(sig):
     assert "stopped; the sandbox workers are closed" in out and "Traceback" not in err
     alive = [pid for pid in tree if os.path.exists(f"/proc/{pid}")]
     assert not alive, f"sandbox processes outlived the server: {alive}"
+
+
+def test_served_programs_run_under_the_environments_own_limits_unless_timeout_is_given():
+    """`leti serve --env LETI-EAE` runs its programs at LeTI's 30 s; `--timeout` (make_app's `timeout`) overrides."""
+    from fastapi.testclient import TestClient
+
+    from leti_env import ExecutionLimits, load_tasks
+    from leti_env.server import make_app
+
+    assert make_app("LETI-EAE", workers=1)[1].limits == ExecutionLimits(timeout=30.0)
+    task = load_tasks("LETI-Arith", "heldout", 1)[0]
+    late = "\nimport time\ntime.sleep(1.5)\n" + task.reference_solution  # a correct answer, 1.5 s late
+    statuses = {}
+    for timeout in (None, 3.0):
+        app, runner = make_app("LETI-Arith", "heldout", workers=1, timeout=timeout)
+        assert runner.limits == ExecutionLimits(timeout=timeout or 1.0)  # LETI-Arith's own 1 s, or the override
+        with TestClient(app) as client:
+            reply = client.post("/step", json={"action": {"code": late, "task_id": task.task_id}}).json()
+        statuses[timeout] = reply["observation"]["status"]
+    assert statuses == {None: "timeout", 3.0: "passed"}

@@ -21,7 +21,7 @@ from trainers import LetiTrainer, load_rollouts
 
 @pytest.fixture(scope="module")
 def arith_tasks():
-    from trainers.leti_trainer import resolve_tasks
+    from leti_env import resolve_tasks
 
     return resolve_tasks("LETI-Arith")[:2]
 
@@ -313,7 +313,8 @@ def test_two_ranks_sample_the_programs_one_process_samples(tmp_path, env, tiny_m
     script.write_text(EMIT + (
         "import sys\n"
         "from tests.trainers.conftest import small_config\n"
-        "from trainers import LetiTrainer, resolve_tasks\n"
+        "from leti_env import resolve_tasks\n"
+        "from trainers import LetiTrainer\n"
         "config = small_config(sys.argv[1], num_generations_per_prompt=3, generation_batch_size=4)\n"
         f"trainer = LetiTrainer({str(tiny_model_dir)!r}, config, train_tasks=resolve_tasks('LETI-Arith')[:5])\n"
         "rollouts = trainer.collect_rollouts(1, trainer.output_dir / 'iteration-1' / 'rollouts')\n"

@@ -89,6 +89,15 @@ def test_grpo_trains_on_refinement_rollouts_with_feedback_masked(tmp_path, tiny_
     assert model_tokens < sum(len(c) for c in out["completion_ids"]) / 4
 
 
+def test_refinement_attempts_run_under_the_tasks_own_limits_unless_a_runner_is_given():
+    from leti_env import ExecutionLimits, load_tasks
+
+    assert refinement_rollout("LETI-EAE").runner.limits == ExecutionLimits(timeout=30.0)  # LeTI's 30 s for EAE
+    assert refinement_rollout(load_tasks("LETI-Arith", "heldout", 2)).runner.limits.timeout == 1.0
+    runner = TaskRunner(ExecutionLimits(timeout=2.0))
+    assert refinement_rollout("LETI-EAE", runner=runner).runner is runner
+
+
 def test_unknown_prompts_and_rules_name_the_fix(mbpp_tasks):
     with pytest.raises(ValueError, match="`reward` must be 'final', 'best' or 'first_try'"):
         refinement_rollout(mbpp_tasks, reward="last")

@@ -47,7 +47,8 @@ def test_paper_defaults(tmp_path):
     ({"vllm_dtype": "float8"}, "`vllm_dtype` must be one of ['auto', 'bfloat16', 'float16', 'float32'], got 'float8'"),
     ({"good_token": "<|bad|>"}, "the four LeTI tokens must be distinct"),
     ({"num_generations_per_prompt": 0}, "`num_generations_per_prompt` must be at least 1, got 0"),
-    ({"execution_timeout": 0}, "`execution_timeout` must be positive"),
+    ({"execution_timeout": 0}, "`execution_timeout` must be positive (or None: the environment's own), got 0"),
+    ({"execution_memory_mb": 8}, "`execution_memory_mb` must be at least 32 (or None: the environment's own), got 8"),
     ({"pretrain_dataset": "corpus", "train_sampling_strategy": "random"}, "Set train_sampling_strategy='sequential'"),
     ({"guidance_weight": -1.0}, "`guidance_weight` must be >= 0 (0: off), got -1.0"),
     ({"guidance_weight": 1.0, "generation_backend": "vllm"}, "`guidance_weight` > 0 needs generation_backend='hf'"),
@@ -58,6 +59,17 @@ def test_paper_defaults(tmp_path):
 def test_bad_values_fail_with_the_fix(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=re.escape(message)):
         LetiConfig(output_dir=str(tmp_path), **kwargs)
+
+
+def test_execution_limits_are_the_environments_unless_a_flag_sets_them(tmp_path):
+    from leti_env import ExecutionLimits
+
+    eae = ExecutionLimits(timeout=30.0)
+    (unset,) = TrlParser((LetiConfig,)).parse_args_and_config(["--output_dir", str(tmp_path)])
+    assert unset.execution_limits(eae) is eae  # None: LETI-EAE keeps its 30 s
+    (given,) = TrlParser((LetiConfig,)).parse_args_and_config(
+        ["--output_dir", str(tmp_path), "--execution_timeout", "2.5", "--max_feedback_chars", "300"])
+    assert given.execution_limits(eae) == ExecutionLimits(timeout=2.5, max_feedback_chars=300)
 
 
 def test_eval_k_from_the_command_line_and_yaml_strings(tmp_path):

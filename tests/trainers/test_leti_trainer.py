@@ -243,7 +243,7 @@ def test_bad_setups_fail_before_sampling(tmp_path, tiny_model_dir, mbpp_tasks, m
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     with pytest.raises(RuntimeError, match="`load_in_4bit=True` .*needs bitsandbytes.*set load_in_4bit=False"):
         LetiTrainer(str(tiny_model_dir), small_config(tmp_path, load_in_4bit=True), train_tasks=mbpp_tasks)
-    with pytest.raises(TypeError, match="must be an environment id, a leti environment or a list of CodeTask"):
+    with pytest.raises(TypeError, match="must be an environment id, a leti environment, a TaskSet or a list of CodeTask"):
         LetiTrainer(str(tiny_model_dir), config, train_tasks=42)
 
 
@@ -288,13 +288,11 @@ def test_pretraining_corpus_streamed_from_a_data_dir_stops_at_max_documents(tmp_
 
 
 def test_one_iteration_on_eae_with_its_stop_strings(tmp_path, tiny_model_dir):
-    import gymnasium as gym
+    import leti_env
 
-    import leti_env  # noqa: F401
-
-    tasks = gym.make("LETI-EAE").unwrapped.tasks[:3]
+    tasks = leti_env.load_tasks("LETI-EAE", None, 3)  # with LETI-EAE's limits: its 30 s
     config = small_config(tmp_path, num_iterations=1, eval_before_training=False, postprocess_rollouts=True,
-                          execution_timeout=30.0, max_new_tokens=24)
+                          max_new_tokens=24)
     metrics = LetiTrainer(str(tiny_model_dir), config, train_tasks=tasks).train()
     assert metrics["iteration"] == 1 and math.isfinite(metrics["train/loss"])
     rollouts = load_rollouts(tmp_path / "iteration-1" / "rollouts")
@@ -302,6 +300,28 @@ def test_one_iteration_on_eae_with_its_stop_strings(tmp_path, tiny_model_dir):
     from leti_env.eae import eae_postprocess
 
     assert all(r.program == eae_postprocess(r.program) for r in rollouts)  # what was executed and trained is cut
+
+
+def test_the_run_executes_under_its_environments_limits_unless_the_config_sets_them(tmp_path, tiny_model_dir):
+    from leti_env import ExecutionLimits, TaskSet, load_tasks
+    from trainers.cli import DEFAULT_CONFIG
+    from trainers.parser import make_parser
+
+    # `leti train` with no arguments (the main job): its tasks bring LETI-Arith's 1 s, and the recipe sets none
+    script, config = make_parser().parse_args_and_config(["--config", str(DEFAULT_CONFIG), "--output_dir", str(tmp_path)])
+    assert config.execution_timeout is None
+    default = LetiTrainer(str(tiny_model_dir), config, train_tasks=load_tasks(script.env_id, script.train_split, 2),
+                          eval_tasks=load_tasks(script.env_id, script.eval_split, 2))
+    assert default.limits == default.collector.runner.limits == ExecutionLimits(timeout=1.0)
+    # LETI-EAE's 30 s, given as an id or as tasks; an explicit config value overrides the environment's
+    eae = LetiTrainer(str(tiny_model_dir), small_config(tmp_path), train_tasks="LETI-EAE")
+    assert eae.collector.runner.limits == ExecutionLimits(timeout=30.0)
+    assert LetiTrainer(str(tiny_model_dir), small_config(tmp_path, execution_timeout=2.0, execution_memory_mb=512),
+                       train_tasks=load_tasks("LETI-EAE", None, 2)).collector.runner.limits == \
+        ExecutionLimits(timeout=2.0, memory_mb=512)
+    with pytest.raises(ValueError, match="`train_tasks` and `eval_tasks` run under different limits"):
+        LetiTrainer(str(tiny_model_dir), small_config(tmp_path), train_tasks="LETI-EAE",
+                    eval_tasks=TaskSet(load_tasks("LETI-EAE", None, 2), ExecutionLimits()))
 
 
 def test_lora_init_follows_the_seed_not_what_ran_before(tmp_path, tiny_model_dir, mbpp_tasks):

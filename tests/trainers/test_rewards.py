@@ -23,6 +23,19 @@ def test_rewards_equal_the_environments(mbpp_tasks):
     assert logged["status"][4] == "syntax_error" and "SyntaxError" in logged["feedback"][4]
 
 
+def test_rewards_run_under_the_tasks_own_limits_unless_limits_are_given():
+    from leti_env import ExecutionLimits, load_tasks
+
+    assert ExecutionReward("LETI-EAE").runner.limits == ExecutionLimits(timeout=30.0)  # LeTI's 30 s for EAE
+    assert ExecutionReward(load_tasks("LETI-EAE", None, 2)).runner.limits.timeout == 30.0
+    assert ExecutionReward().runner.limits == ExecutionLimits()
+    tasks = load_tasks("LETI-Arith", "heldout", 1)
+    late = "\nimport time\ntime.sleep(1.5)\n" + tasks[0].reference_solution  # a correct answer, 1.5 s late
+    row = {"prompts": [tasks[0].prompt], "completions": [late], "task_id": [tasks[0].task_id]}
+    assert ExecutionReward(tasks)(**row) == [0.0]  # killed at LETI-Arith's 1 s
+    assert ExecutionReward(tasks, limits=tasks.limits.override(timeout=3.0))(**row) == [1.0]
+
+
 def test_tests_column_and_conversational_completions():
     reward = ExecutionReward()
     rewards = reward(prompts=["def f():\n"], completions=[[{"role": "assistant", "content": "    return 1\n"}]],

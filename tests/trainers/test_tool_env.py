@@ -31,6 +31,16 @@ def test_the_tool_runs_attempts_and_the_episode_is_scored(mbpp_tasks):
         code_tool_task(mbpp_tasks, reward="last")
 
 
+def test_tool_attempts_run_under_the_tasks_own_limits_unless_limits_are_given():
+    from leti_env import ExecutionLimits
+
+    assert CodeToolEnv("LETI-EAE").runner.limits == ExecutionLimits(timeout=30.0)  # LeTI's 30 s for EAE
+    spec = code_tool_task("LETI-EAE", max_turns=2)
+    assert spec.environment_factory().runner.limits.timeout == 30.0
+    spec = code_tool_task("LETI-EAE", limits=ExecutionLimits(timeout=2.0))
+    assert spec.environment_factory().runner.limits.timeout == 2.0
+
+
 def test_grpo_with_the_tool_environment_on_a_tool_calling_template(tmp_path, tiny_model_dir, mbpp_tasks):
     from pathlib import Path
 

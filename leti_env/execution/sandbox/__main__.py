@@ -20,7 +20,7 @@ from kernel import (
     CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS, PR_SET_PDEATHSIG,
     join_new_session_keyring, libc, prctl, set_command_line,
 )
-from protocol import recv_msg, send_msg
+from protocol import complete_request, recv_msg, send_msg
 
 
 def main(argv: list[str]) -> int:
@@ -184,9 +184,7 @@ def _serve(config: dict, protections: dict, cgroups) -> int:
             request = recv_msg(0)
             if request is None:
                 return 0
-            # the whole program as one file (Program.text): what feedback line numbers refer to
-            request["text"] = request["solution"] + "\n" + request["tests"] if request["tests"] else request["solution"]
-            request["tests_line_offset"] = request["solution"].count("\n") + 1
+            complete_request(request)  # the whole program as one file: what feedback line numbers refer to
             try:
                 result = zygote.run(request)
             except Exception as exc:  # noqa: BLE001 - report; the slot restarts (its state is unknown)

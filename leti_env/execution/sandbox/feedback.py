@@ -58,20 +58,22 @@ def own_frames(exc: BaseException, codes: set) -> list:
 
 
 def exception_payload(exc: BaseException, codes: set, max_chars: int) -> dict:
-    """Describe an exception as plain data: type, message, and the program's own frames."""
+    """Describe an exception as plain data: type, message, and the program's own frames.
+
+    Its texts are ``clip``-ped to what the feedback can show of them (``omitted`` counts the rest), so an
+    exception with a megabyte message crosses the run's sockets as a few kilobytes.
+    """
     frames = own_frames(exc, codes)
     etype = type(exc)
     name = bounded_str(lambda: etype.__name__, "Exception")[:200]
     module = bounded_str(lambda: etype.__module__, "builtins")[:200]
-    message = bounded_str(lambda: str(exc))
-    if len(message) > max_chars:
-        message = message[:max_chars] + f"... [{len(message) - max_chars} more characters]"
-    payload = {"type": name, "module": module, "message": message, "frames": frames}
     if isinstance(exc, SyntaxError):
-        payload["message"] = str(exc.msg)[:max_chars] if exc.msg is not None else ""
-        payload["syntax"] = [exc.lineno if type(exc.lineno) is int else None,
-                             (exc.text or "")[:max_chars] if isinstance(exc.text, str) else ""]
-    return payload
+        message, omitted = clip(bounded_str(lambda: str(exc.msg)) if exc.msg is not None else "", max_chars)
+        text, omitted_text = clip(exc.text if isinstance(exc.text, str) else "", max_chars)
+        return {"type": name, "module": module, "message": message, "frames": frames,
+                "syntax": [exc.lineno if type(exc.lineno) is int else None, text], "omitted": omitted + omitted_text}
+    message, omitted = clip(bounded_str(lambda: str(exc)), max_chars)
+    return {"type": name, "module": module, "message": message, "frames": frames, "omitted": omitted}
 
 
 def exception_line(payload: dict) -> str:
@@ -116,11 +118,28 @@ def format_feedback(frames: list, payload: dict | None, lines: list[str], final_
     return _ADDRESS.sub(" at 0x...", "".join(out))
 
 
-def truncate(text: str, max_chars: int) -> str:
-    """Keep the head and the tail (the exception line) of long feedback, with a marker between."""
+def clip(text: str, max_chars: int) -> tuple[str, int]:
+    """The first and the last ``max_chars`` characters of one part of the feedback (an exception's message,
+    a syntax error's line), and how many characters between them were left out.
+
+    ``truncate`` keeps at most ``max_chars`` of the whole feedback, its head and its tail, so nothing it
+    would keep is lost here, and with the count it marks the cut as if the text had been whole. No marker
+    here: feedback is cut once, by ``truncate``, with one marker.
+    """
+    if len(text) <= 2 * max_chars:
+        return text, 0
+    return text[:max_chars] + text[-max_chars:], len(text) - 2 * max_chars
+
+
+def truncate(text: str, max_chars: int, omitted: int = 0) -> str:
+    """Keep the head and the tail (the exception line) of long feedback, with one marker between them.
+
+    The one place feedback is cut. ``omitted``: characters ``clip`` already left out of ``text``'s parts
+    (counted in the marker; their gap lies inside the part this cut removes).
+    """
     if len(text) <= max_chars:
         return text
-    marker = f"\n[... {len(text) - max_chars} characters truncated ...]\n"
+    marker = f"\n[... {len(text) + omitted - max_chars} characters truncated ...]\n"
     keep = max(max_chars - len(marker), 0)
     head = keep // 2
     return text[:head] + marker + text[len(text) - (keep - head):]

@@ -1,4 +1,5 @@
-"""Framing between the caller, the zygote, the verifier and the solution process.
+"""What the caller, the zygote, the verifier and the solution process send each other: the request
+schema (one program and its limits) and the framing.
 
 A message is a 4-byte big-endian length and UTF-8 JSON. JSON, never pickle: the peer may be hostile.
 Standard library only; imported by the worker (as ``protocol``) and by the caller's pool.
@@ -22,6 +23,46 @@ _DECODER = json.JSONDecoder()
 SAFE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
             "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
             "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+# -- the request: what the pool sends a worker per program, and what each process of the run gets of it --
+#
+# Defined here once: the pool builds requests with ``program_request``, the launcher completes them with
+# ``complete_request``, and the zygote hands the solution process and the verifier only their own keys.
+
+PROGRAM_KEYS = ("solution", "tests", "prelude", "entry_points", "modules")  # leti_env.Program's fields
+# leti_env.ExecutionLimits' fields (``program_request`` refuses a request that lacks one or adds another)
+LIMIT_KEYS = ("timeout", "memory_mb", "max_feedback_chars", "max_file_mb", "output_limit_mb", "max_output_bytes")
+DERIVED_KEYS = ("text", "tests_line_offset")  # added by the launcher: the whole program, as feedback numbers it
+# The untrusted solution process gets its program and its own limits, never the tests.
+SOLUTION_KEYS = ("solution", "timeout", "memory_mb", "max_file_mb", "max_feedback_chars")
+# The verifier gets the tests, the program's text (for feedback lines) and the feedback size.
+VERIFIER_KEYS = ("text", "tests", "prelude", "entry_points", "tests_line_offset", "max_feedback_chars", "modules")
+
+
+def program_request(program: dict, limits: dict) -> dict:
+    """The request for one program: ``program`` has exactly ``PROGRAM_KEYS``, ``limits`` exactly ``LIMIT_KEYS``
+    (JSON types: lists, not tuples). The pool adds an ``id`` when it sends it."""
+    for name, given, keys in (("program", program, PROGRAM_KEYS), ("limits", limits, LIMIT_KEYS)):
+        if set(given) != set(keys):
+            raise ValueError(f"a request's {name} must have the keys {keys}, got {sorted(given)}")
+    return {**program, "timeout": float(limits["timeout"]), "memory_mb": int(limits["memory_mb"]),
+            "max_feedback_chars": int(limits["max_feedback_chars"]), "max_file_mb": int(limits["max_file_mb"]),
+            "output_limit_mb": int(limits["output_limit_mb"]), "max_output_bytes": int(limits["max_output_bytes"])}
+
+
+def complete_request(request: dict) -> dict:
+    """Add ``DERIVED_KEYS``: the whole program as one file (``Program.text``), which the feedback's line
+    numbers refer to, and where the tests start in it."""
+    solution, tests = request["solution"], request["tests"]
+    request["text"] = solution + "\n" + tests if tests else solution
+    request["tests_line_offset"] = solution.count("\n") + 1
+    return request
+
+
+def part(request: dict, keys: tuple[str, ...]) -> dict:
+    """What one process of the run is given of ``request`` (``SOLUTION_KEYS`` or ``VERIFIER_KEYS``)."""
+    return {k: request[k] for k in keys}
 
 
 def send_msg(fd: int, obj) -> None:

@@ -24,7 +24,7 @@ import sys
 import types
 
 from codec import decode, encode, known_module
-from feedback import FILENAME, bounded_str, code_objects, format_feedback, own_frames, status_of
+from feedback import FILENAME, bounded_str, clip, code_objects, format_feedback, own_frames, status_of
 from protocol import MessageReader, send_msg
 
 _MAX_DEPTH = 200
@@ -145,9 +145,28 @@ def _checked_payload(payload: dict) -> dict:
         if "syntax" in payload:
             lineno, text = payload["syntax"]
             out["syntax"] = [int(lineno) if lineno is not None else None, str(text)]
+        out["omitted"] = min(max(0, int(payload.get("omitted", 0))), _MAX_OMITTED)
         return out
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolViolation(f"bad exception payload: {exc}") from None
+
+
+_MAX_OMITTED = 2**40  # what a payload may say its clipped texts left out (the solution's word: only its own feedback)
+
+
+def _failure_verdict(frames: list, payload: dict, lines: list[str], max_chars: int, remote: bool) -> dict:
+    """The verdict of a run that raised: status and feedback text, and ``omitted``, the characters of the
+    payload's texts left out by ``clip`` (here, or in the solution process), for the zygote's one cut of
+    the whole feedback (``feedback.truncate``). A payload from the solution process is clipped again: it
+    is the program's word."""
+    message, omitted = clip(payload["message"], max_chars)
+    payload = {**payload, "message": message}
+    if "syntax" in payload:
+        text, more = clip(payload["syntax"][1], max_chars)
+        payload["syntax"] = [payload["syntax"][0], text]
+        omitted += more
+    return {"kind": "exception", "status": status_of(payload, remote=remote),
+            "feedback": format_feedback(frames, payload, lines), "omitted": omitted + payload.get("omitted", 0)}
 
 
 def _refuse(obj):
@@ -369,8 +388,7 @@ class Verifier:
                 first = conn.receive()
                 if type(first) is list and len(first) == 2 and first[0] == "error" and type(first[1]) is dict:
                     payload = _checked_payload(first[1])
-                    verdict = {"kind": "exception", "status": status_of(payload, remote=True),
-                               "feedback": format_feedback(payload["frames"], payload, lines)}
+                    verdict = _failure_verdict(payload["frames"], payload, lines, max_chars, remote=True)
                 elif first != ["loaded"]:
                     raise conn._violated("expected the load report")
                 else:
@@ -411,10 +429,7 @@ def _test_failure(exc: BaseException, codes: set, lines: list[str], max_chars: i
         payload = remote
         frames += remote["frames"]
     else:
-        message = bounded_str(lambda: str(exc))
-        if len(message) > max_chars:
-            message = message[:max_chars] + f"... [{len(message) - max_chars} more characters]"
-        payload = {"type": type(exc).__name__, "module": type(exc).__module__, "message": message, "frames": []}
-    return {"kind": "exception", "status": status_of(payload, remote=remote is not None),
-            "feedback": format_feedback(frames, payload, lines)}
+        payload = {"type": type(exc).__name__, "module": type(exc).__module__, "message": bounded_str(lambda: str(exc)),
+                   "frames": []}
+    return _failure_verdict(frames, payload, lines, max_chars, remote=remote is not None)
 

@@ -40,7 +40,7 @@ from kernel import (
     unshare,
 )
 from process import NOBODY, _poll_status, _reap, classify, remove_tree, tree_usage
-from protocol import SAFE_ENV, MessageReader, send_msg
+from protocol import SAFE_ENV, SOLUTION_KEYS, VERIFIER_KEYS, MessageReader, part, send_msg
 from verifier import Verifier
 
 # Modules imported once in the zygote, so that a forked program finds them warm.
@@ -49,8 +49,6 @@ PRELOAD = (
     "fractions functools hashlib heapq itertools json math numbers operator random re statistics "
     "string textwrap typing unicodedata"
 ).split()
-_SOLUTION_KEYS = ("solution", "timeout", "memory_mb", "max_file_mb", "max_feedback_chars")
-_VERIFIER_KEYS = ("text", "tests", "prelude", "entry_points", "tests_line_offset", "max_feedback_chars", "modules")
 _HARNESS_STDERR: int | None = None  # the launcher's stderr, kept for harness bug reports
 
 
@@ -309,7 +307,9 @@ class Zygote:
             output=bytes(output.head).decode("utf-8", "replace"),
             output_bytes=output.total,
         )
-        result["feedback"] = truncate(result["feedback"], request["max_feedback_chars"])
+        # the one cut of the feedback: its parts reached here clipped, and `omitted` counts what they left out
+        omitted = verdict.get("omitted", 0) if verdict is not None and verdict.get("kind") == "exception" else 0
+        result["feedback"] = truncate(result["feedback"], request["max_feedback_chars"], omitted)
         return result
 
     def _start_run(self, request: dict, run_dir: str) -> tuple[int, int | None, int, bool]:
@@ -333,7 +333,7 @@ class Zygote:
                 os.close(fd)
         try:  # the solution process reads its own program (never its tests) from this pipe
             with open(program_w, "wb") as pipe:
-                pipe.write(json.dumps({k: request[k] for k in _SOLUTION_KEYS}).encode())
+                pipe.write(json.dumps(part(request, SOLUTION_KEYS)).encode())
         except OSError:
             pass  # it died before reading: the run ends as a sandbox error below
         pidfd = pidfd_open(u_pid)
@@ -341,7 +341,7 @@ class Zygote:
         verifier_ok = True
         try:
             socket.send_fds(self.control, [b"R"], fds)
-            send_msg(self.control.fileno(), {k: request[k] for k in _VERIFIER_KEYS})
+            send_msg(self.control.fileno(), part(request, VERIFIER_KEYS))
         except OSError:
             verifier_ok = False  # it died between runs; the run is reported as a sandbox error
         sock_v.close()

@@ -39,9 +39,10 @@ class TaskRunner:
     machine's cores (``LOCAL_WORLD_SIZE``/``LOCAL_RANK``): pinned all to the first cores they would run
     several times slower, and correct but slow programs would time out.
 
-    >>> runner = TaskRunner(timeout=5.0)
-    >>> [r.status for r in runner.run_programs(["assert 1 + 1 == 2", "1 / 0"])]
-    ['passed', 'error']
+    Examples:
+        >>> runner = TaskRunner(timeout=5.0)
+        >>> [r.status for r in runner.run_programs(["assert 1 + 1 == 2", "1 / 0"])]
+        ['passed', 'error']
     """
 
     def __init__(self, *, timeout: float = 5.0, memory_mb: int = 1024, max_feedback_chars: int = 4096,

@@ -63,7 +63,7 @@ def test_train_leti_then_sft_from_its_rollouts(tmp_path, env):
     out = run("train_leti.py", tmp_path, env={**env, "TRACKIO_DIR": str(tmp_path / "trackio")})
     assert "'iteration': 1" in out and (tmp_path / "smoke" / "iteration-1" / "COMPLETE").exists()
     assert list((tmp_path / "smoke" / "runs").glob("events.out.tfevents.*"))  # tensorboard: one run, kept
-    assert "trackio: project leti, run leti-" in out and list((tmp_path / "trackio").glob("leti.db"))
+    assert "trackio: project leti, run smoke-" in out and list((tmp_path / "trackio").glob("leti.db"))
     out = run("sft_from_rollouts.py", tmp_path, env=env)
     assert "trained on 8 rows" in out
 

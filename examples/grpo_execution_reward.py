@@ -6,7 +6,8 @@
 Smoke run on a CPU (tiny offline model):
 
     python examples/grpo_execution_reward.py --model_name_or_path tiny --max_train_tasks 4 --max_steps 1 \
-        --num_generations 4 --per_device_train_batch_size 4 --max_completion_length 16 --output_dir runs/grpo-smoke
+        --num_generations 4 --per_device_train_batch_size 4 --max_completion_length 16 --report_to none \
+        --bf16 false --use_cpu true --output_dir runs/grpo-smoke
 """
 
 from dataclasses import dataclass, field

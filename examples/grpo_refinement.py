@@ -10,7 +10,7 @@ Smoke run on a CPU (tiny offline model, LETI-Arith tasks):
 
     python examples/grpo_refinement.py --model_name_or_path tiny --env_id LETI-Arith --max_train_tasks 2 \
         --max_steps 1 --num_generations 4 --per_device_train_batch_size 4 --max_completion_length 96 \
-        --max_new_tokens 12 --output_dir runs/grpo-refine-smoke
+        --max_new_tokens 12 --report_to none --bf16 false --use_cpu true --output_dir runs/grpo-refine-smoke
 """
 
 import os

@@ -14,7 +14,7 @@ The model's chat template must support tool calls; `--chat_template qwen3` takes
 
     python examples/grpo_tool_env.py --model_name_or_path tiny --chat_template qwen3 --max_train_tasks 2 \
         --max_steps 1 --num_generations 4 --per_device_train_batch_size 4 --max_completion_length 24 \
-        --output_dir runs/grpo-tools-smoke
+        --report_to none --bf16 false --use_cpu true --output_dir runs/grpo-tools-smoke
 """
 
 from dataclasses import dataclass, field

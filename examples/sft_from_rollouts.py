@@ -6,7 +6,8 @@
 Smoke run on a CPU: first `python examples/train_leti.py ... --output_dir runs/smoke` (see that file), then
 
     python examples/sft_from_rollouts.py --rollouts runs/smoke/iteration-1/rollouts --model_name_or_path tiny \
-        --output_dir runs/sft-smoke --max_steps 2 --per_device_train_batch_size 2
+        --output_dir runs/sft-smoke --max_steps 2 --per_device_train_batch_size 2 --load_in_4bit false --bf16 false \
+        --activation_checkpointing false
 """
 
 from dataclasses import dataclass, field

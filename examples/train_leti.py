@@ -16,7 +16,8 @@ Smoke run on a CPU (tiny offline model, four tasks, seconds):
 
     python examples/train_leti.py --model_name_or_path tiny --max_train_tasks 4 --max_eval_tasks 2 \
         --num_iterations 1 --num_generations_per_prompt 2 --max_new_tokens 16 --eval_num_samples 2 --eval_k 1 \
-        --load_in_4bit false --report_to tensorboard,trackio --output_dir runs/smoke
+        --eval_max_new_tokens 8 --load_in_4bit false --activation_checkpointing false --bf16 false \
+        --report_to tensorboard,trackio --output_dir runs/smoke
 
 The flags are `leti train`'s (one parser, `trainers.parser.make_parser`): TRL's SFTConfig and ModelConfig
 flags (`--lora_r`, `--load_in_4bit`, `--dtype`, ...), LeTI's, and the tasks'. Only the defaults differ:

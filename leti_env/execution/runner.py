@@ -40,10 +40,11 @@ class TaskRunner:
     machine's cores (``LOCAL_WORLD_SIZE``/``LOCAL_RANK``): pinned all to the first cores they would run
     several times slower, and correct but slow programs would time out.
 
-    >>> from leti_env import ExecutionLimits, TaskRunner
-    >>> runner = TaskRunner(ExecutionLimits(timeout=1.0))
-    >>> [r.status for r in runner.run_programs(["assert 1 + 1 == 2", "1 / 0"])]
-    ['passed', 'error']
+    Examples:
+        >>> from leti_env import ExecutionLimits, TaskRunner
+        >>> runner = TaskRunner(ExecutionLimits(timeout=1.0))
+        >>> [r.status for r in runner.run_programs(["assert 1 + 1 == 2", "1 / 0"])]
+        ['passed', 'error']
     """
 
     def __init__(self, limits: ExecutionLimits | None = None, *, workers: int | None = None, deduplicate: bool = False,

@@ -1,5 +1,5 @@
 """`scripts/gpu_check.sh`, the one GPU check, runs as it is: here its CPU version (tiny shapes), so
-that a session lent a GPU finds it working. Every check but vLLM's (CUDA only) really runs."""
+that it works whenever it runs on a GPU. Every check but vLLM's (CUDA only) really runs."""
 
 from __future__ import annotations
 

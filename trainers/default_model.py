@@ -28,7 +28,8 @@ failing assert, with the value returned), half of them then followed by the corr
 are the same kinds as above (assert-only one- or two-step, or described single-step), and half the wrong
 programs satisfy the docstring's assert, so only the feedback's hidden input tells them apart: the model
 learns to connect "AssertionError: 12" under ``assert (got := f(11)) == 13`` with its program, and still
-never sees a described two-step task. Its tokenizer is the same as the plain corpus's.
+never sees a described two-step task. The wrong programs carry no loss: the model reads them, and is never
+taught to write a wrong program after a prompt. Its tokenizer is the same as the plain corpus's.
 
 Made with the design of ``docs/cpu_testbed.md`` (which learned; description-free
 pre-training did not). Measured here (seed 0, 300 training tasks x 8 samples at T=1): with 20% described
@@ -90,8 +91,8 @@ SHIPPED: dict[str, dict[str, str]] = {
     "small-feedback": {
         "config.json": "91a2bd54f4dbfebf0c44c73f04be5a8e9703f6c845f878d8c3780e290488906a",
         "generation_config.json": "17e26fdb0638e17ace8be2357fe7615013bb221604cac0ff7368a558028be097",
-        "leti_default_model.json": "55529e6f73c18263a334cdd31128aa8780b79e8938f27f658f2cdd98777f69ed",
-        "model.safetensors": "6fef78167c807c3a9cd5aef8b77f4182051f3e0c47da12e2db53e3bbf6bb2d91",
+        "leti_default_model.json": "35d1112f03aaa24f0d7c6a576e2322cab34ee4ec745db824588fc583745ba925",
+        "model.safetensors": "a6228cc4277e25140ec44544d563f848ae027ad1b98122b1800c40684eecc716",
         "tokenizer.json": "ff01de3bfbc0d23388a90125623b251c0d148ed8dccd783c274fa85c04b439c4",
         "tokenizer_config.json": "82b57cee6ec802269563f8de21f3f132da357b124b2e374e3db0965b4805af5e",
     },
@@ -159,12 +160,8 @@ def shipped_model_path(size: str = "small", corpus: str = "programs") -> str:
     return str(folder)
 
 
-def pretraining_example(rng: random.Random, described_fraction: float = 0.35, max_input: int = MAX_INPUT,
-                        feedback_fraction: float = 0.0) -> str:
-    """One pre-training document (see the module docstring). With ``feedback_fraction`` 0 the generator
-    draws exactly as it always has, so the plain corpus's models stay bit for bit what they were."""
-    if feedback_fraction and rng.random() < feedback_fraction:
-        return feedback_example(rng, described_fraction, max_input)
+def pretraining_example(rng: random.Random, described_fraction: float = 0.35, max_input: int = MAX_INPUT) -> str:
+    """One document of the plain corpus (see the module docstring)."""
     if rng.random() < described_fraction:
         op, c = rng.choice(OPERATORS), rng.choice(CONSTANTS)
         x = rng.randint(0, max_input)
@@ -189,11 +186,25 @@ def execution_feedback(solution: str, tests: list[str], index: int, returned: in
             f"AssertionError: {returned}\n")
 
 
+def pretraining_document(rng: random.Random, described_fraction: float = 0.35, max_input: int = MAX_INPUT,
+                         feedback_fraction: float = 0.0) -> tuple[str, tuple[int, int] | None]:
+    """One pre-training document and the characters of it that carry no loss (``None``: none). With
+    ``feedback_fraction`` 0 it draws exactly as the plain corpus always has (``pretraining_example``), so
+    the plain models stay bit for bit what they were."""
+    if feedback_fraction and rng.random() < feedback_fraction:
+        return feedback_example(rng, described_fraction, max_input)
+    return pretraining_example(rng, described_fraction, max_input), None
+
+
 def feedback_example(rng: random.Random, described_fraction: float = 0.35, max_input: int = MAX_INPUT,
-                     num_asserts: int = 5) -> str:
+                     num_asserts: int = 5) -> tuple[str, tuple[int, int]]:
     """A wrong program and its execution feedback (see the module docstring): either as a log shows them
     (the file, then the traceback), or as a repair (``leti_env.refinement_prompt``'s layout: the file, the
-    feedback as comments, the prompt again, then the right program)."""
+    feedback as comments, the prompt again, then the right program).
+
+    Returns the document and the character span of the wrong program, which pre-training reads but never
+    learns to write: trained on, it taught the model that a wrong program follows a prompt (a first build
+    that trained on it passed 21% of one-step tasks at T=1, against the plain model's 55%)."""
     from leti_env.envs import refinement_prompt
 
     if rng.random() < described_fraction:  # a described task has one step, as in the plain corpus
@@ -213,9 +224,10 @@ def feedback_example(rng: random.Random, described_fraction: float = 0.35, max_i
     index = next(i for i, x in enumerate(order) if apply_steps(wrong, x) != want[i])
     program = reference_program(wrong)
     feedback = execution_feedback(prompt + program, tests, index, apply_steps(wrong, order[index]))
+    span = (len(prompt), len(prompt) + len(program))
     if rng.random() < 0.5:
-        return f"{prompt}{program}\n{feedback}"
-    return refinement_prompt(prompt, program, feedback) + reference_program(steps)
+        return f"{prompt}{program}\n{feedback}", span
+    return refinement_prompt(prompt, program, feedback) + reference_program(steps), span
 
 
 def _tokenizer_corpus(rng: random.Random) -> list[str]:
@@ -245,6 +257,21 @@ def build_default_tokenizer(seed: int = 0):
     tokenizer.train_from_iterator(_tokenizer_corpus(random.Random(seed)), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=EOS, eos_token=EOS,
                                    pad_token="<|pad|>", padding_side="left", model_max_length=512)
+
+
+def pretraining_batch(tokenizer, documents: list[tuple[str, tuple[int, int] | None]]):
+    """Tensors for one pre-training step: each document with EOS appended, padded, and ``labels`` that
+    leave out the padding and each document's span without loss (``pretraining_document``)."""
+    batch = tokenizer([text + tokenizer.eos_token for text, _ in documents], return_tensors="pt", padding=True,
+                      add_special_tokens=False, return_offsets_mapping=True)
+    offsets = batch.pop("offset_mapping")
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    for row, (_, span) in enumerate(documents):
+        if span is not None:  # read, never a target
+            inside = (offsets[row, :, 0] >= span[0]) & (offsets[row, :, 1] <= span[1]) & (offsets[row, :, 1] > 0)
+            labels[row, inside] = -100
+    batch["labels"] = labels
+    return batch
 
 
 def _progress(message: str) -> None:
@@ -309,10 +336,9 @@ def build_default_model(folder: str | Path, *, seed: int = 0, size: str = "small
     model.train()
     tokens_seen, losses = 0, []
     for step in range(1, pretrain_steps + 1):
-        texts = [pretraining_example(rng, described_fraction, max_input, feedback_fraction) + tokenizer.eos_token for _ in range(batch_size)]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        loss = model(**batch, labels=labels).loss
+        batch = pretraining_batch(tokenizer, [pretraining_document(rng, described_fraction, max_input, feedback_fraction)
+                                              for _ in range(batch_size)])
+        loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

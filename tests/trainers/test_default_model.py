@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from trainers.default_model import build_default_model, pretraining_example
+from trainers.default_model import build_default_model, pretraining_document, pretraining_example
 
 
 def test_pretraining_never_shows_a_described_two_step_task():
@@ -127,7 +127,7 @@ def test_feedback_documents_carry_the_executors_own_feedback():
     from trainers.default_model import feedback_example
 
     rng = random.Random(3)
-    documents = [feedback_example(rng) for _ in range(60)]
+    documents = [feedback_example(rng)[0] for _ in range(60)]
     pairs, expected = [], []
     for doc in documents:
         commented = "# The program above failed its tests:\n" in doc
@@ -158,7 +158,28 @@ def test_feedback_documents_carry_the_executors_own_feedback():
 
     plain = random.Random(0)
     assert [pretraining_example(plain) for _ in range(50)] == [
-        pretraining_example(r, feedback_fraction=0.0) for r in [random.Random(0)] for _ in range(50)]
+        pretraining_document(r, feedback_fraction=0.0)[0] for r in [random.Random(0)] for _ in range(50)]
+
+
+def test_pretraining_reads_the_wrong_programs_but_never_learns_to_write_them():
+    """In a feedback document the wrong program is context only: its tokens carry no loss, the feedback and
+    the corrected program do (trained on, wrong programs taught the model to write one after a prompt)."""
+    from trainers.default_model import build_default_tokenizer, feedback_example, pretraining_batch
+
+    tokenizer = build_default_tokenizer(0)
+    rng = random.Random(5)
+    documents = [feedback_example(rng) for _ in range(8)] + [("def f(x):\n    return x", None)]
+    batch = pretraining_batch(tokenizer, documents)
+    for row, (text, span) in enumerate(documents):
+        ids, labels = batch["input_ids"][row], batch["labels"][row]
+        real = batch["attention_mask"][row] == 1
+        unlearned = tokenizer.decode(ids[real & (labels == -100)])
+        if span is None:
+            assert unlearned == ""
+            continue
+        assert unlearned == text[span[0]:span[1]]  # exactly the wrong program, token for token
+        learned = tokenizer.decode(ids[labels != -100])
+        assert "AssertionError" in learned and learned.endswith(tokenizer.eos_token)
 
 
 def test_the_feedback_corpus_model_ships_and_is_chosen_by_name(tmp_path, monkeypatch):

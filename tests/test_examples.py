@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -76,6 +77,10 @@ def test_grpo_with_execution_reward(tmp_path, env):
 def test_grpo_refinement_masks_the_feedback(tmp_path, env):
     out = run("grpo_refinement.py", tmp_path, env=env)
     assert "train_loss" in out
+    # with the smoke settings (96 completion tokens) a failed first attempt still gets its second turn: the
+    # feedback is cut to fit beside the repeated prompt and a whole next attempt
+    turns = [float(t) for t in re.findall(r"'execution/turns': '?([0-9.]+)", out)]
+    assert turns and max(turns) > 1.0, out[-2000:]
 
 
 def test_grpo_tool_env(tmp_path, env):

@@ -15,6 +15,7 @@ Chat models that call tools go through ``trainers.tool_env`` instead.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -43,13 +44,22 @@ class Episode:
 
 
 def run_episodes(tasks: Sequence[CodeTask], tokenizer: Any, generate: Generate, runner: TaskRunner, *,
-                 max_turns: int = 2, max_completion_length: int = 256, max_new_tokens: int | None = None) -> list[Episode]:
+                 max_turns: int = 2, max_completion_length: int = 256, max_new_tokens: int | None = None,
+                 on_no_room: Callable[[int, int], None] | None = None) -> list[Episode]:
     """Refinement episodes, one per task, all advanced turn by turn in one batch.
 
     Each turn generates at most ``max_new_tokens`` (default: ``max_completion_length // max_turns``) for
     every unfinished episode, executes the attempts (``runner``), and appends the feedback of each failed
     one. An episode ends when it passes, after ``max_turns`` attempts, or when its completion has no room
     left under ``max_completion_length`` tokens (feedback included).
+
+    Turns are budgeted: a failed attempt's feedback block (``refinement_feedback``: a header, the feedback
+    as comments, the prompt again) is appended only with room left for a whole next attempt after it. A
+    feedback too long for that is cut to its last lines (where the exception is), marked ``...``; where not
+    even ``MIN_FEEDBACK_TOKENS`` of it fit, the episode ends there and ``on_no_room(turn, needed)`` is
+    called with the completion length that turn would have needed. Cutting the whole block instead, as a
+    plain length cap would, leaves the repeated prompt incomplete and no room to answer it: the episode
+    then silently never takes its next turn.
     """
     if max_turns < 1:
         raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
@@ -74,13 +84,53 @@ def run_episodes(tasks: Sequence[CodeTask], tokenizer: Any, generate: Generate, 
             episodes[i].results.append(result)
             if result.passed or turn == max_turns - 1:
                 continue
-            block = tokenizer(refinement_feedback(episodes[i].task.prompt, result.feedback),
-                              add_special_tokens=False)["input_ids"][: max(0, max_completion_length - len(episodes[i].completion_ids))]
+            room_for_block = max_completion_length - len(episodes[i].completion_ids) - per_turn
+            block = _feedback_block(tokenizer, episodes[i].task.prompt, result.feedback, room_for_block)
+            if block is None:
+                if on_no_room is not None:
+                    empty = _feedback_block(tokenizer, episodes[i].task.prompt, "", 10 ** 9) or []
+                    needed = len(episodes[i].completion_ids) + len(empty) + MIN_FEEDBACK_TOKENS + per_turn
+                    on_no_room(turn + 2, needed)
+                continue
             episodes[i].completion_ids += block
             episodes[i].env_mask += [0] * len(block)
             still.append(i)
         active = still
     return episodes
+
+
+MIN_FEEDBACK_TOKENS = 8  # below this, a cut feedback says nothing (not even the exception's name)
+
+
+def _feedback_block(tokenizer: Any, prompt: str, feedback: str, room: int) -> list[int] | None:
+    """``refinement_feedback(prompt, feedback)``'s tokens if they fit in ``room``; else the same block with the
+    feedback cut to fit, ``...`` marking the cut: its last lines (the exception last), or where even the last
+    line does not fit, that line's start (the exception's name and the start of its message). ``None`` where
+    fewer than ``MIN_FEEDBACK_TOKENS`` of the feedback would fit."""
+    def ids(text: str) -> list[int]:
+        return tokenizer(refinement_feedback(prompt, text), add_special_tokens=False)["input_ids"]
+
+    def largest(fits: Callable[[int], bool], high: int) -> int:  # the largest n in 0..high with fits(n) (monotone)
+        low = 0
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle - 1)
+        return low
+
+    whole = ids(feedback)
+    if len(whole) <= room:
+        return whole
+    if len(ids("")) + MIN_FEEDBACK_TOKENS > room:
+        return None
+    lines = feedback.rstrip("\n").split("\n")
+    keep = largest(lambda k: k == 0 or len(ids("...\n" + "\n".join(lines[-k:]))) <= room, len(lines))
+    if keep:
+        text = "...\n" + "\n".join(lines[-keep:])
+    else:
+        last = lines[-1]
+        text = "...\n" + last[:largest(lambda n: n == 0 or len(ids(f"...\n{last[:n]} ...")) <= room, len(last))] + " ..."
+    block = ids(text)
+    return block if len(block) <= room and len(block) - len(ids("")) >= MIN_FEEDBACK_TOKENS else None
 
 
 def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "final", runner: TaskRunner | None = None,
@@ -102,6 +152,7 @@ def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "
     runner = runner if runner is not None else TaskRunner(task_set.limits, deduplicate=True)
     if reward not in ("final", "best", "first_try"):
         raise ValueError(f"`reward` must be 'final', 'best' or 'first_try', got {reward!r}")
+    warned: list[int] = []
 
     def rollout_func(prompts: list, trainer: Any) -> dict:
         missing = [p for p in prompts if not isinstance(p, str) or p not in by_prompt]
@@ -109,9 +160,19 @@ def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "
             raise KeyError(f"refinement_rollout got a prompt that is none of its tasks' ({str(missing[0])[:80]!r}); "
                            "build the dataset with tasks_to_dataset(tasks) from the same tasks.")
         tokenizer = trainer.processing_class
+        limit = trainer.args.max_completion_length
+
+        def no_room(turn: int, needed: int) -> None:
+            if not warned:
+                warned.append(turn)
+                warnings.warn(f"refinement_rollout: max_completion_length={limit} leaves no room for turn {turn} of an "
+                              f"episode (its feedback block and a next attempt need about {needed} tokens); raise "
+                              "max_completion_length or lower max_new_tokens, or episodes stop at their first "
+                              "failure (warned once)", stacklevel=2)
+
         episodes = run_episodes([by_prompt[p] for p in prompts], tokenizer, trainer_generate(trainer), runner,
-                                max_turns=max_turns, max_completion_length=trainer.args.max_completion_length,
-                                max_new_tokens=max_new_tokens)
+                                max_turns=max_turns, max_completion_length=limit,
+                                max_new_tokens=max_new_tokens, on_no_room=no_room)
         return {"prompt_ids": [e.prompt_ids for e in episodes], "completion_ids": [e.completion_ids for e in episodes],
                 "logprobs": None, "env_mask": [e.env_mask for e in episodes],
                 "env_reward": [e.reward(reward) for e in episodes],

@@ -50,6 +50,34 @@ def test_a_second_turn_fix_changes_the_reward_and_feedback_carries_no_loss(token
     assert len(calls) == 1 and solved.env_mask == [1] * len(solved.completion_ids)  # passed: no feedback, no retry
 
 
+def test_turns_are_budgeted_the_feedback_cut_to_fit_and_a_turn_without_room_is_reported(tokenizer, mbpp_tasks):
+    """A long feedback is cut to its last lines so that the repeated prompt and a whole next attempt still fit
+    under max_completion_length; where not even that fits, the episode ends and the caller hears of it."""
+    from trainers.grpo import MIN_FEEDBACK_TOKENS
+
+    task = mbpp_tasks[0]
+    wrong = "\nraise ValueError('" + "x" * 400 + " the end')\n"  # a feedback of ~100+ tokens
+    first = len(tokenizer(wrong, add_special_tokens=False)["input_ids"])
+    empty = len(tokenizer(refinement_feedback(task.prompt, ""), add_special_tokens=False)["input_ids"])
+    limit = first + empty + MIN_FEEDBACK_TOKENS + 20 + first  # a cut feedback, and room for a whole next attempt
+    generate, calls = scripted(tokenizer, [wrong, task.reference_solution])
+    (episode,) = run_episodes([task], tokenizer, generate, TaskRunner(), max_turns=2, max_completion_length=limit,
+                              max_new_tokens=first)
+    assert len(episode.results) == 2 and len(episode.completion_ids) <= limit  # it took its second turn
+    block_ids = [t for t, m in zip(episode.completion_ids, episode.env_mask) if m == 0]
+    block = tokenizer.decode(block_ids)
+    assert block.startswith("\n\n# The program above failed its tests:\n# ...") and block.endswith(task.prompt)
+    assert "# ValueError: xxx" in block and block.count("x") < 400 and "Traceback" not in block  # the exception kept
+    assert calls[1] == [episode.prompt_ids + episode.completion_ids[:first + len(block_ids)]]  # conditioned on it
+
+    reported = []
+    generate, calls = scripted(tokenizer, [wrong, task.reference_solution])
+    (short,) = run_episodes([task], tokenizer, generate, TaskRunner(), max_turns=2, max_completion_length=first + empty,
+                            max_new_tokens=first, on_no_room=lambda turn, needed: reported.append((turn, needed)))
+    assert len(short.results) == 1 and len(calls) == 1  # no second turn ...
+    assert reported == [(2, first + empty + MIN_FEEDBACK_TOKENS + first)]  # ... and the caller is told what it needs
+
+
 def test_grpo_trains_on_refinement_rollouts_with_feedback_masked(tmp_path, tiny_model_dir):
     import leti_env
     from trl import GRPOTrainer

@@ -23,7 +23,7 @@ from .tasks import CodeTask, DatasetFormatError, extract_code, load_humaneval, l
 from .tasks.arith import load_arith
 from .tasks.task_set import TaskSet
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _ENVS = {
     "LETI-MBPP": "leti_env.envs:MBPPEnv",

@@ -336,9 +336,9 @@ def train_resume_eval_export(ctx) -> dict:
     import bitsandbytes as bnb
     from transformers import AutoModelForCausalLM
 
-    from trainers.cli import _load_for_eval
+    from trainers.run_folder import load_model
 
-    model, tokenizer = _load_for_eval(str(adapter))
+    model, tokenizer = load_model(str(adapter))
     merged = AutoModelForCausalLM.from_pretrained(ctx.work / "merged", dtype=torch.float32).to(ctx.device)
     ids = torch.tensor([tokenizer("def f(x):\n    return x + 1\n")["input_ids"]], device=ctx.device)
     with torch.no_grad():

@@ -22,7 +22,6 @@ _EXPORTS = {
     "RolloutReward": "grpo",
     "code_tool_task": "tool_env",
     "CodeToolEnv": "tool_env",
-    "postprocess": "evaluation",
     "generate": "sampling",
     "export_merged_model": "export",
     "VLLMSampler": "vllm_backend",

@@ -12,27 +12,14 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
+from .console import SETUP_ERRORS, quiet_unless, setup_failed
 from .parser import strict_argument_parser
 
 DEFAULT_CONFIG = Path(__file__).with_name("configs") / "default.yaml"
-
-
-# Raised by set-up (bad values, missing files or packages) with a message that names the fix
-SETUP_ERRORS = (ValueError, TypeError, ImportError, RuntimeError, OSError)
-
-
-def _setup_failed(command: str, exc: Exception) -> int:
-    """One line instead of a traceback for a set-up error (``LETI_TRACEBACK=1`` re-raises it)."""
-    if os.environ.get("LETI_TRACEBACK"):
-        raise exc
-    print(f"leti {command}: error: {exc}\n(LETI_TRACEBACK=1 shows the traceback)", file=sys.stderr)
-    return 2
 
 
 def _tasks(env_id: str, split: str | None, limit: int | None, env_kwargs: dict | None = None):
@@ -51,20 +38,12 @@ def _model_path(name: str, seed: int, size: str = "small", corpus: str = "progra
     return tiny_model_path(name)
 
 
-def _quiet_unless(verbose: bool) -> None:
-    """Before the libraries are imported (bitsandbytes logs at import): quiet unless ``--verbose``."""
-    if not verbose:
-        from .console import quiet_libraries
-
-        quiet_libraries()
-
-
 def train(argv: list[str]) -> int:
     from .machine import portable_cpu_kernels, requested_cpu_kernels
 
     if requested_cpu_kernels(argv) == "portable":  # before anything imports torch
         portable_cpu_kernels()
-    _quiet_unless("--verbose" in argv or "--verbose=true" in argv)  # before TrlParser imports the libraries
+    quiet_unless("--verbose" in argv or "--verbose=true" in argv)  # before TrlParser imports the libraries
     from .distributed import Processes
     from .leti_trainer import LetiTrainer
     from .parser import make_parser
@@ -85,7 +64,7 @@ def train(argv: list[str]) -> int:
         trainer.run_info = {"env_id": script.env_id, "env_kwargs": options, "train_split": script.train_split,
                             "eval_split": script.eval_split}
     except SETUP_ERRORS as exc:
-        return _setup_failed("train", exc)
+        return setup_failed("train", exc)
     from .hub import HubError
 
     try:
@@ -110,73 +89,6 @@ def evaluate(argv: list[str]) -> int:
     return eval_main(argv)
 
 
-def _load_for_eval(path: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = Path(path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        if folder.exists():
-            raise
-        raise ValueError(f"no model at {path!r}: not a folder here, and not loadable as a Hub id ({exc}). Pass a "
-                         "LeTI run's iteration-N/model folder, a model folder, or a Hub id.") from None
-    if tokenizer.pad_token is None:  # CodeGen's: batched generation needs one (as in training)
-        tokenizer.pad_token = tokenizer.eos_token
-    import torch
-
-    device = {"device_map": {"": "cuda:0"}} if torch.cuda.is_available() else {}
-    if (folder / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        base_name = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-        base = AutoModelForCausalLM.from_pretrained(base_name, **device, **_base_loading_of_run(folder))
-        # As the trainer did: grow the embedding only when the new tokens do not fit. Resizing to
-        # len(tokenizer) unconditionally would shrink a padded vocabulary (Qwen, CodeGen), and the
-        # saved embedding would no longer load.
-        if len(tokenizer) > base.get_input_embeddings().weight.shape[0]:
-            base.resize_token_embeddings(len(tokenizer))
-        return PeftModel.from_pretrained(base, path), tokenizer
-    return AutoModelForCausalLM.from_pretrained(path, **device), tokenizer
-
-
-def _run_config(folder: Path) -> dict:
-    """The ``config.json`` of the LeTI run that wrote ``folder`` (its ``iteration-N/model``), or ``{}``."""
-    config_path = folder.parent.parent / "config.json"
-    if not folder.parent.name.startswith("iteration-") or not config_path.exists():
-        return {}
-    try:
-        return json.loads(config_path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _prompt_settings_of_run(folder: Path) -> dict:
-    run = _run_config(folder)
-    # runs before leti 0.2 recorded "<GOOD_TOKEN>" (transformers masks fields named *_token): not the token
-    return {k: run[k] for k in ("good_token", "bad_token", "reward_token_target")
-            if k in run and run[k] != f"<{k.upper()}>"}
-
-
-def _base_loading_of_run(folder: Path) -> dict:
-    """How the run that wrote ``folder`` (its ``iteration-N/model``) loaded the base model: 4-bit when it
-    trained QLoRA, so that eval scores the model that was trained. Other folders: as saved."""
-    from types import SimpleNamespace
-
-    from .model_setup import model_loading_kwargs
-
-    run = _run_config(folder)
-    if not run:
-        return {}
-    nested = run.get("use_bnb_nested_quant", run.get("bnb_4bit_use_double_quant", True))  # (leti 0.1's name)
-    kwargs = model_loading_kwargs(SimpleNamespace(**{**run, "use_bnb_nested_quant": nested}))
-    if run.get("bnb_4bit_compute_dtype") and "quantization_config" in kwargs:  # a leti 0.1 run's compute dtype
-        import torch
-
-        kwargs["quantization_config"].bnb_4bit_compute_dtype = getattr(torch, run["bnb_4bit_compute_dtype"])
-    return kwargs
-
-
 def export(argv: list[str]) -> int:
     parser = strict_argument_parser(prog="leti export", description="write a LeTI adapter merged into its base model "
                                      "as one transformers checkpoint (loads with from_pretrained, vLLM, TGI, ...)")
@@ -186,15 +98,17 @@ def export(argv: list[str]) -> int:
                         help="weight dtype (default: the base model's)")
     parser.add_argument("--verbose", action="store_true", help="also show the libraries' own logging and warnings")
     args = parser.parse_args(argv)
-    _quiet_unless(args.verbose)
+    quiet_unless(args.verbose)
     if not Path(args.model).exists():
         parser.error(f"--model {args.model!r} does not exist (expected a LeTI run's iteration-N/model folder)")
-    from .vllm_backend import export_merged_model
+    from .export import export_merged_model
+
+    from .run_folder import load_model
 
     try:
-        model, tokenizer = _load_for_eval(args.model)
+        model, tokenizer = load_model(args.model)
     except SETUP_ERRORS as exc:
-        return _setup_failed("export", exc)
+        return setup_failed("export", exc)
     folder = export_merged_model(model, tokenizer, args.output, dtype=args.dtype)
     print(f"merged checkpoint: {folder}")
     return 0
@@ -212,6 +126,7 @@ def push(argv: list[str]) -> int:
     The token is ``HF_TOKEN``'s or the one ``hf auth login`` saved (not a flag: it would land in the shell's
     history). A Hub that cannot be reached or refuses the token is reported in one line with the fix."""
     from .hub import HubError, push_run, write_model_card
+    from .run_folder import is_run_folder
 
     parser = strict_argument_parser(prog="leti push", description=push.__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="the run folder (leti train's --output_dir)")
@@ -223,7 +138,7 @@ def push(argv: list[str]) -> int:
     parser.add_argument("--license", default=None, help="the cards' license (default: the run's hub_license, else "
                         "apache-2.0; set the base model's when it is another)")
     args = parser.parse_args(argv)
-    if not Path(args.run, "config.json").is_file():
+    if not is_run_folder(args.run):
         print(f"leti push: error: {args.run} is not a leti run folder (no config.json): pass leti train's --output_dir",
               file=sys.stderr)
         return 2
@@ -261,7 +176,7 @@ def build_default_model(argv: list[str]) -> int:
                         "800, for a quick look (the result is then not the shipped model)")
     args = parser.parse_args(argv)
     folder = Path(args.output_dir) if args.output_dir else cached_model_folder(args.seed, args.size, args.corpus)
-    _quiet_unless(False)
+    quiet_unless(False)
     build(folder, seed=args.seed, size=args.size, corpus=args.corpus,
           **({"pretrain_steps": args.pretrain_steps} if args.pretrain_steps else {}))
     name = shipped_name(args.size, args.corpus)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
+import sys
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -15,6 +17,26 @@ from typing import Any
 # checkpointing in transformers 5): nothing a leti user can change.
 THIRD_PARTY_DEPRECATIONS = (r"`is_gradient_checkpointing` is deprecated", r"`gradient_checkpointing_enable` is deprecated",
                             r"`gradient_checkpointing_disable` is deprecated", r"`gradient_checkpointing` is deprecated")
+
+
+# Raised by a command's set-up (bad values, missing files or packages) with a message that names the fix
+SETUP_ERRORS = (ValueError, TypeError, ImportError, RuntimeError, OSError)
+
+
+def setup_failed(command: str, exc: Exception) -> int:
+    """One line instead of a traceback for a set-up error of ``leti <command>``, and its exit status (2):
+    the message already names the fix. ``LETI_TRACEBACK=1`` re-raises it."""
+    if os.environ.get("LETI_TRACEBACK"):
+        raise exc
+    print(f"leti {command}: error: {exc}\n(LETI_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+    return 2
+
+
+def quiet_unless(verbose: bool) -> None:
+    """``quiet_libraries()`` unless ``verbose`` (a command's ``--verbose``). Call it before the libraries
+    are imported: bitsandbytes logs at import."""
+    if not verbose:
+        quiet_libraries()
 
 
 def quiet_libraries() -> None:

@@ -17,16 +17,6 @@ def shared_execution(distributed: Processes, run_many: Callable[[list], list], p
     return [result for _, result in sorted(distributed.gather(local), key=lambda x: x[0])]
 
 
-def execution_pool(workers: int | None = None):
-    """This process's sandbox pool. The training processes of one machine (``accelerate launch``)
-    each run their workers on their own share of its cores: pinned all to the first cores, they
-    would run several times slower, and correct but slow programs would time out."""
-    from leti_env.execution import get_pool
-    from leti_env.execution.pool import local_cpu_share
-
-    return get_pool(workers, cpus=local_cpu_share())
-
-
 class Processes:
     """The processes of a data-parallel run (``accelerate launch``/``torchrun``); one process otherwise.
 
@@ -74,5 +64,3 @@ class Processes:
             with self.state.main_process_first():
                 yield
 
-
-_Processes = Processes  # its name before this module existed

@@ -127,17 +127,16 @@ def run_eval(args: argparse.Namespace) -> dict:
 
 
 def _sample_and_score(args, env, runner, record):
-    from .cli import _load_for_eval, _prompt_settings_of_run
-    from .leti_config import LetiConfig
     from .rollouts import RolloutCollector
+    from .run_folder import load_model, prompt_format_of_model
     from .sampling import SamplingParams, TransformersSampler
     from .sequences import inference_prompt
 
-    model, tokenizer = _load_for_eval(args.model)
+    model, tokenizer = load_model(args.model)
     tasks = env.tasks[: args.max_tasks]
     # the prompt starts as the run's training rows did (its reward tokens, the lead pad token or not)
-    config = LetiConfig(output_dir="/tmp/leti-eval", load_in_4bit=False, **_prompt_settings_of_run(Path(args.model)))
-    prompts = [inference_prompt(t.prompt, config, args.condition, tokenizer) for t in tasks]
+    prompt_format = prompt_format_of_model(args.model)
+    prompts = [inference_prompt(t.prompt, prompt_format, args.condition, tokenizer) for t in tasks]
     if args.generation_backend == "vllm":
         import tempfile
 
@@ -151,7 +150,8 @@ def _sample_and_score(args, env, runner, record):
     # the trainer's own evaluation path: same sampler, same executor, same report
     collector = RolloutCollector(sampler, runner)
     try:
-        negative = [inference_prompt(t.prompt, config, "bad", tokenizer) for t in tasks] if args.guidance_weight else None
+        negative = [inference_prompt(t.prompt, prompt_format, "bad", tokenizer) for t in tasks] \
+            if args.guidance_weight else None
         report = collector.evaluate(model, tokenizer, tasks, prompts,
                                     SamplingParams(args.num_samples, args.max_new_tokens, args.temperature, args.top_p,
                                                    guidance_weight=args.guidance_weight),
@@ -172,7 +172,7 @@ def _rescore(args, env, runner, record):
     """Completions from a samples file (``completion``, or ``solution`` minus the task's prompt). Task ids
     in either spelling (leti's ``MBPP/11``, evalplus's ``Mbpp/11``); a file that covers only some of the
     split's tasks is scored on those, with a warning."""
-    from .evaluation import pass_at_k_report
+    from .rollouts import pass_at_k_report
 
     by_id = {key: t for t in env.tasks for key in {t.task_id, evalplus_task_id(t.task_id)}}
     completions: dict[str, list[str]] = {}
@@ -228,17 +228,17 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from .cli import SETUP_ERRORS, _quiet_unless, _setup_failed
+    from .console import SETUP_ERRORS, quiet_unless, setup_failed
 
     args = parse_eval_args(argv)
     if args.cpu_kernels == "portable":  # before torch computes anything: as the run being scored computed
         from .machine import portable_cpu_kernels
 
         portable_cpu_kernels()
-    _quiet_unless(args.verbose)
+    quiet_unless(args.verbose)
     try:
         results = run_eval(args)
     except SETUP_ERRORS as exc:
-        return _setup_failed("eval", exc)
+        return setup_failed("eval", exc)
     print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2), file=sys.stdout)
     return 0

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .run_folder import run_config
+
 if TYPE_CHECKING:
     import datasets
     from huggingface_hub import ModelCard
@@ -88,19 +90,6 @@ def env_of_tasks(tasks: Iterable[Any]) -> str | None:
     if len(prefixes) != 1:
         return None
     return TASK_PREFIX_ENVS.get(prefixes.pop())
-
-
-def _token(config: dict, name: str, default: str) -> str:
-    """A LeTI token as the run recorded it; runs before leti 0.2 recorded ``<GOOD_TOKEN>`` (transformers masks
-    every field named ``*_token``), which is no token: then the default."""
-    value = config.get(name)
-    return default if not value or value == f"<{name.upper()}>" else value
-
-
-def run_config(run_dir: str | Path) -> dict:
-    """The run's ``config.json`` (the recipe and what it trained on), or ``{}`` for a folder without one."""
-    path = Path(run_dir) / "config.json"
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def model_card(run_dir: str | Path, hub_model_id: str, base_model: str | None = None,
@@ -168,14 +157,17 @@ def _pass_at_k(metrics: dict) -> dict[str, float]:
 
 def _card_text(run_dir: Path, config: dict, repo_id: str, base_model: str | None, adapter: bool,
                history: list[dict], dataset_name: str | None) -> str:
+    from .sequences import PromptFormat
+
     name = repo_id.split("/")[-1]
     env_id = config.get("env_id")
+    tokens = PromptFormat.from_run_config(config)
     lines = [f"# {name}", "",
              f"A code-generation model trained with [LeTI](https://arxiv.org/abs/2305.10314) (Learning to Generate "
              f"from Textual Interactions)" + (f" on `{env_id}`" if env_id else "") + ": each iteration samples "
              "programs, executes them against the tasks' tests, and fine-tunes on them, each prefixed with a reward "
-             f"token (`{_token(config, 'good_token', '<|good|>')}` for a passing program, "
-             f"`{_token(config, 'bad_token', '<|bad|>')}` with the interpreter's feedback for a failing one). "
+             f"token (`{tokens.good_token}` for a passing program, "
+             f"`{tokens.bad_token}` with the interpreter's feedback for a failing one). "
              "At inference the prompt starts with the good token.", ""]
     lines += _base_model_lines(config, base_model, adapter)
     if dataset_name:
@@ -216,7 +208,10 @@ def _base_model_lines(config: dict, base_model: str | None, adapter: bool) -> li
 
 def _usage(config: dict, repo_id: str, base_model: str | None, adapter: bool, run_dir: Path) -> list[str]:
     """A snippet that loads the model and samples one program the way leti does (``inference_prompt``)."""
-    good = _token(config, "good_token", "<|good|>")
+    from .sequences import PromptFormat
+
+    prompt_format = PromptFormat.from_run_config(config)
+    good = prompt_format.good_token
     task_prompt = _example_prompt(run_dir) or 'def add(a, b):\n    """Return the sum of a and b."""\n'
     lines = ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
              f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")']
@@ -236,7 +231,7 @@ def _usage(config: dict, repo_id: str, base_model: str | None, adapter: bool, ru
                   f'model = PeftModel.from_pretrained(base, "{repo_id}")']
     else:
         lines += [f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")']
-    lead = "(tokenizer.pad_token or tokenizer.eos_token) + " if config.get("reward_token_target", True) else ""
+    lead = "(tokenizer.pad_token or tokenizer.eos_token) + " if prompt_format.reward_token_target else ""
     lines += ["", f"# leti's inference_prompt: the good token{' after the pad token that starts every training row' if lead else ''}, "
               "then the task", f"task = {task_prompt!r}", f"prompt = {lead}{good!r} + task",
               'inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)',

@@ -13,6 +13,8 @@ from typing import Literal
 
 from trl import ModelConfig, SFTConfig
 
+from .sequences import PromptFormat
+
 if typing.TYPE_CHECKING:
     from leti_env import ExecutionLimits
 
@@ -315,16 +317,18 @@ class LetiConfig(SFTConfig, ModelConfig):
         default="tokens", metadata={"help": "The dummy span matches the feedback in tokens (same row length) or characters."})
     sequence_order: Literal["feedback_first", "feedback_last"] = field(
         default="feedback_first", metadata={"help": "Where the feedback span goes: before the prompt (authors' code) or after the program."})
-    bad_token: str = field(default="<|bad|>", metadata={"help": "Reward token of failing programs."})
-    good_token: str = field(default="<|good|>", metadata={"help": "Reward token of passing programs and inference prefix."})
+    bad_token: str = field(default=PromptFormat.bad_token, metadata={"help": "Reward token of failing programs."})
+    good_token: str = field(default=PromptFormat.good_token,
+                            metadata={"help": "Reward token of passing programs and inference prefix."})
     feedback_start_token: str = field(default="<|lang_feedback|>", metadata={"help": "Opens the feedback span."})
     feedback_end_token: str = field(default="<|/lang_feedback|>", metadata={"help": "Closes the feedback span."})
     postprocess_rollouts: bool = field(
         default=False, metadata={"help": "Cut sampled programs at the task's stop strings before execution (EAE: on)."})
     append_eos: bool = field(default=False, metadata={"help": "Append EOS to training rows (the paper does not)."})
     reward_token_target: bool = field(
-        default=True, metadata={"help": "Start each row with a pad token (label -100) so the reward token is predicted, "
-                                        "as in the authors' left-padded batches; False: it is only an input."})
+        default=PromptFormat.reward_token_target,
+        metadata={"help": "Start each row with a pad token (label -100) so the reward token is predicted, as in the "
+                          "authors' left-padded batches; False: it is only an input."})
     keep_passing: Literal["all", "distinct"] = field(
         default="all", metadata={"help": "Keep all passing samples (paper) or distinct passing programs only."})
     passing_copies: int = field(default=1, metadata={"help": "Repeat each kept passing sample this many times (paper: 1)."})

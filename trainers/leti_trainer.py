@@ -15,16 +15,15 @@ from typing import Any
 from leti_env import CodeTask, ExecutionLimits, TaskRunner, resolve_tasks
 
 from .console import IterationTable, progress, third_party_deprecations_ignored, training_progress
-from .distributed import Processes, _Processes, execution_pool, shared_execution  # noqa: F401 - (_Processes: old name)
+from .distributed import Processes
 from .leti_config import LetiConfig
-from .model_setup import (_load_model, _load_tokenizer, _module_name, _movable, _require_bitsandbytes,  # noqa: F401
-                          keep_4bit_weights_trainable, wrap_with_lora)
+from .model_setup import (_load_model, _load_tokenizer, _movable, _require_bitsandbytes, keep_4bit_weights_trainable,
+                          wrap_with_lora)
 from .pretraining import build_pretraining_blocks
 from .rollouts import Rollout, RolloutCollector, load_rollouts
 from .tracking import RunTracker, loss_callback, passed_to_sft_trainer
 from .sampling import Sampler, SamplingParams, TransformersSampler
-from .sequences import (inference_prompt, interleave_pretraining_dataset, select_rollouts, shuffle_feedback, tokenize_rows,
-                        training_text)
+from .sequences import build_rows, inference_prompt, interleave_pretraining_dataset
 
 
 # LetiConfig fields that name LeTI's tokens (recorded as they are in config.json: the prompt format)
@@ -285,11 +284,7 @@ class LetiTrainer:
         if self.args.train_on == "references":  # ground truth instead of the samples (the SFT comparison)
             rollouts = self._reference_rollouts(iteration)
         earlier = self._earlier_passing(iteration) if self.args.replay_passing and self.args.train_on == "rollouts" else None
-        kept = select_rollouts(rollouts, self.args, seed=self.args.seed + iteration, earlier_passing=earlier)
-        if self.args.feedback_mode == "shuffled":
-            kept = shuffle_feedback(kept, seed=self.args.seed + iteration)
-        texts = [t for t in (training_text(r, self.args, self.tokenizer) for r in kept) if t is not None]
-        rows = tokenize_rows(texts, self.tokenizer, self.args)
+        rows = build_rows(rollouts, self.args, self.tokenizer, seed=self.args.seed + iteration, earlier_passing=earlier)
         if self.args.pretrain_dataset and rows:
             world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
             per_step = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * world
@@ -477,10 +472,6 @@ class LetiTrainer:
             for shard in sorted(path.glob("*.safetensors")):
                 state.update(load_file(shard))
             self.model.load_state_dict(state, strict=False)
-
-    def _run_many(self, pairs, progress=None):
-        """Execute (task, completion) pairs with the run's executor (``collector.runner``); results in order."""
-        return self.collector.runner.run(pairs, progress=progress)
 
 
 def _call_seed(seed: int, call: int) -> int:

@@ -10,7 +10,7 @@ from leti_env import CodeTask, ExecutionLimits, Program, TaskRunner, extract_cod
 
 from .leti_config import LetiConfig
 from .rollouts import Rollout, load_rollouts
-from .sequences import select_rollouts, shuffle_feedback, tokenize_rows, training_text
+from .sequences import build_rows, training_texts
 
 
 class ExecutionReward:
@@ -106,17 +106,13 @@ def rollouts_to_sft_dataset(rollouts: Sequence[Rollout] | str | Path, config: Le
 
     if isinstance(rollouts, (str, Path)):
         rollouts = load_rollouts(rollouts)
-    kept = select_rollouts(rollouts, config, seed=config.seed)
-    if config.feedback_mode == "shuffled":
-        kept = shuffle_feedback(kept, seed=config.seed)
-    texts = [t for t in (training_text(r, config, tokenizer) for r in kept) if t is not None]
     if tokenizer is None:
-        return datasets.Dataset.from_list([{"text": t} for t in texts])
+        return datasets.Dataset.from_list([{"text": t} for t in training_texts(rollouts, config, seed=config.seed)])
     missing = [t for t in config.special_tokens if t not in tokenizer.get_vocab()]
     if missing:
         raise ValueError(f"the tokenizer lacks {missing}: call tokenizer.add_tokens(config.special_tokens, special_tokens=True) "
                          "and resize the model's embeddings first.")
-    return datasets.Dataset.from_list(tokenize_rows(texts, tokenizer, config))
+    return datasets.Dataset.from_list(build_rows(rollouts, config, tokenizer, seed=config.seed))
 
 
 def _text(value: Any) -> str:

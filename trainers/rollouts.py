@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,6 @@ from leti_env import CodeTask, ExecutionResult, TaskRunner, pass_at_k
 
 from .console import progress
 from .distributed import Processes, shared_execution
-from .evaluation import pass_at_k_report
 from .sampling import Sampler, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -135,7 +134,7 @@ class RolloutCollector:
         A collective call under a multi-process launcher: every process samples its share, and every
         process executes a share of all the programs (with its own cores), so no process idles in a
         collective while one executes everything (which can outlast the process group's timeout).
-        ``record`` sees every execution (``evaluation.pass_at_k_report``).
+        ``record`` sees every execution (``pass_at_k_report``).
 
         ``max_turns=2`` adds one refinement turn, where the feedback is the model's input: each failed
         (post-processed) attempt, with its feedback, is shown again (``leti_env.refinement_prompt``'s
@@ -236,6 +235,39 @@ class RolloutCollector:
             yield
         finally:
             self.timings[phase] = self.timings.get(phase, 0.0) + time.monotonic() - start
+
+
+def pass_at_k_report(tasks: Sequence[CodeTask], completions: Sequence[Sequence[str]], ks: Sequence[int],
+                     run_many: Callable[[list], list], record: Callable | None = None) -> dict[str, float]:
+    """pass@k over tasks, for raw completions and post-processed ones (``*/postprocessed``).
+
+    The scoring of ``RolloutCollector.evaluate``, and of ``leti eval --samples`` (which has completions
+    but no model), so that a re-scored samples file is scored exactly as the run scored it.
+    ``completions[i]`` are the samples of ``tasks[i]``; ``run_many(pairs)`` executes ``(task, completion)``
+    pairs in order (``TaskRunner.run``, or a collective split across processes). Post-processing is the
+    task's own rule (``CodeTask.postprocess``: its stop regex or stop words).
+
+    ``record(variant, task, completion, result)``, if given, sees every execution (``variant`` is ``"raw"``
+    or ``"postprocessed"``): ``leti eval`` writes its samples file from it.
+    """
+    report: dict[str, float] = {}
+    for label, postprocess in (("", False), ("/postprocessed", True)):
+        pairs = [(task, task.postprocess(c) if postprocess else c) for task, samples in zip(tasks, completions)
+                 for c in samples]
+        results = run_many(pairs)
+        if record is not None:
+            for (task, completion), result in zip(pairs, results):
+                record(label.strip("/") or "raw", task, completion, result)
+        index = 0
+        per_task = []
+        for samples in completions:
+            per_task.append((len(samples), sum(r.passed for r in results[index:index + len(samples)])))
+            index += len(samples)
+        for k in ks:
+            scores = [pass_at_k(n, c, k) for n, c in per_task]
+            report[f"pass@{k}{label}"] = sum(scores) / len(scores) if scores else 0.0
+        report[f"sample_pass_rate{label}"] = sum(c for _, c in per_task) / max(1, sum(n for n, _ in per_task))
+    return report
 
 
 def _rollout(task: CodeTask, completion: str, result: ExecutionResult, iteration: int, sample_index: int) -> Rollout:

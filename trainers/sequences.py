@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .leti_config import LetiConfig
-from .rollouts import Rollout  # noqa: F401 - imported from here before rollouts.py held it
+from .rollouts import Rollout
+
+if TYPE_CHECKING:  # annotations only: the prompt format is read without torch or TRL (`leti push`'s model card)
+    from .leti_config import LetiConfig
 
 
 def training_text(rollout: Rollout, config: LetiConfig, tokenizer=None) -> str | None:
@@ -84,9 +88,39 @@ def shuffle_feedback(rollouts: Sequence[Rollout], seed: int) -> list[Rollout]:
     return out
 
 
-def inference_prompt(prompt: str, config: LetiConfig, condition: str = "good", tokenizer=None) -> str:
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a run's prompts start: its reward tokens, and whether its rows lead with the pad token.
+
+    All that sampling from a trained model needs of its recipe: ``leti eval`` and the model card build
+    one from a run folder's ``config.json`` (``from_run_config``) instead of a whole ``LetiConfig``, and
+    a ``LetiConfig`` has the same three attributes, so ``inference_prompt`` takes either. These
+    defaults are ``LetiConfig``'s too (its fields take them from here).
+    """
+
+    good_token: str = "<|good|>"
+    bad_token: str = "<|bad|>"
+    reward_token_target: bool = True
+
+    @classmethod
+    def from_run_config(cls, run: Mapping) -> PromptFormat:
+        """The prompt format a run recorded in its ``config.json`` (``{}``: the defaults).
+
+        Runs before leti 0.2 recorded ``"<GOOD_TOKEN>"`` for the tokens (transformers masks every field
+        named ``*_token``), which is no token: such a value, or none, means the default.
+        """
+        def recorded(name: str, default):
+            value = run.get(name)
+            return default if value is None or value == "" or value == f"<{name.upper()}>" else value
+
+        return cls(recorded("good_token", cls.good_token), recorded("bad_token", cls.bad_token),
+                   bool(recorded("reward_token_target", cls.reward_token_target)))
+
+
+def inference_prompt(prompt: str, config: LetiConfig | PromptFormat, condition: str = "good", tokenizer=None) -> str:
     """The prompt the model samples from: prefixed with a reward token (``good``/``bad``) or not (``none``).
 
+    ``config``: the run's ``LetiConfig``, or its ``PromptFormat`` (what ``leti eval`` reads from a run folder).
     With ``reward_token_target`` the training rows start with the tokenizer's pad token before the reward
     token, so a conditioned prompt starts with it too (as text that the tokenizer reads back as that
     token, attended like any other): the model then sees at sampling time exactly the start it was
@@ -110,7 +144,7 @@ def row_lead_token(tokenizer) -> str:
     return token
 
 
-def strip_reward_prefix(prompt: str, config: LetiConfig) -> str:
+def strip_reward_prefix(prompt: str, config: LetiConfig | PromptFormat) -> str:
     """Remove a leading reward token (``removeprefix``, never ``lstrip``, which eats characters)."""
     for token in (config.good_token, config.bad_token):
         if prompt.startswith(token):
@@ -171,6 +205,29 @@ def tokenize_rows(texts: Iterable[str], tokenizer, config: LetiConfig) -> list[d
         labels[: len(lead)] = [-100] * len(lead)
         rows.append({"input_ids": ids, "labels": labels})
     return rows
+
+
+def training_texts(rollouts: Sequence[Rollout], config: LetiConfig, seed: int, tokenizer=None,
+                   earlier_passing: dict[str, list[Rollout]] | None = None) -> list[str]:
+    """The training strings of an iteration's rollouts, in row order: which rollouts are kept
+    (``select_rollouts``), the ``shuffled`` control's dealt-out feedback, then each one's text
+    (``training_text``; a row the feedback mode drops is left out).
+
+    ``seed`` draws the kept failures and the shuffle (``LetiTrainer``: the run's seed + the iteration).
+    ``tokenizer`` is needed only by the ``dummy`` span matched in tokens.
+    """
+    kept = select_rollouts(rollouts, config, seed=seed, earlier_passing=earlier_passing)
+    if config.feedback_mode == "shuffled":
+        kept = shuffle_feedback(kept, seed=seed)
+    return [t for t in (training_text(r, config, tokenizer) for r in kept) if t is not None]
+
+
+def build_rows(rollouts: Sequence[Rollout], config: LetiConfig, tokenizer, seed: int,
+               earlier_passing: dict[str, list[Rollout]] | None = None) -> list[dict[str, list[int]]]:
+    """LeTI's tokenized rows (``input_ids``/``labels``) from rollouts: ``training_texts``, then
+    ``tokenize_rows``. The one path from rollouts to rows, for ``LetiTrainer`` and for
+    ``rollouts_to_sft_dataset``, so that both train on the same rows from the same rollouts and seed."""
+    return tokenize_rows(training_texts(rollouts, config, seed, tokenizer, earlier_passing), tokenizer, config)
 
 
 def interleave_pretraining(fcft_rows: list[dict], pretrain_rows: list[dict], rows_per_step: int) -> list[dict]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .export import EXPORT_FORMAT, export_merged_model, merged_state_dict  # noqa: F401 - their former home
+from .export import export_merged_model
 from .sampling import SamplingParams
 
 GREEDY_BELOW = 1e-5  # vLLM samples greedily below this temperature (its _SAMPLING_EPS)

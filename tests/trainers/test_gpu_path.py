@@ -88,9 +88,9 @@ def test_qlora_master_weights_let_small_updates_land(tmp_path, tiny_model_dir, a
         # `leti eval` scores the model that was trained: the base loaded in 4-bit as in the run
         import bitsandbytes as bnb
 
-        from trainers.cli import _load_for_eval
+        from trainers.run_folder import load_model
 
-        model, _ = _load_for_eval(str(tmp_path / "iteration-1" / "model"))
+        model, _ = load_model(str(tmp_path / "iteration-1" / "model"))
         assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     else:  # TRL's behaviour, kept as an option: the same run leaves most of them bit-identical
         assert {p.dtype for p in after.values()} == {torch.bfloat16}
@@ -104,9 +104,9 @@ def test_timeouts_are_executed_again_other_verdicts_reused(tmp_path, tiny_model_
     trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=arith_tasks[:1])
     task = arith_tasks[0]
     pairs = [(task, task.reference_solution), (task, "\nwhile True:\n    pass\n"), (task, "\nx = 1\n")]
-    first = trainer._run_many(pairs)
+    first = trainer.collector.runner.run(pairs)
     assert [r.status for r in first] == ["passed", "timeout", "error"]
-    second = trainer._run_many(pairs)
+    second = trainer.collector.runner.run(pairs)
     assert [r.status for r in second] == ["passed", "timeout", "error"]
     assert second[0] is first[0] and second[2] is first[2]  # reused: not executed again
     assert second[1] is not first[1]  # the timeout was executed again
@@ -119,7 +119,7 @@ def test_eval_and_export_load_an_adapter_trained_on_a_padded_vocabulary(tmp_path
     saved embedding would not load) and must give the trained model's logits."""
     from transformers import AutoModelForCausalLM
 
-    from trainers.cli import _load_for_eval
+    from trainers.run_folder import load_model
     from trainers.tiny import build_tiny_model
     from trainers.vllm_backend import export_merged_model
 
@@ -135,7 +135,7 @@ def test_eval_and_export_load_an_adapter_trained_on_a_padded_vocabulary(tmp_path
     with torch.no_grad():
         want = trainer.model(ids).logits
 
-    model, tokenizer = _load_for_eval(str(tmp_path / "run" / "iteration-1" / "model"))
+    model, tokenizer = load_model(str(tmp_path / "run" / "iteration-1" / "model"))
     model.eval()
     with torch.no_grad():
         got = model(ids).logits
@@ -213,8 +213,8 @@ def test_accelerate_ranks_run_their_sandbox_workers_on_disjoint_cores(tmp_path, 
         pytest.skip("needs at least two cores")
     script = tmp_path / "ranks.py"
     script.write_text(EMIT + (
-        "from trainers.leti_trainer import execution_pool\n"
-        "pool = execution_pool()\n"
+        "from leti_env import TaskRunner\n"
+        "pool = TaskRunner().pool()  # the pool every caller's executor runs on\n"
         "assert pool.run(['assert 1 + 1 == 2'])[0].passed\n"
         "cpus = set()\n"
         "for pid in pool.harness_pids():  # a run's last process may be exiting meanwhile\n"
@@ -235,13 +235,13 @@ def test_evaluation_execution_is_shared_by_the_ranks(tmp_path, env):
     what one process gets alone (before: rank 0 executed all, the others waited in a collective)."""
     script = tmp_path / "shared.py"
     script.write_text(EMIT + (
-        "from trainers.distributed import Processes, execution_pool, shared_execution\nfrom leti_env import resolve_tasks\n"
+        "from trainers.distributed import Processes, shared_execution\nfrom leti_env import TaskRunner, resolve_tasks\n"
         "tasks = resolve_tasks('LETI-Arith')[:5]\n"
         "pairs = [(t, c) for t in tasks for c in (t.reference_solution, '\\nx = 1\\n')]\n"
         "executed = []\n"
         "def run_many(chunk):\n"
         "    executed.extend(t.task_id for t, _ in chunk)\n"
-        "    return execution_pool().run([t.program(c) for t, c in chunk])\n"
+        "    return TaskRunner(tasks.limits).run(chunk)\n"
         "results = shared_execution(Processes(), run_many, pairs)\n"
         "emit('RESULT', {'executed': executed, 'verdicts': [[r.status, r.feedback] for r in results]})\n"))
     ranks = launch_two(script, env, "RESULT")

@@ -69,19 +69,19 @@ def test_duplicate_samples_are_executed_once_with_the_same_verdicts(tmp_path, ti
              (task, wrong)]
     totals: list[int] = []
     trainer = LetiTrainer(str(tiny_model_dir), small_config(tmp_path), train_tasks=mbpp_tasks)
-    results = trainer._run_many(pairs, progress=lambda done, total: totals.append(total))
+    results = trainer.collector.runner.run(pairs, progress=lambda done, total: totals.append(total))
     assert totals[-1] == 3  # three distinct (task, program) pairs ran
     assert [r.status for r in results] == ["passed", "error", "passed", "error", "error"]  # NameError
     assert results[1].feedback == results[4].feedback and results[1].feedback != results[3].feedback  # per task
     totals.clear()
-    again = trainer._run_many(pairs + [(mbpp_tasks[1], task.reference_solution)],
-                              progress=lambda done, total: totals.append(total))
+    again = trainer.collector.runner.run(pairs + [(mbpp_tasks[1], task.reference_solution)],
+                                         progress=lambda done, total: totals.append(total))
     assert totals[-1] == 1  # a later iteration runs only what this run has not run yet
     assert again[:5] == results and not again[5].passed  # another task's solution is no answer to this one
     every = LetiTrainer(str(tiny_model_dir), small_config(tmp_path / "every", deduplicate_execution=False),
                         train_tasks=mbpp_tasks)
     totals.clear()
-    assert [r.status for r in every._run_many(pairs, progress=lambda done, total: totals.append(total))] == \
+    assert [r.status for r in every.collector.runner.run(pairs, progress=lambda done, total: totals.append(total))] == \
         [r.status for r in results]
     assert totals[-1] == 5
 

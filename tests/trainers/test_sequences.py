@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from trainers import LetiConfig, Rollout, training_text
-from trainers.sequences import (inference_prompt, interleave_pretraining, select_rollouts, strip_reward_prefix,
-                                tokenize_rows)
+from trainers.sequences import (PromptFormat, build_rows, inference_prompt, interleave_pretraining, select_rollouts,
+                                shuffle_feedback, strip_reward_prefix, tokenize_rows, training_texts)
 
 PROMPT = '"""\nWrite a function to add two numbers.\nassert add(1, 2) == 3\n"""'
 GOOD = Rollout("MBPP/1", PROMPT, "\ndef add(a, b):\n    return a + b", 1.0, "passed", "")
@@ -50,6 +50,48 @@ def test_conditioning_uses_removeprefix_not_lstrip(config):
     assert conditioned == "<|good|>def f(x):\n    pass\n"
     assert strip_reward_prefix(conditioned, config) == humaneval_like  # lstrip("<|good|>") would eat the "d"
     assert inference_prompt(PROMPT, config, "none") == PROMPT and inference_prompt(PROMPT, config, "bad").startswith("<|bad|>")
+
+
+def test_a_prompt_format_read_from_a_run_config_prompts_as_the_runs_config_did(config):
+    """``leti eval`` samples from a run folder's model with the PromptFormat its config.json records: the
+    same prompts as the run's LetiConfig gives, and the defaults where a pre-0.2 run recorded masked tokens."""
+    defaults = PromptFormat(config.good_token, config.bad_token, config.reward_token_target)
+    assert PromptFormat.from_run_config({}) == defaults
+    masked = {"good_token": "<GOOD_TOKEN>", "bad_token": "<BAD_TOKEN>", "reward_token_target": False}
+    assert PromptFormat.from_run_config(masked) == PromptFormat("<|good|>", "<|bad|>", False)
+    own = with_(config, good_token="<|pass|>", bad_token="<|fail|>", reward_token_target=False)
+    recorded = PromptFormat.from_run_config({"good_token": "<|pass|>", "bad_token": "<|fail|>",
+                                             "reward_token_target": False, "learning_rate": 1e-5})
+    for condition in ("good", "bad", "none"):
+        assert inference_prompt(PROMPT, recorded, condition) == inference_prompt(PROMPT, own, condition)
+    assert inference_prompt(PROMPT, recorded, "good") == "<|pass|>" + PROMPT
+    assert strip_reward_prefix("<|fail|>" + PROMPT, recorded) == PROMPT
+    with pytest.raises(ValueError, match="pass tokenizer= to inference_prompt"):  # the lead pad token needs it
+        inference_prompt(PROMPT, PromptFormat(), "good")
+
+
+def test_build_rows_selects_shuffles_writes_then_tokenizes(config, tiny_model_dir):
+    """The one path from rollouts to rows (LetiTrainer's and rollouts_to_sft_dataset's): the kept rollouts in
+    execution order, the shuffled control's dealt-out feedback, the mode's texts, then the tokens."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.add_tokens(config.special_tokens, special_tokens=True)
+    failing = [Rollout("MBPP/1", PROMPT, f"\nx = {i}", 0.0, "failed", f"feedback of program {i}") for i in range(4)]
+    rollouts = [GOOD, *failing, GOOD]
+    capped = with_(config, max_failures_per_prompt=2)
+    texts = training_texts(rollouts, capped, seed=5)
+    kept = select_rollouts(rollouts, capped, seed=5)
+    assert len(texts) == 4 and texts == [training_text(r, capped) for r in kept]  # 2 passing + 2 of 4 failures
+    assert texts[0] == texts[-1] == training_text(GOOD, capped)  # execution order within the prompt
+    assert build_rows(rollouts, capped, tokenizer, seed=5) == tokenize_rows(texts, tokenizer, capped)
+    assert training_texts(rollouts, with_(config, feedback_mode="none"), seed=5) == [PROMPT + GOOD.program] * 2
+    shuffled = with_(config, feedback_mode="shuffled")
+    dealt = training_texts(rollouts, shuffled, seed=5)
+    assert dealt == [training_text(r, shuffled) for r in shuffle_feedback(rollouts, seed=5)]
+    assert all(f"\nx = {i}" in text and f"feedback of program {i}" not in text for i, text in enumerate(dealt[1:5]))
+    assert training_texts(rollouts, shuffled, seed=6) != dealt  # the seed deals the feedback
 
 
 def test_a_conditioned_prompt_starts_as_the_training_rows_do(config, tiny_model_dir):

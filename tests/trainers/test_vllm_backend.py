@@ -21,7 +21,7 @@ from tests.trainers.conftest import small_config
 from trainers import LetiTrainer, load_rollouts
 from trainers.sampling import generate
 from trainers.sequences import inference_prompt
-from trainers.vllm_backend import export_merged_model, merged_state_dict
+from trainers.export import export_merged_model, merged_state_dict
 
 
 

@@ -306,6 +306,7 @@ class ContrastiveGuidance:
         self.model, self.weight = model, float(weight)
         self.pending_ids, self.mask = input_ids, attention_mask
         self.cache = None
+        self.cache_argument = _cache_argument(model)  # read once: inspect.signature costs more than a decode step
 
     def __call__(self, input_ids, scores):
         import torch
@@ -318,7 +319,7 @@ class ContrastiveGuidance:
             self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
             positions = self.mask.sum(-1, keepdim=True) - 1
         out = self.model(input_ids=ids, attention_mask=self.mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **({} if self.cache is None else {_cache_argument(self.model): self.cache}))
+                         logits_to_keep=1, **({} if self.cache is None else {self.cache_argument: self.cache}))
         self.cache = out.get("cache") if hasattr(out, "get") and out.get("cache") is not None else out.past_key_values
         negative = torch.log_softmax(out.logits[:, -1, : scores.shape[-1]].float(), dim=-1)
         positive = torch.log_softmax(scores.float(), dim=-1)

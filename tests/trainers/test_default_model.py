@@ -122,7 +122,7 @@ def test_feedback_documents_carry_the_executors_own_feedback():
     is unchanged by the option (the shipped model's documents)."""
     import re
 
-    from leti_env import TaskRunner
+    from leti_env import ExecutionLimits, TaskRunner
     from leti_env.tasks import CodeTask
     from trainers.default_model import feedback_example
 
@@ -150,7 +150,7 @@ def test_feedback_documents_carry_the_executors_own_feedback():
                       program.rstrip("\n")))
         expected.append(feedback)
         assert shown  # every document's prompt shows one assert
-    results = TaskRunner(timeout=5.0).run(pairs)
+    results = TaskRunner(ExecutionLimits(timeout=5.0)).run(pairs)
     assert [r.feedback for r in results] == expected
     assert {r.status for r in results} == {"failed"}
     assert sum("# The program above failed its tests:" in d for d in documents) in range(15, 46)  # both layouts

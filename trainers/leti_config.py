@@ -138,6 +138,11 @@ class LetiConfig(SFTConfig, ModelConfig):
             Repeat each kept passing sample this many times (the paper: 1). Gives the few early positives weight.
         max_failures_per_prompt (`int` or `None`, *optional*, defaults to `None`):
             Keep at most this many failing samples per prompt, chosen at random (`None`: all, as the paper).
+        failure_loss_weight (`float`, *optional*, defaults to `1.0`):
+            The weight of a failing program's row in the loss, relative to a passing one's (the paper: 1.0, every
+            row alike). Between 0 and 1 the failing rows still teach the feedback and the bad condition, with
+            less pull on the model's own programs; the optimizer steps stay the same. 0 keeps the rows in the
+            batches but learns nothing from them (to drop them, use `max_failures_per_prompt=0`).
         replay_passing (`bool`, *optional*, defaults to `False`):
             A prompt none of whose samples passed this iteration trains on its passing programs from the latest
             earlier iteration that had any (the paper trains on the current iteration's samples only). Keeps a
@@ -334,6 +339,8 @@ class LetiConfig(SFTConfig, ModelConfig):
     passing_copies: int = field(default=1, metadata={"help": "Repeat each kept passing sample this many times (paper: 1)."})
     max_failures_per_prompt: int | None = field(
         default=None, metadata={"help": "Keep at most this many failing samples per prompt (None: all, as the paper)."})
+    failure_loss_weight: float = field(
+        default=1.0, metadata={"help": "Loss weight of failing programs' rows, relative to passing ones (paper: 1.0)."})
     replay_passing: bool = field(
         default=False, metadata={"help": "Prompts with no pass this iteration reuse their latest earlier passing programs."})
 
@@ -470,6 +477,11 @@ class LetiConfig(SFTConfig, ModelConfig):
                              "train_sampling_strategy='sequential' (the default), or drop pretrain_dataset.")
         if self.max_failures_per_prompt is not None and self.max_failures_per_prompt < 0:
             raise ValueError(f"`max_failures_per_prompt` must be >= 0 or None, got {self.max_failures_per_prompt}.")
+        if not self.failure_loss_weight >= 0:
+            raise ValueError(f"`failure_loss_weight` must be >= 0 (1.0: the paper), got {self.failure_loss_weight}.")
+        if self.failure_loss_weight != 1.0 and self.feedback_mode == "none":
+            raise ValueError("`failure_loss_weight` weighs failing rows, which feedback_mode='none' has none of: "
+                             "leave it at 1.0, or pick another feedback_mode.")
 
     def execution_limits(self, limits: ExecutionLimits) -> ExecutionLimits:
         """The limits of this run's programs: the tasks' own (``limits``, from their environment), with the

@@ -23,7 +23,7 @@ from .pretraining import build_pretraining_blocks
 from .rollouts import Rollout, RolloutCollector, load_rollouts
 from .tracking import RunTracker, loss_callback, passed_to_sft_trainer
 from .sampling import Sampler, SamplingParams, TransformersSampler
-from .sequences import build_rows, inference_prompt, interleave_pretraining_dataset
+from .sequences import LOSS_WEIGHT, build_rows, inference_prompt, interleave_pretraining_dataset
 
 
 # LetiConfig fields that name LeTI's tokens (recorded as they are in config.json: the prompt format)
@@ -333,6 +333,8 @@ class LetiTrainer:
         from transformers import PrinterCallback, ProgressCallback
         from trl import SFTTrainer
 
+        from .weighted_loss import WeightedSFTTrainer
+
         self.collector.sampler.sleep()  # training gets the sampler's GPU memory back (vLLM)
         # LeTI's RunTracker logs the whole run; the iteration's SFTTrainer only what RunTracker does not track
         args = dataclasses.replace(self.args, output_dir=str(folder / "sft"), push_to_hub=False,  # LetiTrainer pushes
@@ -346,8 +348,10 @@ class LetiTrainer:
             keep_4bit_weights_trainable(self.model)
         train_dataset = rows if isinstance(rows, datasets.Dataset) else datasets.Dataset.from_list(rows)
         with third_party_deprecations_ignored(), progress(self.distributed.is_main) as shown:
-            trainer = SFTTrainer(model=self.model, args=args, train_dataset=train_dataset,
-                                 processing_class=self.tokenizer, callbacks=self.callbacks)
+            weighted = LOSS_WEIGHT in train_dataset.column_names  # failure_loss_weight != 1
+            trainer_class = WeightedSFTTrainer if weighted else SFTTrainer
+            trainer = trainer_class(model=self.model, args=args, train_dataset=train_dataset,
+                                    processing_class=self.tokenizer, callbacks=self.callbacks)
             for name, param in trainer.model.named_parameters():
                 if name in keep and param.dtype != keep[name].dtype:
                     param.data = keep[name]

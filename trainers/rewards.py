@@ -100,7 +100,9 @@ def rollouts_to_sft_dataset(rollouts: Sequence[Rollout] | str | Path, config: Le
 
     With a tokenizer: pre-tokenized ``input_ids``/``labels`` (exactly the LetiTrainer rows; add the four
     special tokens to the tokenizer first). Without: a ``text`` column (note that SFTTrainer then appends
-    EOS, which the authors' rows do not have).
+    EOS, which the authors' rows do not have). With ``config.failure_loss_weight`` other than 1 the rows
+    also have a ``loss_weight`` column, which only ``trainers.weighted_loss.WeightedSFTTrainer`` reads
+    (a plain ``SFTTrainer`` drops it and weighs every row alike).
     """
     import datasets
 

@@ -216,18 +216,38 @@ def training_texts(rollouts: Sequence[Rollout], config: LetiConfig, seed: int, t
     ``seed`` draws the kept failures and the shuffle (``LetiTrainer``: the run's seed + the iteration).
     ``tokenizer`` is needed only by the ``dummy`` span matched in tokens.
     """
+    return [text for text, _ in _texts_and_outcomes(rollouts, config, seed, tokenizer, earlier_passing)]
+
+
+def _texts_and_outcomes(rollouts: Sequence[Rollout], config: LetiConfig, seed: int, tokenizer=None,
+                        earlier_passing: dict[str, list[Rollout]] | None = None) -> list[tuple[str, bool]]:
+    """``training_texts`` with each row's outcome (``True``: its program passed)."""
     kept = select_rollouts(rollouts, config, seed=seed, earlier_passing=earlier_passing)
     if config.feedback_mode == "shuffled":
         kept = shuffle_feedback(kept, seed=seed)
-    return [t for t in (training_text(r, config, tokenizer) for r in kept) if t is not None]
+    pairs = ((training_text(r, config, tokenizer), r.passed) for r in kept)
+    return [(text, passed) for text, passed in pairs if text is not None]
+
+
+LOSS_WEIGHT = "loss_weight"  # the rows' column of per-row loss weights (``failure_loss_weight``)
 
 
 def build_rows(rollouts: Sequence[Rollout], config: LetiConfig, tokenizer, seed: int,
                earlier_passing: dict[str, list[Rollout]] | None = None) -> list[dict[str, list[int]]]:
     """LeTI's tokenized rows (``input_ids``/``labels``) from rollouts: ``training_texts``, then
     ``tokenize_rows``. The one path from rollouts to rows, for ``LetiTrainer`` and for
-    ``rollouts_to_sft_dataset``, so that both train on the same rows from the same rollouts and seed."""
-    return tokenize_rows(training_texts(rollouts, config, seed, tokenizer, earlier_passing), tokenizer, config)
+    ``rollouts_to_sft_dataset``, so that both train on the same rows from the same rollouts and seed.
+
+    With ``failure_loss_weight`` other than 1 (the paper), each row also has a ``loss_weight``: that weight
+    on failing programs' rows, 1.0 on passing ones (``trainers.weighted_loss.WeightedSFTTrainer`` reads it).
+    """
+    pairs = _texts_and_outcomes(rollouts, config, seed, tokenizer, earlier_passing)
+    rows = tokenize_rows([text for text, _ in pairs], tokenizer, config)
+    weight = getattr(config, "failure_loss_weight", 1.0)
+    if weight != 1.0:
+        for row, (_, passed) in zip(rows, pairs):
+            row[LOSS_WEIGHT] = 1.0 if passed else float(weight)
+    return rows
 
 
 def interleave_pretraining(fcft_rows: list[dict], pretrain_rows: list[dict], rows_per_step: int) -> list[dict]:
@@ -248,6 +268,8 @@ def interleave_pretraining_dataset(fcft_rows: list[dict], blocks, rows_per_step:
     as one ``Dataset`` that selects blocks by index instead of copying them into Python lists."""
     import datasets
 
+    if fcft_rows and LOSS_WEIGHT in fcft_rows[0] and LOSS_WEIGHT not in blocks.column_names:
+        blocks = blocks.add_column(LOSS_WEIGHT, [1.0] * len(blocks))  # pre-training blocks weigh as passing rows
     features = blocks.features
     leti = datasets.Dataset.from_dict({name: [row[name] for row in fcft_rows] for name in features}, features=features)
     order = _interleaved_order(len(fcft_rows), len(blocks), rows_per_step)

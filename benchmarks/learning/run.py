@@ -43,6 +43,8 @@ rejection_sampling_hidden, compared with textual_hidden. Asked for by name.
 - textual_last (and textual_last_hidden): the feedback span after the program (`--sequence_order feedback_last`),
   so that the prompt follows the reward token on failing rows too, and the token alone must tell them apart.
 - textual_lr3e-4 (and textual_lr3e-4_hidden): LeTI at learning rate 3e-4 (the default: 1e-3).
+- textual_failweight0.25 (and textual_failweight0.25_hidden): failing programs' rows weigh a quarter of a
+  passing row's in the loss (`--failure_loss_weight 0.25`; the paper: 1), for the same optimizer steps.
 
 The base model: `--base_corpus feedback` starts every arm from the default model pre-trained also on execution
 feedback (`--default_model_corpus feedback`, docs/cpu_testbed.md), the one that can read it; keep one `--out`
@@ -102,9 +104,10 @@ HIDDEN = ["--env_kwargs", '{"test_order": "hidden_first"}']  # the informative t
 ARMS["textual_guided"] = ["--guidance_weight", "1.0"]  # reward-token guidance at sampling and evaluation, w = 1
 ARMS["textual_last"] = ["--sequence_order", "feedback_last"]  # the recipe search: the feedback after the program
 ARMS["textual_lr3e-4"] = ["--learning_rate", "3e-4"]  # and a smaller learning rate
+ARMS["textual_failweight0.25"] = ["--failure_loss_weight", "0.25"]  # and failing rows at a quarter of the loss
 ARMS.update({f"{arm}_hidden": [*ARMS[arm], *HIDDEN]
              for arm in ("textual", "binary", "dummy_span", "shuffled_feedback", "rejection_sampling", "textual_guided",
-                         "textual_last", "textual_lr3e-4")})
+                         "textual_last", "textual_lr3e-4", "textual_failweight0.25")})
 # asked for by name: the medium arms, and the mix on the paper's blocks (textual_pretrain_mix: 13-14 minutes a run)
 DEFAULT_ARMS = ["textual", "binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference",
                 "textual_pretrain_mix_short", "textual_sequential"]
@@ -114,7 +117,7 @@ CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only", "rej
              "textual_pretrain_mix", "textual_pretrain_mix_short", "textual_sequential", "binary_medium",
              "dummy_span_medium", "binary_hidden", "dummy_span_hidden", "shuffled_feedback_hidden",
              "rejection_sampling_hidden", "textual_guided", "textual_guided_hidden", "textual_last", "textual_last_hidden",
-             "textual_lr3e-4", "textual_lr3e-4_hidden")
+             "textual_lr3e-4", "textual_lr3e-4_hidden", "textual_failweight0.25", "textual_failweight0.25_hidden")
 BASELINES = {"textual_pretrain_mix": "textual_sequential", "textual_pretrain_mix_short": "textual_sequential",
              "binary_medium": "textual_medium", "dummy_span_medium": "textual_medium",
              **{arm: "textual_hidden" for arm in CONTRASTS if arm.endswith("_hidden")}}  # else textual

@@ -50,6 +50,7 @@ def test_learning_study_quick_runs_every_arm_and_writes_its_report(tmp_path):
     assert "quick: the pipeline only" in report and "| dummy_span | 1 |" in report and "Student-t" in report
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert {r["arm"] for r in rows} == set(arms) and {r["iteration"] for r in rows} == {"0", "1", "2"}
+    assert tuple(rows[0]) == _study().ROW_FIELDS  # what --pool reads back from a committed study
     assert all((out / name).stat().st_size > 0 for name in ("heldout_pass_at_1.png", "sampled_pass_rate.png",
                                                           "heldout_pass_at_1_vs_wall_time.png"))
     assert all(float(r["cumulative_seconds"]) > 0 for r in rows if r["iteration"] != "0")
@@ -171,3 +172,40 @@ def test_portable_kernels_give_the_same_bits_on_a_cpu_without_avx512(tmp_path):
     assert rows["avx2_cpu_portable"][2] == "AVX2"
     if "native" in rows:
         assert rows["native"][2] == "AVX512" and rows["native"][7] == "no", proc.stdout
+
+
+def test_learning_study_pools_studies_of_two_base_models_into_one_report(tmp_path):
+    """`--pool`: the committed results.csv of one study per base model become one report in which each
+    (base model, seed) pair is a unit: differences are paired within a pair, and the t interval counts pairs."""
+    import csv
+    import subprocess
+    import sys
+
+    study = _study()
+    fields = ["arm", "seed", "base_corpus", "iteration", "optimizer_steps", "sampled_pass_rate", "heldout_pass@1",
+              "run_wall_s", "cumulative_seconds", "compositional_pass@1"]
+    lifts = {"programs": (0.10, 0.20), "feedback": (0.30, 0.40)}  # textual − binary per seed, on each base
+    for base, lift in lifts.items():
+        (tmp_path / base).mkdir()
+        with open(tmp_path / base / "results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for seed in (0, 1):
+                for arm, final in (("textual_hidden", 0.5 + lift[seed]), ("binary_hidden", 0.5)):
+                    for iteration, value in ((0, 0.0), (1, final)):
+                        writer.writerow({"arm": arm, "seed": seed, "base_corpus": base, "iteration": iteration,
+                                         "optimizer_steps": 240 * iteration, "sampled_pass_rate": value,
+                                         "heldout_pass@1": value, "run_wall_s": 60,
+                                         "cumulative_seconds": 60 * iteration, "compositional_pass@1": 0})
+    out = tmp_path / "pooled"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--report_only", "--out",
+                           str(out), "--pool", str(tmp_path / "programs"), str(tmp_path / "feedback")],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (out / "RESULTS.md").read_text()
+    assert "programs/0, programs/1" in report and "feedback/0, feedback/1" in report
+    mean, low, high = study.paired_difference({0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}, {0: 0, 1: 0, 2: 0, 3: 0})
+    assert f"| binary_hidden | textual_hidden | 4 | {mean:+.3f} [{low:+.3f}, {high:+.3f}]" in report  # 4 units, 3 df
+    refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--out", str(out),
+                              "--pool", str(tmp_path / "programs")], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert refused.returncode == 2 and "--report_only" in refused.stderr

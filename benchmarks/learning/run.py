@@ -3,6 +3,8 @@
     python benchmarks/learning/run.py                                  # every arm, seeds 0 1 2 (hours)
     python benchmarks/learning/run.py --arms textual binary dummy_span --seeds 0 1
     python benchmarks/learning/run.py --quick --out /tmp/study         # the pipeline in a minute (CI)
+    python benchmarks/learning/run.py --report_only --out benchmarks/learning/hidden_first_pooled \
+        --pool benchmarks/learning/hidden_first benchmarks/learning/hidden_first_feedback_base   # both bases, one report
 
 Every run is an ordinary `leti train` folder under `<out>/runs/<arm>-seed<k>`: stop the study at any
 point and run the same command again; finished runs are kept, an interrupted one resumes. The report,
@@ -54,7 +56,7 @@ Every run is also evaluated under the bad token and under none (does the conditi
 refinement turn after each failed attempt, its feedback shown as input (the repair rate).
 
 Statistics: differences are paired by seed, with Student-t 95% intervals over the seeds (with 3 seeds the
-t quantile is 4.30: honest, and wide); beside each held-out difference, the binomial standard error of one
+t quantile is 4.30: honest, and wide; `--pool` makes each (base model, seed) pair a unit, across studies); beside each held-out difference, the binomial standard error of one
 evaluation on 400 tasks. Steps-to-reach is read per seed, with its spread.
 
 Forgetting, for every arm (`forgetting.json` in each run folder, computed after the run): the language-model
@@ -133,6 +135,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="one seed, 2 iterations, a tiny model: the pipeline only")
     parser.add_argument("--report_only", action="store_true",
                         help="rewrite RESULTS.md, results.csv and the plots from the finished runs under --out; train nothing")
+    parser.add_argument("--pool", nargs="+", metavar="OUT", default=None,
+                        help="with --report_only: one report over the finished runs of several studies (one --out per "
+                             "base model), each (base model, seed) an independent unit of the statistics")
     parser.add_argument("--base_corpus", choices=["programs", "feedback"], default="programs",
                         help="the default model every arm starts from: pre-trained on programs (the default), or also "
                              "on execution feedback (`--default_model_corpus feedback`); keep one --out per base")
@@ -141,8 +146,17 @@ def main() -> int:
         args.seeds = args.seeds[:1]
     out = Path(args.out)
     command = " ".join(["python", "benchmarks/learning/run.py", *sys.argv[1:]])
+    if args.pool and not args.report_only:
+        parser.error("--pool writes a report from finished runs: add --report_only")
     if args.report_only:
-        write_results(out, *finished_runs(out), command, args.quick)
+        if args.pool:
+            sources = [Path(folder) for folder in args.pool]
+            rows = pooled_rows(sources)
+            arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
+            out.mkdir(parents=True, exist_ok=True)
+            write_results(out, arms, sorted({r["seed"] for r in rows}), command, args.quick, rows=rows, sources=sources)
+        else:
+            write_results(out, *finished_runs(out), command, args.quick)
         return 0
     for seed in args.seeds:  # seed-major: an interrupted study has every arm at the same number of seeds
         for arm in args.arms:
@@ -291,7 +305,8 @@ def rows_of(out: Path, arms, seeds) -> list[dict]:
                 lost = forgetting.get(str(m["iteration"]), {})
                 seconds = sum(v for k, v in m.items() if k.startswith("time/"))
                 elapsed += seconds
-                rows.append({"arm": arm, "seed": seed, "iteration": m["iteration"],
+                rows.append({"arm": arm, "seed": seed, "base_corpus": study.get("base_corpus", "programs"),
+                             "source": str(out), "iteration": m["iteration"],
                              "optimizer_steps": m.get("run/optimizer_steps", 0),
                              "sampled_pass_rate": m.get("rollout/pass_rate"), "heldout_pass@1": m.get("eval/pass@1"),
                              "heldout_pass@1_bad": m.get("eval/bad/pass@1"), "heldout_pass@1_none": m.get("eval/none/pass@1"),
@@ -302,6 +317,47 @@ def rows_of(out: Path, arms, seeds) -> list[dict]:
                              "heldout_lm_loss": lost.get("heldout_lm_loss"),
                              "single_step_sampled_pass_rate": lost.get("single_step_sampled_pass_rate")})
     return rows
+
+
+ROW_FIELDS = ("arm", "seed", "base_corpus", "source", "iteration", "optimizer_steps", "sampled_pass_rate", "heldout_pass@1",
+              "heldout_pass@1_bad", "heldout_pass@1_none", "heldout_turn2_pass@1", "repair_rate", "seconds",
+              "cumulative_seconds", "run_wall_s", "compositional_pass@1", "heldout_lm_loss",
+              "single_step_sampled_pass_rate")  # rows_of's columns; an older results.csv lacks some
+
+
+def pooled_rows(sources: list[Path]) -> list[dict]:
+    """The finished runs of several studies (one per base model) as one set of rows, each run's seed renamed
+    ``<base corpus>/<seed>``: a (base model, seed) pair is the unit that differences are paired on and that
+    the Student-t intervals count, so the spread between base models is part of the interval."""
+    rows = []
+    for source in sources:  # its runs, or else its results.csv (a study's committed figures)
+        found = rows_of(source, *finished_runs(source)) if (source / "runs").is_dir() else _read_csv(source / "results.csv")
+        if not found:
+            raise SystemExit(f"{source} has no finished runs and no results.csv: pool the --out folders of studies")
+        for row in found:
+            label = row.get("base_corpus") or ("feedback" if "feedback" in source.name else "programs")
+            rows.append({**dict.fromkeys(ROW_FIELDS), **row, "seed": f"{label}/{row['seed']}", "source": str(source)})
+    if len({(r["arm"], r["seed"]) for r in rows}) != len({(r["arm"], r["seed"], r["source"]) for r in rows}):
+        raise SystemExit("two pooled studies have runs of the same arm, seed and base model: pool one study per base")
+    return rows
+
+
+def _read_csv(path: Path) -> list[dict]:
+    """``results.csv`` back as ``rows_of`` wrote it: numbers as numbers, empty cells as None."""
+    def value(text: str):
+        if text == "":
+            return None
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [{k: value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def final(rows, arm, measure):
@@ -451,10 +507,10 @@ def steps_to_reach_per_seed(rows, arm, measure, level) -> dict[int, float | None
     return out
 
 
-def base_models(out: Path) -> list[str]:
-    """A line naming the base model(s) the runs under ``out`` started from (folder name, corpus, weights sha256)."""
+def base_models(*outs: Path) -> list[str]:
+    """A line naming the base model(s) the runs under ``outs`` started from (folder name, corpus, weights sha256)."""
     seen = {}
-    for config in (out / "runs").glob("*-seed*/config.json"):
+    for config in (p for out in outs for p in (out / "runs").glob("*-seed*/config.json")):
         base = json.loads(config.read_text()).get("base_model") or {}
         if base:
             seen[base["sha256"]] = f"`{Path(base['path']).name}` ({base.get('corpus', 'programs')} corpus, " \
@@ -462,8 +518,11 @@ def base_models(out: Path) -> list[str]:
     return [f"Base model: {', '.join(sorted(seen.values()))}.", ""] if seen else []
 
 
-def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
-    rows = rows_of(out, arms, seeds)
+def write_results(out: Path, arms, seeds, command: str, quick: bool, rows: list[dict] | None = None,
+                  sources: list[Path] | None = None) -> None:
+    """``RESULTS.md``, ``results.csv`` and the plots under ``out``: from the finished runs under ``out/runs``, or
+    from ``rows`` read from the studies ``sources`` (``--pool``)."""
+    rows = rows_of(out, arms, seeds) if rows is None else rows
     if not rows:
         return
     with open(out / "results.csv", "w", newline="") as f:
@@ -476,10 +535,14 @@ def write_results(out: Path, arms, seeds, command: str, quick: bool) -> None:
              for measure, x in (("heldout_pass@1", "optimizer_steps"), ("sampled_pass_rate", "optimizer_steps"),
                                 ("heldout_pass@1", "cumulative_seconds"))]
     lines = [f"# The learning study{' (quick: the pipeline only, no scientific result)' if quick else ''}", "",
-             f"Every finished run under `runs/` (arms {', '.join(arms)}; seeds {', '.join(map(str, seeds))}); the "
-             f"study's command is `python benchmarks/learning/run.py [--arms ...] [--seeds ...]`, and this report was "
+             (f"Every finished run under `runs/` (arms {', '.join(arms)}; seeds {', '.join(map(str, seeds))}); the "
+              if sources is None else
+              f"The finished runs of the studies under {', '.join(f'`{_shown(s)}/`' for s in sources)}, pooled: each "
+              f"(base model, seed) pair is one unit, `<base corpus>/<seed>` (arms {', '.join(arms)}; units "
+              f"{', '.join(map(str, seeds))}); the ")
+             + f"study's command is `python benchmarks/learning/run.py [--arms ...] [--seeds ...]`, and this report was "
              f"last written by `{command}`, {_versions()}.", "",
-             *base_models(out),
+             *base_models(*(sources or [out])),
              "| arm | seeds | final sampled pass rate | final held-out pass@1 | compositional pass@1 | wall per run (mean, "
              "range) |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -598,6 +661,14 @@ def plot(out: Path, rows, arms, measure, suffix: str = "", x: str = "optimizer_s
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _shown(path: Path) -> str:
+    """A study folder as the report names it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def _spread(values: dict) -> str:

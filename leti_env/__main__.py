@@ -13,6 +13,8 @@ import json
 import sys
 import time
 
+from .argparsing import StrictArgumentParser
+
 
 def _envs(args: argparse.Namespace) -> int:
     import gymnasium as gym
@@ -150,39 +152,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Parser(argparse.ArgumentParser):
-    """No abbreviated flags, and an error in one line that names the fix (not the usage first)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs["allow_abbrev"] = False
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        if message.startswith("unrecognized arguments: "):
-            import difflib
-
-            flags = [a.split("=")[0] for a in message.split(": ", 1)[1].split() if a.startswith("--")]
-            match = difflib.get_close_matches(flags[0], _long_options(self), n=1) if flags else []
-            message += f"; did you mean {match[0]!r}?" if match else ""
-        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options)\n")
-
-
-def _long_options(parser: argparse.ArgumentParser) -> list[str]:
-    out = []
-    for action in parser._actions:
-        out += [o for o in action.option_strings if o.startswith("--")]
-        if isinstance(action, argparse._SubParsersAction):
-            out += [o for sub in action.choices.values() for o in _long_options(sub)]
-    return out
-
-
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM as Ctrl-C: ``leti serve`` stops like an interrupted server (exit 0, workers closed)."""
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m leti_env") -> int:
-    parser = _Parser(prog=prog, description=__doc__.split("\n")[0])
+    parser = StrictArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("envs", help="list the registered environments and their sizes").set_defaults(func=_envs)
     demo = sub.add_parser("demo", help="run a few tasks end to end (reference and broken solutions)")

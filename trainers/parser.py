@@ -5,10 +5,11 @@ a TRL user's flags and YAML work unchanged), LeTI's (``LetiConfig``) and the scr
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from leti_env.argparsing import StrictErrors, nearest, strict_argument_parser  # noqa: F401 (leti's one copy)
 
 
 @dataclass
@@ -63,40 +64,6 @@ def parse_env_kwargs(value: Any) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise ValueError(f"--env_kwargs must be a JSON object (a mapping of option to value), got {value!r}")
     return options
-
-
-def nearest(name: str, known: Iterable[str]) -> str:
-    """``"; did you mean X?"`` for the closest of ``known`` to a mistyped ``name``, or ``""``."""
-    import difflib
-
-    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""
-
-
-class StrictErrors:
-    """An argparse parser mixin for the ``leti`` commands: no abbreviations (``--num_iteration`` is a typo,
-    not ``--num_iterations``), and an error as one line naming the fix, instead of the whole usage first
-    (``leti train``'s is 200 lines) and the error last."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str):
-        if message.startswith("unrecognized arguments: "):
-            flags = [a for a in message.removeprefix("unrecognized arguments: ").split() if a.startswith("--")]
-            options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
-            message += nearest(flags[0].split("=")[0], options) if flags else ""
-        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists the options)\n")
-
-
-def strict_argument_parser(**kwargs: Any) -> argparse.ArgumentParser:
-    """``argparse.ArgumentParser(**kwargs)`` with ``StrictErrors``: what every ``leti`` command parses with."""
-
-    class StrictArgumentParser(StrictErrors, argparse.ArgumentParser):
-        pass
-
-    return StrictArgumentParser(**kwargs)
 
 
 def make_parser(prog: str = "leti train", **defaults: Any):

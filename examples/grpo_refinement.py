@@ -6,6 +6,8 @@ the model tries again, up to --max_turns times. The feedback tokens carry no los
     python examples/grpo_refinement.py --model_name_or_path Qwen/Qwen2.5-Coder-0.5B --output_dir runs/grpo-refine \
         --num_generations 8 --max_completion_length 512 --per_device_train_batch_size 8 --max_turns 2
 
+Add --use_vllm true --vllm_mode colocate (a CUDA machine with vLLM) to sample every turn with TRL's vLLM engine.
+
 Smoke run on a CPU (tiny offline model, LETI-Arith tasks):
 
     python examples/grpo_refinement.py --model_name_or_path tiny --env_id LETI-Arith --max_train_tasks 2 \

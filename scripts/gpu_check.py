@@ -18,6 +18,11 @@ independent, and one that fails or crashes is reported as such while the others 
   the batch size.
 - ``vllm``: build, sample, sleep, wake and reload the engine; the samples change after a weight change
   (skipped without vLLM or CUDA).
+- ``grpo_vllm_turns``: two steps of TRL's ``GRPOTrainer`` with ``use_vllm=True, vllm_mode="colocate"`` on
+  ``refinement_rollout`` (LETI-Arith, two turns), in a process of its own: every attempt is sampled by
+  TRL's vLLM engine (transformers ``generate`` is never called), each call with the turn's token budget,
+  episodes take a second turn (``execution/turns`` > 1), vLLM's logprobs come back for every completion
+  token, and the loss is finite (skipped without vLLM or CUDA; about a minute).
 - ``train_resume_eval_export``: ``leti train`` (QLoRA, two iterations) is killed with SIGKILL after
   iteration 1 and run again: iteration 1 is kept, iteration 2 completes. Then ``leti eval`` and
   ``leti export`` load the adapter it saved: eval's model is 4-bit on the training device, and the merged
@@ -276,6 +281,81 @@ def vllm(ctx) -> dict:
 
 
 @check
+def grpo_vllm_turns(ctx) -> dict:
+    import importlib.util
+
+    if ctx.cpu or importlib.util.find_spec("vllm") is None:
+        return {"skipped": "needs CUDA" if ctx.cpu else "vLLM is not installed", "ok": True}
+    # a process of its own: TRL's colocated engine sets up torch.distributed (vLLM's external launcher) where it runs
+    out = ctx.work / "grpo-vllm-turns.json"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run([sys.executable, __file__, "--grpo-vllm-turns-worker", str(ctx.model("llama-small")),
+                           str(ctx.work / "grpo-vllm-turns"), str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
+    if not out.exists():
+        return {"ok": False, "error": (proc.stdout + proc.stderr)[-3000:]}
+    return json.loads(out.read_text())
+
+
+def grpo_vllm_turns_run(model_dir: Path, work: Path, cpu: bool = False) -> dict:
+    """``grpo_vllm_turns``' body: two GRPO steps on ``refinement_rollout`` with TRL's colocated vLLM engine."""
+    import math
+
+    from trl import GRPOConfig, GRPOTrainer
+
+    from leti_env import load_tasks
+    from trainers import tasks_to_dataset
+    from trainers.grpo import RolloutReward, refinement_rollout
+
+    tasks = load_tasks("LETI-Arith", "train", 8)
+    per_turn = 32
+    rollout = refinement_rollout(tasks, max_turns=2, max_new_tokens=per_turn)
+    outputs = []
+
+    def recorded(prompts, trainer):
+        outputs.append(rollout(prompts, trainer))
+        return outputs[-1]
+
+    args = GRPOConfig(output_dir=str(work), use_vllm=True, vllm_mode="colocate", vllm_gpu_memory_utilization=0.3,
+                      max_steps=2, per_device_train_batch_size=8, num_generations=8, max_completion_length=320,
+                      learning_rate=1e-5, bf16=not cpu, use_cpu=cpu, report_to="none", save_strategy="no",
+                      logging_steps=1, disable_tqdm=True, seed=0)
+    trainer = GRPOTrainer(model=str(model_dir), args=args, train_dataset=tasks_to_dataset(tasks), rollout_func=recorded,
+                          reward_funcs=[RolloutReward()])
+    engine, calls, transformers_calls = trainer.vllm_generation, [], []
+    vllm_generate, transformers_generate = engine.generate, trainer.model.generate
+
+    def counted_vllm(*args, **kwargs):
+        prompts = kwargs.get("prompts", args[0] if args else None)
+        calls.append({"contexts": len(prompts), "longest_context": max(map(len, prompts)),
+                      "max_tokens": engine.max_completion_length})
+        return vllm_generate(*args, **kwargs)
+
+    def counted_transformers(*args, **kwargs):
+        transformers_calls.append(1)
+        return transformers_generate(*args, **kwargs)
+
+    engine.generate, trainer.model.generate = counted_vllm, counted_transformers
+    start = time.perf_counter()
+    trainer.train()
+    history = trainer.state.log_history
+    turns = [h["execution/turns"] for h in history if "execution/turns" in h]
+    losses = [h["loss"] for h in history if "loss" in h]
+    logprobs_complete = bool(outputs) and all(
+        o["logprobs"] is not None and all(len(lp) == len(c) for lp, c in zip(o["logprobs"], o["completion_ids"]))
+        for o in outputs)
+    result = {"steps": trainer.state.global_step, "train_s": round(time.perf_counter() - start, 1),
+              "vllm_generate_calls": len(calls), "max_tokens_per_call": sorted({c["max_tokens"] for c in calls}),
+              "longest_context": max((c["longest_context"] for c in calls), default=0),
+              "transformers_generate_calls": len(transformers_calls), "execution_turns": turns,
+              "vllm_logprobs_for_every_token": logprobs_complete, "losses": losses}
+    result["ok"] = (result["steps"] == 2 and len(calls) > 2 and not transformers_calls and bool(turns)
+                    and max(turns) > 1 and result["max_tokens_per_call"] == [per_turn] and logprobs_complete
+                    and bool(losses) and all(math.isfinite(x) for x in losses))
+    return result
+
+
+@check
 def train_resume_eval_export(ctx) -> dict:
     import torch
     import yaml
@@ -441,7 +521,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--out", default="gpu_check.json", help="where to write the results")
     parser.add_argument("--only", nargs="+", choices=[name for name, _ in CHECKS], help="run only these checks")
+    parser.add_argument("--grpo-vllm-turns-worker", nargs=3, metavar=("MODEL", "WORK", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.grpo_vllm_turns_worker:  # grpo_vllm_turns' own process
+        model, work, out = map(Path, args.grpo_vllm_turns_worker)
+        Path(out).write_text(json.dumps(grpo_vllm_turns_run(model, work), default=str))
+        return 0
     import torch
 
     if args.device == "cuda" and not torch.cuda.is_available():

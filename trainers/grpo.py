@@ -10,7 +10,9 @@ carry no loss (``env_mask = 0``): the model is trained on what it wrote, conditi
     GRPOTrainer(model=..., args=GRPOConfig(...), train_dataset=tasks_to_dataset(tasks),
                 rollout_func=rollout, reward_funcs=[RolloutReward()])
 
-Chat models that call tools go through ``trainers.tool_env`` instead.
+Attempts are sampled with TRL's vLLM engine when the trainer has one (``GRPOConfig(use_vllm=True)``, in
+``"colocate"`` or ``"server"`` mode), else with transformers ``generate``. Chat models that call tools go
+through ``trainers.tool_env`` instead.
 """
 
 from __future__ import annotations
@@ -18,12 +20,22 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from leti_env import CodeTask, ExecutionResult, TaskRunner, refinement_feedback, resolve_tasks
 
-# generate(contexts, max_new_tokens) -> the new token ids of each context (EOS included when it stopped there)
-Generate = Callable[[list[list[int]], int], list[list[int]]]
+
+class Sampled(NamedTuple):
+    """What a ``Generate`` returns where its sampler reports log-probabilities (vLLM): each new token's
+    log-probability under the sampler, which TRL's importance-sampling correction needs."""
+
+    ids: list[list[int]]
+    logprobs: list[list[float | None]] | None
+
+
+# generate(contexts, max_new_tokens) -> the new token ids of each context (EOS included when it stopped there),
+# or a ``Sampled`` with their log-probabilities too
+Generate = Callable[[list[list[int]], int], list[list[int]] | Sampled]
 RewardRule = Literal["final", "best", "first_try"]
 
 
@@ -36,6 +48,8 @@ class Episode:
     completion_ids: list[int] = field(default_factory=list)
     env_mask: list[int] = field(default_factory=list)  # 1: written by the model, 0: feedback from the environment
     results: list[ExecutionResult] = field(default_factory=list)
+    # the sampler's log-probability of each completion token (0.0 on feedback); None where it reports none
+    logprobs: list[float | None] | None = field(default_factory=list)
 
     def reward(self, rule: RewardRule) -> float:
         """``final``: the last attempt's reward; ``best``: any attempt's; ``first_try``: the first one's."""
@@ -60,6 +74,9 @@ def run_episodes(tasks: Sequence[CodeTask], tokenizer: Any, generate: Generate, 
     called with the completion length that turn would have needed. Cutting the whole block instead, as a
     plain length cap would, leaves the repeated prompt incomplete and no room to answer it: the episode
     then silently never takes its next turn.
+
+    Where ``generate`` returns ``Sampled``, each episode keeps its tokens' log-probabilities (``logprobs``,
+    0.0 on feedback tokens); else its ``logprobs`` is ``None``.
     """
     if max_turns < 1:
         raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
@@ -72,11 +89,16 @@ def run_episodes(tasks: Sequence[CodeTask], tokenizer: Any, generate: Generate, 
         if not active:
             break
         new = generate([episodes[i].prompt_ids + episodes[i].completion_ids for i in active], max(room.values()))
+        new, new_logprobs = (new.ids, new.logprobs) if isinstance(new, Sampled) else (new, None)
         attempts = []
-        for i, ids in zip(active, new):
+        for k, (i, ids) in enumerate(zip(active, new)):
             ids = list(ids)[: room[i]]
             episodes[i].completion_ids += ids
             episodes[i].env_mask += [1] * len(ids)
+            if episodes[i].logprobs is not None and new_logprobs is not None:
+                episodes[i].logprobs += list(new_logprobs[k])[: len(ids)]
+            else:
+                episodes[i].logprobs = None
             attempts.append((episodes[i].task, tokenizer.decode(ids, skip_special_tokens=True)))
         results = runner.run(attempts)
         still = []
@@ -94,6 +116,8 @@ def run_episodes(tasks: Sequence[CodeTask], tokenizer: Any, generate: Generate, 
                 continue
             episodes[i].completion_ids += block
             episodes[i].env_mask += [0] * len(block)
+            if episodes[i].logprobs is not None:
+                episodes[i].logprobs += [0.0] * len(block)
             still.append(i)
         active = still
     return episodes
@@ -146,6 +170,10 @@ def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "
     included, at most ``GRPOConfig.max_completion_length``. Attempts run on ``runner`` (default: one with
     the tasks' own limits, e.g. LETI-EAE's 30 s, that runs each distinct program once), which the returned
     function keeps as its ``runner`` attribute.
+
+    Attempts are sampled by ``trainer_generate``: with the trainer's vLLM engine when it has one
+    (``use_vllm=True``), then also returning vLLM's ``logprobs`` for TRL's importance-sampling correction;
+    else with transformers (``logprobs`` ``None``).
     """
     task_set = resolve_tasks(tasks, "tasks")
     by_prompt = {t.prompt: t for t in task_set}
@@ -170,11 +198,16 @@ def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "
                               "max_completion_length or lower max_new_tokens, or episodes stop at their first "
                               "failure (warned once)", stacklevel=2)
 
-        episodes = run_episodes([by_prompt[p] for p in prompts], tokenizer, trainer_generate(trainer), runner,
+        generate = trainer_generate(trainer)
+        episodes = run_episodes([by_prompt[p] for p in prompts], tokenizer, generate, runner,
                                 max_turns=max_turns, max_completion_length=limit,
                                 max_new_tokens=max_new_tokens, on_no_room=no_room)
+        if isinstance(generate, Lockstep):
+            generate.finish()  # take part in the other processes' remaining turns
+        logprobs = [e.logprobs for e in episodes]
         return {"prompt_ids": [e.prompt_ids for e in episodes], "completion_ids": [e.completion_ids for e in episodes],
-                "logprobs": None, "env_mask": [e.env_mask for e in episodes],
+                "logprobs": None if any(lp is None for lp in logprobs) else logprobs,
+                "env_mask": [e.env_mask for e in episodes],
                 "env_reward": [e.reward(reward) for e in episodes],
                 "env_status": [e.results[-1].status for e in episodes],
                 "env_feedback": [e.results[-1].feedback for e in episodes],
@@ -185,7 +218,95 @@ def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "
 
 
 def trainer_generate(trainer: Any) -> Generate:
-    """Sampling with the trainer's current policy and its ``temperature``/``top_p``/``top_k``."""
+    """Sampling with the trainer's current policy and its sampling settings: through TRL's vLLM engine
+    where the trainer has one (``trainer.use_vllm``), else with transformers ``generate``."""
+    if getattr(trainer, "use_vllm", False):
+        return vllm_generate(trainer)
+    return transformers_generate(trainer)
+
+
+def vllm_generate(trainer: Any) -> Generate:
+    """Sampling with the ``GRPOTrainer``'s vLLM engine (``"colocate"`` or ``"server"``): one completion per
+    context (token ids in, token ids out), with the trainer's ``temperature``, ``top_p``, ``top_k``,
+    ``min_p``, ``repetition_penalty`` and ``generation_kwargs`` as the engine holds them, at most
+    ``max_new_tokens`` new tokens, and vLLM's log-probability of each. TRL syncs the engine's weights
+    before it calls the ``rollout_func``.
+
+    Under several processes they sample in ``Lockstep``: the engine's calls can be collective (server mode
+    gathers every process's prompts and hands back equal shares; tensor parallelism, and sleep mode's weight
+    reload under DeepSpeed ZeRO-3 or FSDP, synchronize too), while episodes end after different turns."""
+    tokenizer = trainer.processing_class
+
+    def generate(contexts: list[list[int]], max_new_tokens: int) -> Sampled:
+        return _trl_vllm_sample(trainer, contexts, max_new_tokens)
+
+    if trainer.accelerator.num_processes == 1:
+        return generate
+    from accelerate.utils import gather_object
+
+    filler = [tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id]
+    return Lockstep(generate, filler, gather_object)
+
+
+def _trl_vllm_sample(trainer: Any, contexts: list[list[int]], max_new_tokens: int) -> Sampled:
+    """One completion per context from the trainer's vLLM engine, at most ``max_new_tokens`` long.
+
+    Read from TRL 1.16.0 (trl/generation/vllm_generation.py, trl/trainer/grpo_trainer.py): GRPOTrainer keeps
+    its engine, a ``VLLMGeneration``, as ``trainer.vllm_generation``; ``generate(prompts, images,
+    num_generations)`` samples ``max_completion_length`` new tokens, an attribute it reads at each call. TRL
+    has no per-call limit, so that attribute is set for the call (the turn's budget) and restored: the one
+    thing here that is not TRL's public interface."""
+    engine = getattr(trainer, "vllm_generation", None)
+    if engine is None or not callable(getattr(engine, "generate", None)) or not hasattr(engine, "max_completion_length"):
+        raise RuntimeError("refinement_rollout: the trainer has use_vllm=True but no vLLM engine as TRL 1.16.0 keeps it "
+                           "(`trainer.vllm_generation`: generate() and max_completion_length); install trl==1.16.0 "
+                           "(constraints.txt) or set use_vllm=False")
+    previous = engine.max_completion_length
+    engine.max_completion_length = max_new_tokens
+    try:
+        _, completion_ids, logprobs, _ = engine.generate(prompts=contexts, images=None, num_generations=1)
+    finally:
+        engine.max_completion_length = previous
+    ids = [list(row)[:max_new_tokens] for row in completion_ids]
+    if logprobs is None:  # a server that returns no logprobs
+        return Sampled(ids, None)
+    # TRL asks for logprobs=0: each token's one entry is the sampled token's (None where vLLM's was NaN)
+    return Sampled(ids, [[top[0] for top in row][:max_new_tokens] for row in logprobs])
+
+
+class Lockstep:
+    """A ``Generate`` that every process calls the same number of times with as many contexts, for an engine
+    whose calls are collective. Each call first exchanges every process's number of contexts and token
+    budget (``gather``: accelerate's ``gather_object``); a process with fewer contexts pads with ``filler``
+    (a one-token context) and keeps its own rows, cut to its own budget. A process whose episodes are over
+    calls ``finish``: it takes part, with fillers alone, until every process has finished."""
+
+    def __init__(self, generate: Callable[[list[list[int]], int], Sampled], filler: list[int],
+                 gather: Callable[[list], list]):
+        self.generate, self.filler, self.gather = generate, filler, gather
+
+    def __call__(self, contexts: list[list[int]], max_new_tokens: int) -> Sampled:
+        if not contexts:
+            raise ValueError("Lockstep: a call needs at least one context (a process with none left calls finish())")
+        return self._round(contexts, max_new_tokens)
+
+    def finish(self) -> None:
+        while self._round([], 0) is not None:
+            pass
+
+    def _round(self, contexts: list[list[int]], max_new_tokens: int) -> Sampled | None:
+        wants = self.gather([(len(contexts), max_new_tokens)])
+        width = max(n for n, _ in wants)
+        if width == 0:  # every process has finished
+            return None
+        out = self.generate(contexts + [self.filler] * (width - len(contexts)), max(t for _, t in wants))
+        ids = [row[:max_new_tokens] for row in out.ids[: len(contexts)]]
+        logprobs = None if out.logprobs is None else [row[:max_new_tokens] for row in out.logprobs[: len(contexts)]]
+        return Sampled(ids, logprobs)
+
+
+def transformers_generate(trainer: Any) -> Generate:
+    """Sampling with transformers ``generate`` on the trainer's current policy and its ``temperature``/``top_p``/``top_k``."""
     import torch
     from trl.models import unwrap_model_for_generation
 

@@ -110,6 +110,7 @@ def test_grpo_trains_on_refinement_rollouts_with_feedback_masked(tmp_path, tiny_
     out = seen[0]
     assert len(out["completion_ids"]) == 4 and all(len(m) == len(c) for m, c in zip(out["env_mask"], out["completion_ids"]))
     assert any(0 in m for m in out["env_mask"])  # an untrained model fails: feedback was appended, then a retry
+    assert out["logprobs"] is None  # sampled with transformers (use_vllm=False): no sampler logprobs to correct by
     assert rewards[0] == (out["env_reward"], out["env_turns"])
     logged = next(h for h in trainer.state.log_history if "completions/mean_length" in h)
     model_tokens = sum(sum(m) for m in out["env_mask"]) / 4
@@ -133,3 +134,153 @@ def test_unknown_prompts_and_rules_name_the_fix(mbpp_tasks):
         refinement_rollout(mbpp_tasks)(["not a task prompt"], None)
     with pytest.raises(ValueError, match="needs the `env_reward`"):
         RolloutReward()(prompts=["p"], completions=["c"])
+
+
+class FakeVLLMGeneration:
+    """A stand-in for TRL's vLLM engine, ``trl.trainer.grpo_trainer.VLLMGeneration``, for the dispatch test only:
+    vLLM needs CUDA and cannot run on a CPU machine (``scripts/gpu_check.py``'s ``grpo_vllm_turns`` runs the real
+    one). GRPOTrainer builds it as it would build vLLM's, with its sampling settings; it keeps TRL 1.16's
+    interface (``generate(prompts, images, num_generations)`` sampling ``max_completion_length`` tokens, read at
+    each call; ``sync_weights()``), records every call, and answers each context with ``answer(context)``'s
+    tokens and a log-probability of -0.5 per token, the shape TRL's ``logprobs=0`` gives."""
+
+    def __init__(self, model, accelerator, processing_class, **settings):
+        self.settings, self.max_completion_length = settings, settings["max_completion_length"]
+        self.calls, self.syncs, self.answer = [], 0, None
+
+    def sync_weights(self):
+        self.syncs += 1
+
+    def generate(self, prompts, images, num_generations, profiler=None):
+        self.calls.append({"prompts": [list(p) for p in prompts], "images": images,
+                           "num_generations": num_generations, "max_tokens": self.max_completion_length})
+        completions = [self.answer(list(p))[: self.max_completion_length] for p in prompts]
+        return prompts, completions, [[[-0.5]] * len(c) for c in completions], [[[t] for t in c] for c in completions]
+
+
+def test_with_use_vllm_turns_are_sampled_by_trls_vllm_engine_with_its_settings_and_logprobs(tmp_path, tiny_model_dir,
+                                                                                            monkeypatch):
+    import math
+
+    import leti_env
+    import trl.trainer.grpo_trainer as grpo_trainer
+    from trl import GRPOTrainer
+
+    from trainers import tasks_to_dataset
+
+    monkeypatch.setattr(grpo_trainer, "VLLMGeneration", FakeVLLMGeneration)
+    tasks = leti_env.load_tasks("LETI-Arith", "train", 2)
+    rollout = refinement_rollout(tasks, max_turns=2, max_new_tokens=24)
+    seen = []
+
+    def recorded(prompts, trainer):
+        seen.append(rollout(prompts, trainer))
+        return seen[-1]
+
+    args = tiny_grpo_config(tmp_path, max_completion_length=200)
+    args.use_vllm, args.vllm_mode, args.temperature, args.top_p = True, "colocate", 0.7, 0.9
+    trainer = GRPOTrainer(model=str(tiny_model_dir), reward_funcs=[RolloutReward()], args=args,
+                          train_dataset=tasks_to_dataset(tasks), rollout_func=recorded)
+    engine = trainer.vllm_generation
+    assert isinstance(engine, FakeVLLMGeneration)
+    assert (engine.settings["temperature"], engine.settings["top_p"]) == (0.7, 0.9)  # TRL's sampling settings
+    tokenizer = trainer.processing_class
+    wrong = tokenizer("\nx = 1\n", add_special_tokens=False)["input_ids"]
+    solution = tokenizer(tasks[0].reference_solution, add_special_tokens=False)["input_ids"]
+    engine.answer = lambda context: wrong if len(engine.calls) == 1 else solution  # a fix on the second turn
+
+    def no_transformers(*args, **kwargs):
+        raise AssertionError("sampled with transformers although the trainer has a vLLM engine")
+
+    trainer.model.generate = no_transformers
+    trainer.train()
+
+    out = seen[0]
+    prompt_ids = out["prompt_ids"][0]
+    assert len(engine.calls) == 2 and engine.syncs >= 1  # one engine call per turn; TRL synced the weights first
+    first, second = engine.calls
+    assert first == {"prompts": [prompt_ids] * 4, "images": None, "num_generations": 1, "max_tokens": 24}
+    block = out["completion_ids"][0][len(wrong):-len(solution)]
+    assert second["prompts"] == [prompt_ids + wrong + block] * 4 and second["max_tokens"] == 24
+    assert "NameError" in tokenizer.decode(block)  # the interpreter's feedback on the first attempt
+    assert engine.max_completion_length == 200  # the per-turn budget was set for each call only
+    assert out["completion_ids"] == [wrong + block + solution] * 4
+    assert out["logprobs"] == [[-0.5] * len(wrong) + [0.0] * len(block) + [-0.5] * len(solution)] * 4
+    assert out["env_turns"] == [2] * 4 and out["env_reward"] == [1.0] * 4
+    logged = next(h for h in trainer.state.log_history if "execution/turns" in h)
+    assert logged["execution/turns"] == 2.0 and math.isfinite(logged["loss"])  # TRL's importance sampling used them
+
+
+def test_without_use_vllm_turns_are_sampled_with_transformers_and_a_missing_engine_names_the_fix():
+    from types import SimpleNamespace
+
+    from trainers.grpo import trainer_generate, transformers_generate
+
+    tokenizer = SimpleNamespace(pad_token_id=0, eos_token_id=1)
+    plain = SimpleNamespace(use_vllm=False, processing_class=tokenizer)
+    assert trainer_generate(plain).__qualname__ == transformers_generate(plain).__qualname__
+    broken = SimpleNamespace(use_vllm=True, processing_class=tokenizer, accelerator=SimpleNamespace(num_processes=1))
+    with pytest.raises(RuntimeError, match=r"install trl==1\.16\.0 \(constraints.txt\) or set use_vllm=False"):
+        trainer_generate(broken)([[5, 6]], 4)
+
+
+def test_processes_sample_in_lockstep_when_their_episodes_end_after_different_turns(tokenizer, mbpp_tasks):
+    """TRL's vLLM server gathers every process's prompts and hands back equal shares, so every process must call
+    it as often, with as many contexts: one whose episodes end first keeps taking part, with fillers."""
+    import threading
+
+    from leti_env import ExecutionResult
+    from trainers.grpo import Lockstep, Sampled
+
+    world = 2
+    barrier, slots = threading.Barrier(world, timeout=30), [None] * world  # a process left waiting: an error
+    calls = [[] for _ in range(world)]  # (contexts, max_tokens) the engine saw from each process
+    filler = [tokenizer.eos_token_id]
+    wrong, right = "\nx = 1\n", mbpp_tasks[0].reference_solution
+
+    def gather_for(rank):
+        def gather(objects):  # accelerate's gather_object across two threads
+            slots[rank] = objects[0]
+            barrier.wait()
+            everyone = list(slots)
+            barrier.wait()
+            return everyone
+        return gather
+
+    def engine_for(rank):
+        def sample(contexts, max_tokens):
+            calls[rank].append((len(contexts), max_tokens))
+            text = right if rank == 0 or len(calls[rank]) > 1 else wrong  # process 1 fails its first turn
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            rows = [ids if c != filler else [rank] * max_tokens for c in contexts]
+            return Sampled(rows, [[-1.0] * len(r) for r in rows])
+        return sample
+
+    class Runner:  # passes the reference solution; no sandbox needed to test the turn-taking
+        def run(self, attempts):
+            return [ExecutionResult("passed", "") if code == right else ExecutionResult("failed", "AssertionError")
+                    for _, code in attempts]
+
+    results, errors = [None] * world, []
+
+    def process(rank):
+        generate = Lockstep(engine_for(rank), filler, gather_for(rank))
+        tasks = [mbpp_tasks[0]] * (1 + rank)  # process 1 has more episodes, and takes more turns
+        try:
+            results[rank] = run_episodes(tasks, tokenizer, generate, Runner(), max_turns=3,
+                                         max_completion_length=4096, max_new_tokens=512)
+            generate.finish()
+        except threading.BrokenBarrierError:
+            errors.append(rank)
+
+    threads = [threading.Thread(target=process, args=(rank,), daemon=True) for rank in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert not errors and not any(t.is_alive() for t in threads), "a process was left waiting for the others"
+    assert calls[0] == calls[1] == [(2, 512), (2, 512)]  # as many calls, as many contexts, the same budget
+    assert [len(e.results) for e in results[0]] == [1] and [len(e.results) for e in results[1]] == [2, 2]
+    right_ids = tokenizer(right, add_special_tokens=False)["input_ids"]
+    assert results[0][0].completion_ids == right_ids and results[0][0].logprobs == [-1.0] * len(right_ids)
+    assert all(e.completion_ids[-len(right_ids):] == right_ids for e in results[1])  # their own rows, not fillers

@@ -261,8 +261,8 @@ class LetiConfig(SFTConfig, ModelConfig):
     > Changed defaults of the parent: `learning_rate` 1e-5 (the paper, 350M), `lr_scheduler_type` `"constant"`,
     > `weight_decay` 0.01, `max_grad_norm` 0 (no clipping), `max_length` 2048, `train_sampling_strategy`
     > `"sequential"` (the authors' code does not shuffle; the pre-training mix relies on order), `save_strategy`
-    > `"no"` (the trainer saves each iteration itself), `hub_strategy` `"end"` (one upload per run), `report_to` `"none"`, `project` `"leti"` (trackio's
-    > project; with `report_to` tensorboard or trackio, LeTI logs one tracker run per LeTI run, see
+    > `"no"` (the trainer saves each iteration itself), `hub_strategy` `"end"` (one upload per run), `report_to` `"none"`, `project` `"leti"` (the
+    > trackers' project; LeTI logs one tracker run per LeTI run, for every `report_to` tracker, see
     > `trainers/tracking.py`). `use_cpu` is set automatically
     > when no GPU/XPU/MPS is available.
     """
@@ -275,8 +275,8 @@ class LetiConfig(SFTConfig, ModelConfig):
     max_length: int | None = field(default=2048, metadata={"help": "Longest training row in tokens (the paper: 2048)."})
     train_sampling_strategy: str = field(default="sequential", metadata={"help": "Row order; `sequential` as the paper."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing inside an iteration (the trainer saves every iteration)."})
-    report_to: None | str | list[str] = field(default="none", metadata={"help": "Loggers (TRL `report_to`); several: comma-separated, e.g. tensorboard,trackio."})
-    project: str = field(default="leti", metadata={"help": "trackio project of the run (transformers' default: huggingface)."})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "Trackers (accelerate's: tensorboard, trackio, wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab), one run per LeTI run; several: comma-separated, e.g. tensorboard,trackio."})
+    project: str = field(default="leti", metadata={"help": "Project of the run's trackers: trackio's project, wandb's (unless WANDB_PROJECT is set), MLflow's experiment (transformers' default: huggingface)."})
     # TRL turns checkpointing on by default under transformers' old name, which transformers 5 deprecates with a
     # FutureWarning on every config; leti leaves the old name unset (`activation_checkpointing` decides, on).
     gradient_checkpointing: bool | None = field(

@@ -21,7 +21,7 @@ from .model_setup import (_load_model, _load_tokenizer, _movable, _require_bitsa
                           wrap_with_lora)
 from .pretraining import build_pretraining_blocks
 from .rollouts import Rollout, RolloutCollector, load_rollouts
-from .tracking import RunTracker, loss_callback, passed_to_sft_trainer
+from .tracking import RunTracker, loss_callback
 from .sampling import Sampler, SamplingParams, TransformersSampler
 from .sequences import LOSS_WEIGHT, build_rows, inference_prompt, interleave_pretraining_dataset
 
@@ -75,6 +75,11 @@ class LetiTrainer:
         self.callbacks = callbacks
         self.output_dir = Path(args.output_dir)
         self.distributed = Processes()
+        # one tracker run for the whole LeTI run (an unknown or missing tracker fails here, before the model loads)
+        self.tracker = RunTracker(args.report_to, self.output_dir, enabled=self.distributed.is_main,
+                                  project=args.project, run_name=args.run_name, space_id=args.trackio_space_id,
+                                  bucket_id=args.trackio_bucket_id, private=args.hub_private_repo,
+                                  config=args.to_dict())
 
         # Tokenizer and model
         self.tokenizer = processing_class if processing_class is not None else _load_tokenizer(model)
@@ -104,10 +109,6 @@ class LetiTrainer:
         self.run_info: dict[str, Any] = {}
         self._iteration = 0  # the last iteration trained (evaluation seeds: the same when resumed)
         self._table: IterationTable | None = None  # the console's per-iteration rows
-        self.tracker = RunTracker(args.report_to or [], self.output_dir, enabled=self.distributed.is_main,
-                                  project=args.project, run_name=args.run_name, space_id=args.trackio_space_id,
-                                  bucket_id=args.trackio_bucket_id, private=args.hub_private_repo,
-                                  config=args.to_dict())
         self._optimizer_steps = 0  # cumulative over iterations: the trackers' step
         # sample -> execute -> Rollout; deduplicate_execution: the runner remembers this run's verdicts
         self.collector = RolloutCollector(
@@ -170,14 +171,17 @@ class LetiTrainer:
         if done:
             self._load_weights(self.output_dir / f"iteration-{max(done)}" / "model")
             self._iteration = max(done)
-        history = self.metrics_history()
+        history = self._forget_incomplete(done)
         logged = {m["iteration"] for m in history}
         metrics: dict = history[-1] if history else {}
-        self._optimizer_steps = int(metrics.get("run/optimizer_steps", 0))  # a resumed run's curves continue
-        if self.args.eval_before_training and self.eval_tasks and 0 not in logged:
-            metrics = {"iteration": 0, **self._evaluations()}
-            self._record(metrics)
+        # a resumed run's curves continue from the step its last complete iteration ended on; the trackers
+        # drop what an interrupted attempt logged after it
+        self._optimizer_steps = int(metrics.get("run/optimizer_steps", 0))
         try:
+            self.tracker.start(resume_step=self._optimizer_steps)
+            if self.args.eval_before_training and self.eval_tasks and 0 not in logged:
+                metrics = {"iteration": 0, **self._evaluations()}
+                self._record(metrics)
             for iteration in range(max(done, default=0) + 1, self.args.num_iterations + 1):
                 metrics = self.run_iteration(iteration)
         finally:
@@ -336,9 +340,9 @@ class LetiTrainer:
         from .weighted_loss import WeightedSFTTrainer
 
         self.collector.sampler.sleep()  # training gets the sampler's GPU memory back (vLLM)
-        # LeTI's RunTracker logs the whole run; the iteration's SFTTrainer only what RunTracker does not track
+        # LeTI's RunTracker logs the whole run (the loss callback below); the iteration's SFTTrainer reports to none
         args = dataclasses.replace(self.args, output_dir=str(folder / "sft"), push_to_hub=False,  # LetiTrainer pushes
-                                   report_to=passed_to_sft_trainer(self.args.report_to or []))
+                                   report_to="none")
         # SFTTrainer casts a quantized model's trainable parameters to bf16 (trl 1.16), where AdamW's
         # small updates round away. Keep the fp32 tensors themselves (not a cast back: that would
         # lose what the bf16 copy rounded off) and put them back once it is built.
@@ -428,6 +432,18 @@ class LetiTrainer:
             if (folder / "COMPLETE").exists() and folder.name.split("-")[-1].isdigit():
                 out.add(int(folder.name.split("-")[-1]))
         return out
+
+    def _forget_incomplete(self, done: set[int]) -> list[dict]:
+        """``metrics.jsonl`` without the iterations that did not complete (a run killed between recording an
+        iteration's metrics and marking it ``COMPLETE``), rewritten so on the main process: the history a
+        resumed run continues from, whose last entry is the last complete iteration (or iteration 0)."""
+        history = self.metrics_history()
+        kept = [m for m in history if m.get("iteration", 0) == 0 or m.get("iteration") in done]
+        if len(kept) != len(history) and self.distributed.is_main:
+            tmp = self.output_dir / "metrics.jsonl.tmp"  # whole or not at all: other processes read it too
+            tmp.write_text("".join(json.dumps(m) + "\n" for m in kept))
+            os.replace(tmp, self.output_dir / "metrics.jsonl")
+        return kept
 
     def metrics_history(self) -> list[dict]:
         path = self.output_dir / "metrics.jsonl"

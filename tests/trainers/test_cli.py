@@ -188,7 +188,14 @@ def test_set_up_errors_are_one_line_that_names_the_fix(tmp_path, env):
              (["train", "--env_id", "LETI-Nope"], "unknown environment id 'LETI-Nope'.*Registered leti ids"),
              (["train", "--env_kwargs", "{test_order: hidden_first}"], "--env_kwargs must be a JSON object such as"),
              (["train", "--env_kwargs", '{"test_ordr": "hidden_first"}'], "LETI-Arith has no option 'test_ordr'; its options: help\\(leti_env.envs.ArithEnv\\)"),
+             (["train", "--report_to", "tensorboard,wandbb"], "report_to='wandbb' is not a tracker leti can log to: "
+                                                              "did you mean 'wandb'\\? leti logs through accelerate's"),
              (["eval", "--model", str(tmp_path / "nowhere"), "--env", "LETI-Arith"], "no model at .*iteration-N/model")]
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:  # a tracker accelerate knows, not installed: the package to install
+        cases.append((["train", "--report_to", "mlflow"], "report_to='mlflow' needs the mlflow package, which is not "
+                                                          "installed: `pip install mlflow`"))
     for args, message in cases:
         out = run(*args, "--output_dir", str(tmp_path / "run"), env=env) if args[0] == "train" else run(*args, env=env)
         assert out.returncode == 2, out.stderr[-2000:]

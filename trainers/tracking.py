@@ -25,9 +25,11 @@ interrupted attempt logged after that step is dropped where the tracker can drop
   rows stay, and the resumed steps are logged beside them (one line says so). The table is a
   ``trackio.Table``.
 - ``wandb``: ``id`` + ``resume="allow"``; a resume first tries W&B's rewind,
-  ``resume_from=f"{id}?_step={resume_step + 1}"`` (a preview feature that accounts must ask for); where
-  it fails, the run is resumed in place and W&B ignores steps lower than its last one, so the interrupted
-  attempt's values stay up to its last step (one line says so). The table is a ``wandb.Table``.
+  ``resume_from=f"{id}?_step={resume_step}"`` (a preview feature that accounts must ask for): the run's
+  history is kept up to ``resume_step`` and continues at the next step. Offline (``WANDB_MODE=offline``)
+  wandb does not ask W&B: the rewind is kept in the offline run and goes to W&B with ``wandb sync``. Where
+  W&B refuses it, the run is resumed in place and W&B ignores steps lower than its last one, so the
+  interrupted attempt's values stay up to its last step (one line says so). The table is a ``wandb.Table``.
 - ``mlflow``: the run id (``mlflow.start_run(run_id=...)``), in experiment ``project``. MLflow cannot
   delete metric points: the interrupted attempt's points after ``resume_step`` stay beside the resumed
   ones. Metric names lose characters MLflow refuses (``pass@1`` is ``pass_1``); the table is
@@ -215,14 +217,14 @@ class RunTracker:
         options = {"name": self.run_name, "config": self.config}
         tracker = None
         if kept and self.resume_step is not None:
-            # W&B's rewind: the run's history is cut back to the step before this one, then continues
-            rewind = f"{run_id}?_step={self.resume_step + 1}"
+            # W&B's rewind: the run's history is kept up to this step and continues at the next one
+            rewind = f"{run_id}?_step={self.resume_step}"
             try:
                 tracker = WandBTracker(project, resume_from=rewind, **options)
                 tracker.start()
             except Exception as exc:  # noqa: BLE001 - a preview feature: many accounts do not have it
                 tracker = None
-                print(f"wandb: could not rewind run {run_id} to step {self.resume_step + 1} "
+                print(f"wandb: could not rewind run {run_id} to step {self.resume_step} "
                       f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); resumed it in "
                       f"place: W&B ignores steps lower than the run's last, so what the interrupted attempt "
                       f"logged after step {self.resume_step} keeps its values", flush=True)

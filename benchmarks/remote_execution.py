@@ -34,6 +34,7 @@ import urllib.request
 import warnings
 
 TIMINGS = ("duration_s", "cpu_s")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # `-m leti_env` is this checkout's
 
 
 def free_port() -> int:
@@ -52,7 +53,7 @@ class LocalServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "leti_env", "serve", "--env", "LETI-MBPP", "--split", "test", "--workers", "1",
              "--timeout", "30", "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
             preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None)
 
     def wait(self) -> None:

@@ -60,6 +60,7 @@ from pydantic import Field
 from .envs import CodeEnv, load_env, refinement_prompt
 from .execution.limits import ExecutionLimits
 from .execution.program import Program
+from .execution.result import ExecutionResult
 from .execution.remote import HEARTBEAT_S, PROTOCOL, TOKEN_ENV
 from .execution.runner import TaskRunner
 
@@ -331,10 +332,12 @@ def _add_execution_routes(app, runner: TaskRunner) -> None:
             except RuntimeError:  # the server's loop is gone: nobody reads this any more
                 stop.set()
 
+        fields = [f.name for f in dataclasses.fields(ExecutionResult)]
+
         def work() -> None:
             try:
                 pool.run(programs, limits, stop=stop,
-                         on_result=lambda i, r: post({"index": i, "result": dataclasses.asdict(r)}))
+                         on_result=lambda i, r: post({"index": i, "result": {k: getattr(r, k) for k in fields}}))
                 post({"done": len(programs)})
             except Exception as exc:  # the sandbox itself failed (refused, could not start): the client's to know
                 post({"error": f"{type(exc).__name__}: {exc}"[:1000]})
@@ -346,15 +349,17 @@ def _add_execution_routes(app, runner: TaskRunner) -> None:
             try:
                 yield _line({"limits": dataclasses.asdict(limits), "programs": len(programs)})
                 threading.Thread(target=work, daemon=True, name="leti-execute").start()
-                while True:
+                ended = False
+                while not ended:
                     try:
-                        item = await asyncio.wait_for(lines.get(), HEARTBEAT_S)
+                        items = [await asyncio.wait_for(lines.get(), HEARTBEAT_S)]
                     except asyncio.TimeoutError:
                         yield b"{}\n"  # a heartbeat: the client tells a slow batch from a dead server
                         continue
-                    if item is None:
-                        break
-                    yield _line(item)
+                    while not lines.empty():  # what else has arrived goes in the same write
+                        items.append(lines.get_nowait())
+                    ended = items[-1] is None
+                    yield b"".join(_line(item) for item in items if item is not None)
             finally:
                 stop.set()  # the client left (or all is sent): start nothing more for it
                 running["requests"] -= 1

@@ -171,3 +171,21 @@ def test_portable_kernels_give_the_same_bits_on_a_cpu_without_avx512(tmp_path):
     assert rows["avx2_cpu_portable"][2] == "AVX2"
     if "native" in rows:
         assert rows["native"][2] == "AVX512" and rows["native"][7] == "no", proc.stdout
+
+
+def test_remote_execution_benchmark_quick_measures_both_setups_and_compares_verdicts(capsys):
+    """benchmarks/remote_execution.py --quick: two `leti serve` processes on loopback, one server against two and
+    the local pool, and the verdict check; no figure is asserted (CI's machine is not the benchmark's)."""
+    pytest.importorskip("openenv", reason="leti serve needs openenv-core (pip install 'leti[serve]')")
+    spec = importlib.util.spec_from_file_location("remote_execution", REPO / "benchmarks" / "remote_execution.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    summary = module.main(["--quick"])
+
+    out = capsys.readouterr().out
+    assert summary["same_verdicts"] is True and 0 < summary["verdicts_compared"] <= 40
+    assert len(summary["sets"]) == 2
+    for row in summary["sets"].values():
+        assert all(row[k] > 0 for k in ("local 1", "1 server", "2 servers", "local 2")) and row["ratio"] > 0
+    assert "same verdicts as local on the MBPP references: yes" in out and "2 servers" in out

@@ -47,7 +47,7 @@ PROTOCOL = 1  # the /execute wire format; the server reports its own in /capacit
 HEARTBEAT_S = 5.0  # a server sends a line at least this often while a request runs
 TOKEN_ENV = "LETI_SERVER_TOKEN"  # the shared token, on both sides, when the servers require one
 STREAMS_PER_SERVER = 2  # requests in flight per server: one runs while the next is on its way
-CHUNK_PER_WORKER = 4  # programs per request, per worker of the server
+CHUNK_PER_WORKER = 8  # programs per request, per worker of the server
 
 Progress = Callable[[int, int], None]
 

@@ -459,7 +459,7 @@ def test_a_batch_is_shared_in_proportion_to_free_workers(fakes):
         remote.RemoteExecutor._stream = original
     assert [r.feedback for r in results] == [f"program {i}" for i in range(64)]
     # the busy server's share was nothing, and it never answered a request to show it keeps up: no work for it
-    assert first_requests[:2] == [(idle.url, 16)] * 2 and len(idle.received) == 64 and busy.received == []
+    assert first_requests[:2] == [(idle.url, 32)] * 2 and len(idle.received) == 64 and busy.received == []
 
 
 def test_a_server_of_another_protocol_is_left_out_with_the_reason(fakes):

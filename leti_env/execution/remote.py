@@ -283,7 +283,7 @@ class RemoteExecutor:
         total = len(programs)
         if not total:
             return []
-        alive = self._alive_servers()
+        alive, dead = self._alive_servers()  # dead: {url: why} of the servers this batch runs without
         payloads = [json.dumps(_program_fields(p), separators=(",", ":")).encode() for p in programs]
         most = min(int(info.get("max_program_chars", 2**62)) for info in alive.values())
         for i, program in enumerate(programs):
@@ -308,7 +308,6 @@ class RemoteExecutor:
             start += count
         by_url = {s.url: s for s in self.servers}
         orphans: deque[list[int]] = deque()  # chunks a failed server did not finish: any server takes them first
-        dead: dict[str, str] = {}
         running: dict[str, int] = {url: 0 for url in alive}
         events: queue.Queue = queue.Queue()
         results: list[ExecutionResult | None] = [None] * total
@@ -368,15 +367,16 @@ class RemoteExecutor:
                                    "answered run on the other servers")
         return results  # type: ignore[return-value]
 
-    def _alive_servers(self) -> dict[str, dict]:
+    def _alive_servers(self) -> tuple[dict[str, dict], dict[str, str]]:
+        """The capacities of the servers that answer, and why each other one is left out of this batch."""
         answers = self.capacities()
         alive = {url: info for url, info in answers.items() if isinstance(info, dict)}
         if not alive:
             raise ExecutionServerError(self._none_answered(answers))
-        for url, why in answers.items():
-            if not isinstance(why, dict):
-                self._warn(f"execution server {url} is left out of this batch: {why}")
-        return alive
+        left_out = {url: why for url, why in answers.items() if not isinstance(why, dict)}
+        for url, why in left_out.items():
+            self._warn(f"execution server {url} is left out of this batch: {why}")
+        return alive, left_out
 
     def _check_limits(self, url: str, asked: ExecutionLimits, effective: dict) -> None:
         mine = dataclasses.asdict(asked)

@@ -176,7 +176,7 @@ def test_an_execution_only_server_serves_no_episodes_and_says_so(fleet):
         conn.request(method, path, headers=auth)
         assert conn.getresponse().status == (200 if path == "/capacity" else 404)
         conn.close()
-    server = fleet[1]
+    server = fleet[1]  # the fleet's last test stops one of its servers, to read what it printed
     code, out, err = server.stop()
     assert code == 0 and "Traceback" not in err
     assert out.startswith(f"serving execution only, on {server.url} (execution for remote trainers: /execute "
@@ -213,13 +213,18 @@ def test_server_urls_are_checked_when_the_runner_is_built():
 
 
 @pytest.fixture(scope="module")
-def app():
+def application():
+    """LETI-Arith's server (built in: no data), 1 worker, 1 s per program, a token required."""
     needs_serve()
-    from fastapi.testclient import TestClient
-
     from leti_env.server import make_app
 
-    application, runner = make_app("LETI-Arith", "train", workers=1, timeout=1.0, token="s3cret")
+    return make_app("LETI-Arith", "train", workers=1, timeout=1.0, token="s3cret")[0]
+
+
+@pytest.fixture(scope="module")
+def app(application):
+    from fastapi.testclient import TestClient
+
     with TestClient(application) as client:
         yield client
 
@@ -295,6 +300,35 @@ def test_the_token_guards_every_route_but_health(app):
     with app.websocket_connect("/ws", headers=AUTH) as ws:
         ws.send_json({"type": "reset", "data": {}})
         assert ws.receive_json()["type"] == "observation"
+
+
+def test_openenvs_client_sends_the_token(application, app, monkeypatch):
+    import uvicorn
+
+    from leti_env import load_tasks
+    from leti_env.server import CodeAction, LetiEnvClient
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        task = load_tasks("LETI-Arith", "train", 1)[0]
+        with LetiEnvClient(base_url=f"http://127.0.0.1:{port}", token="s3cret").sync() as env:
+            env.reset(task_id=task.task_id)
+            assert env.step(CodeAction(code=task.reference_solution)).reward == 1.0
+        monkeypatch.setenv("LETI_SERVER_TOKEN", "s3cret")  # what every client reads by default
+        with LetiEnvClient(base_url=f"http://127.0.0.1:{port}").sync() as env:
+            assert env.reset(task_id=task.task_id).observation.task_id == task.task_id
+        monkeypatch.delenv("LETI_SERVER_TOKEN")
+        with pytest.raises(ConnectionError, match="403"):
+            with LetiEnvClient(base_url=f"http://127.0.0.1:{port}").sync() as env:
+                env.reset(task_id=task.task_id)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def test_the_pool_streams_results_and_stops_when_asked():
@@ -432,12 +466,14 @@ def test_a_server_that_goes_silent_is_left_after_the_read_timeout(fakes, monkeyp
 
 def test_every_server_failing_mid_batch_is_one_line(fakes):
     first, second = fakes(die_after=2), fakes(die_after=2)
+    never = f"http://127.0.0.1:{free_port()}"  # down from the start: named too
     with pytest.raises(ExecutionServerError) as caught, warnings.catch_warnings():
         warnings.simplefilter("ignore", ExecutionServerWarning)
-        TaskRunner(servers=[first.url, second.url]).run_programs(numbered(40))
+        TaskRunner(servers=[first.url, never, second.url]).run_programs(numbered(40))
     message = str(caught.value)
     assert "\n" not in message and "every execution server failed with 36 of 40 programs not run" in message
     assert f"{first.url} (connection closed mid-answer)" in message and second.url in message
+    assert f"{never} (connection refused)" in message
 
 
 def test_a_batch_is_shared_in_proportion_to_free_workers(fakes):

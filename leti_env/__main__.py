@@ -106,9 +106,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from leti_env.execution.pool import SandboxUnavailableError
 
-    import socket
-
     import os
+    import socket
 
     kwargs = json.loads(args.env_kwargs)
     token = args.token if args.token is not None else os.environ.get("LETI_SERVER_TOKEN") or None

@@ -161,12 +161,16 @@ def main(argv: list[str] | None = None) -> dict:
     print("\nmedian over rounds:")
     for name, row in rows.items():
         ratios = [b / a for a, b in zip(row["1 server"], row["2 servers"])]
+        local = [b / a for a, b in zip(row["local 1"], row["local 2"])]
+        against_local = [a / b for a, b in zip(row["2 servers"], row["local 2"])]  # what HTTP costs
         medians = {k: statistics.median(v) for k, v in row.items()}
-        summary["sets"][name] = {**medians, "ratio": statistics.median(ratios), "ratios": ratios}
+        summary["sets"][name] = {**medians, "ratio": statistics.median(ratios), "ratios": ratios,
+                                 "local_ratio": statistics.median(local),
+                                 "two_servers_over_local_two": statistics.median(against_local)}
         print(f"  {name}: 1 server {medians['1 server']:.1f} prog/s, 2 servers {medians['2 servers']:.1f} prog/s: "
               f"{statistics.median(ratios):.2f}x (per round {min(ratios):.2f}-{max(ratios):.2f}x); local pool "
               f"{medians['local 1']:.1f} prog/s with 1 worker, {medians['local 2']:.1f} with 2 "
-              f"({medians['local 2'] / medians['local 1']:.2f}x)")
+              f"({statistics.median(local):.2f}x); 2 servers / local pool of 2: {statistics.median(against_local):.2f}")
     print(f"same verdicts as local on the MBPP references: {'yes' if differ == 0 else 'no'} "
           f"({len(references) - differ} of {len(references)} identical)")
     return summary

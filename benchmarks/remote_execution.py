@@ -1,6 +1,6 @@
 """Execution on `leti serve` servers: programs/s with two servers of 1 worker each against one, same run.
 
-    python benchmarks/remote_execution.py              # 3 rounds: MBPP test references (500), and CPU-bound programs
+    python benchmarks/remote_execution.py              # 3 rounds: MBPP test references (500), CPU-bound, waiting
     python benchmarks/remote_execution.py --quick      # the pipeline only: 1 round, 40 programs a set (the suite runs it)
 
 Starts two `leti serve` processes on loopback, 1 sandbox worker each, server A pinned to the first core and B to
@@ -12,11 +12,13 @@ each and the two-server/one-server ratio; then the median over rounds, and wheth
 exactly the verdicts of local execution on the MBPP test references (every ``ExecutionResult`` field but the
 timings).
 
-Two sets: the MBPP test references (what a trainer checks; most take a few milliseconds, so the sandbox's
-per-run cost, much of it in the kernel, is most of their time), and CPU-bound programs (a pure-Python loop of
-about 50 ms each, as a sampled program that does real work), where a fleet's cores matter most. Servers allow
-30 s per program, so that a loaded machine cannot turn a slow reference (MBPP/123, 2-3 s alone) into a
-timeout on one side only. Needs ``leti[serve]`` and MBPP (``LETI_DATA_DIR``).
+Three sets: the MBPP test references (what a trainer checks; most take a few milliseconds, so the sandbox's
+per-run cost, much of it in the kernel, is most of their time), CPU-bound programs (a pure-Python loop of about
+50 ms each, as a sampled program that does real work), and programs that wait 50 ms (no CPU to speak of: the
+fleet's own scaling, which a machine whose cores are shared with other work cannot hide; on such a machine the
+first two sets scale only as far as its free cores let the local pool scale, which the same rounds measure).
+Servers allow 30 s per program, so that a loaded machine cannot turn a slow reference (MBPP/123, 2-3 s alone)
+into a timeout on one side only. Needs ``leti[serve]`` and MBPP (``LETI_DATA_DIR``).
 """
 
 from __future__ import annotations
@@ -91,6 +93,14 @@ def cpu_bound(n: int) -> list:
                     f"assert total == {total(300_000 + k)}\n") for k in range(n)]
 
 
+def waiting(n: int) -> list:
+    """``n`` distinct programs that wait 50 ms (and use almost no CPU): the fleet's own scaling, whatever else
+    the machine's cores are doing."""
+    from leti_env import Program
+
+    return [Program(f"import time\ntime.sleep(0.05)\nassert {k} >= 0\n") for k in range(n)]
+
+
 def rate(run, programs) -> tuple[float, list]:
     start = time.perf_counter()
     results = run(programs)
@@ -118,6 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
     sets = {f"MBPP test references ({len(references)})": references}
     heavy = cpu_bound(size or 120)
     sets[f"CPU-bound, ~50 ms each ({len(heavy)})"] = heavy
+    idle = waiting(size or 120)
+    sets[f"waiting, 50 ms each ({len(idle)})"] = idle
     cores = sorted(os.sched_getaffinity(0))
     pins = cores[:2] if len(cores) >= 2 else [None, None]
     servers = [LocalServer(cpu) for cpu in pins]

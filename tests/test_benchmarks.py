@@ -185,7 +185,7 @@ def test_remote_execution_benchmark_quick_measures_both_setups_and_compares_verd
 
     out = capsys.readouterr().out
     assert summary["same_verdicts"] is True and 0 < summary["verdicts_compared"] <= 40
-    assert len(summary["sets"]) == 2
+    assert len(summary["sets"]) == 3
     for row in summary["sets"].values():
         assert all(row[k] > 0 for k in ("local 1", "1 server", "2 servers", "local 2")) and row["ratio"] > 0
     assert "same verdicts as local on the MBPP references: yes" in out and "2 servers" in out

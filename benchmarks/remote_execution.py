@@ -56,6 +56,7 @@ class LocalServer:
             [sys.executable, "-m", "leti_env", "serve", "--env", "LETI-MBPP", "--split", "test", "--workers", "1",
              "--timeout", "30", "--port", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            start_new_session=True,  # its own session (and scheduling autogroup), as on a machine of its own
             preexec_fn=(lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None)
 
     def wait(self) -> None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 class ScriptArguments:
     model_name_or_path: str = field(default="tiny", metadata={"help": "Model id or path; `tiny` builds a tiny offline model."})
     max_train_tasks: int | None = field(default=None, metadata={"help": "Use only the first N MBPP training tasks."})
+    execution_servers: list[str] | None = field(default=None, metadata={
+        "help": "`leti serve` URLs that execute the completions instead of this machine (token: LETI_SERVER_TOKEN)."})
 
 
 def main(script_args: ScriptArguments, config) -> None:
@@ -30,8 +32,8 @@ def main(script_args: ScriptArguments, config) -> None:
     tasks = leti_env.load_tasks("LETI-MBPP", "train", script_args.max_train_tasks)
     dataset = tasks_to_dataset(tasks)
     # 2. The reward: 1.0 if the completion passes the task's tests in the sandbox (under the environment's
-    #    limits, which the tasks carry: LETI-MBPP's 5 s); feedback is logged
-    reward = ExecutionReward(tasks)
+    #    limits, which the tasks carry: LETI-MBPP's 5 s), here or on --execution_servers; feedback is logged
+    reward = ExecutionReward(tasks, servers=script_args.execution_servers)
     # 3. TRL's own trainer does the rest
     trainer = GRPOTrainer(model=tiny_model_path(script_args.model_name_or_path), reward_funcs=[reward], args=config,
                           train_dataset=dataset)

@@ -31,6 +31,8 @@ class ScriptArguments:
     max_new_tokens: int | None = field(default=None, metadata={"help": "Tokens per attempt (default: "
                                                                       "max_completion_length // max_turns)."})
     reward: str = field(default="final", metadata={"help": "final, best or first_try attempt's verdict."})
+    execution_servers: list[str] | None = field(default=None, metadata={
+        "help": "`leti serve` URLs that execute the attempts instead of this machine (token: LETI_SERVER_TOKEN)."})
 
 
 def main(script_args: ScriptArguments, config) -> None:
@@ -45,7 +47,7 @@ def main(script_args: ScriptArguments, config) -> None:
     tasks = load_tasks(script_args.env_id, script_args.split, script_args.max_train_tasks)
     # 2. The rollout: attempt, sandboxed verdict, feedback as comments, attempt again
     rollout = refinement_rollout(tasks, max_turns=script_args.max_turns, reward=script_args.reward,
-                                 max_new_tokens=script_args.max_new_tokens)
+                                 max_new_tokens=script_args.max_new_tokens, servers=script_args.execution_servers)
     # 3. TRL's GRPO on those episodes; the reward is the episode's verdict
     trainer = GRPOTrainer(model=tiny_model_path(script_args.model_name_or_path), args=config,
                           train_dataset=tasks_to_dataset(tasks), rollout_func=rollout, reward_funcs=[RolloutReward()])

@@ -9,6 +9,8 @@ from gymnasium.envs.registration import register as _register
 from .execution import (
     ExecutionLimits,
     ExecutionResult,
+    ExecutionServerError,
+    ExecutionServerWarning,
     ExecutorPool,
     Program,
     SandboxUnavailableError,
@@ -46,7 +48,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AnyText", "ArithEnv", "CodeEnv", "CodeTask", "DatasetFormatError", "EAEEnv", "ExecutionLimits", "ExecutionResult", "ExecutorPool", "HumanEvalEnv",
+    "AnyText", "ArithEnv", "CodeEnv", "CodeTask", "DatasetFormatError", "EAEEnv", "ExecutionLimits", "ExecutionResult", "ExecutionServerError",
+    "ExecutionServerWarning", "ExecutorPool", "HumanEvalEnv",
     "MBPPEnv", "Program", "SandboxUnavailableError", "SandboxWarning", "TaskRunner", "TaskSet", "execute", "execute_many", "extract_code", "load_humaneval",
     "load_arith", "load_env", "load_mbpp", "load_tasks", "make_leti_env", "pass_at_k", "refinement_feedback", "refinement_prompt", "resolve_tasks",
     "sandbox_report",

@@ -4,6 +4,7 @@
     python -m leti_env demo --env LETI-MBPP --num-tasks 5
     python -m leti_env sandbox
     python -m leti_env serve --env LETI-MBPP --split test --port 8000     # (pip install "leti[serve]")
+    python -m leti_env serve --env none --host 10.0.0.5 --timeout 30       # execution only, for remote trainers
 """
 
 from __future__ import annotations
@@ -107,22 +108,23 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     from leti_env.execution.pool import SandboxUnavailableError
 
+    import os
     import socket
 
     kwargs = json.loads(args.env_kwargs)
+    token = args.token if args.token is not None else os.environ.get("LETI_SERVER_TOKEN") or None
     try:  # bound before anything starts: a port in use is one clear line, not a server that half started
         listener = socket.create_server((args.host, args.port), family=socket.AF_INET6 if ":" in args.host
                                         else socket.AF_INET, reuse_port=False)
     except OSError as exc:
-        import os
-
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         print(f"error: cannot listen on {args.host}:{args.port} ({reason}): pick another --port, or stop "
               "what holds it", file=sys.stderr)
         return 1
+    env_id = None if args.env.lower() == "none" else args.env
     try:
-        app, runner = make_app(args.env, args.split, max_turns=args.max_turns, max_concurrent=args.max_concurrent,
-                               workers=args.workers, timeout=args.timeout, **kwargs)
+        app, runner = make_app(env_id, args.split, max_turns=args.max_turns, max_concurrent=args.max_concurrent,
+                               workers=args.workers, timeout=args.timeout, token=token, **kwargs)
     except SandboxUnavailableError as exc:
         listener.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -131,10 +133,15 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("openenv").setLevel(logging.WARNING)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, lifespan="on")
     server = uvicorn.Server(config)  # stops gracefully on SIGINT/SIGTERM; the app's shutdown closes the pool
-    print(f"serving {args.env}{f' ({args.split})' if args.split else ''}, {app.state.leti_tasks} tasks, on http://{args.host}:{args.port} "
-          f"(OpenEnv: WebSocket /ws, HTTP /reset /step /schema); {pool.num_workers} sandbox workers, "
-          f"{pool.protections().get('mode')} mode; up to {args.max_concurrent} sessions, {args.max_turns} "
-          f"turn(s) each. Ctrl-C stops it.", flush=True)
+    limits = runner.limits
+    execution = (f"execution for remote trainers: /execute /capacity, at most {limits.timeout:g} s and "
+                 f"{limits.memory_mb} MiB per program")
+    served = (f"execution only, on http://{args.host}:{args.port} ({execution})" if env_id is None else
+              f"{args.env}{f' ({args.split})' if args.split else ''}, {app.state.leti_tasks} tasks, on "
+              f"http://{args.host}:{args.port} (OpenEnv: WebSocket /ws, HTTP /reset /step /schema; {execution})")
+    sessions = "" if env_id is None else f"; up to {args.max_concurrent} sessions, {args.max_turns} turn(s) each"
+    print(f"serving {served}; {pool.num_workers} sandbox workers, {pool.protections().get('mode')} mode{sessions}; "
+          f"{'a token required' if token else 'no token required'}. Ctrl-C stops it.", flush=True)
     import signal
 
     # Uvicorn shuts down gracefully on SIGINT and SIGTERM, then raises the signal again with the handler that
@@ -171,11 +178,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m leti_env") -> int
     sandbox.add_argument("--json", action="store_true", help="print the report as JSON")
     sandbox.set_defaults(func=_sandbox)
     serve = sub.add_parser("serve", help="serve an environment over OpenEnv (HTTP + WebSocket) for other trainers")
-    serve.add_argument("--env", default="LETI-MBPP", help="environment id (default: LETI-MBPP)")
+    serve.add_argument("--env", default="LETI-MBPP", help="environment id (default: LETI-MBPP), or none: execution "
+                                                            "only (/execute and /capacity, for trainers on other "
+                                                            "machines; no dataset needed)")
     serve.add_argument("--split", default=None, help="its split (default: the environment's own default)")
     serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0 exposes the "
-                            "sandbox to your network: put it behind your own authentication)")
+                       help="address to listen on (default: 127.0.0.1, this machine only; a private network's "
+                            "address serves trainers on other machines: never a public one, and set a --token)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--max_concurrent", "--max-concurrent", type=int, default=32,
                        help="most sessions (WebSocket connections) at once (default: 32)")
@@ -183,7 +192,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m leti_env") -> int
                        help="attempts per episode; more than 1 gives LeTI's refinement episodes (default: 1)")
     serve.add_argument("--workers", type=int, default=None, help="sandbox workers shared by every session "
                                                                   "(default: one per core)")
-    serve.add_argument("--timeout", type=float, default=None, help="seconds per program (default: the environment's)")
+    serve.add_argument("--timeout", type=float, default=None,
+                       help="seconds per program (default: the environment's); also the most a remote trainer's "
+                            "programs get (/execute caps every limit a client asks at this server's)")
+    serve.add_argument("--token", default=None,
+                       help="require 'Authorization: Bearer TOKEN' on every route but /health (default: "
+                            "LETI_SERVER_TOKEN if set, else none; the variable keeps it out of the process list)")
     serve.add_argument("--env_kwargs", "--env-kwargs", default="{}",
                        help='JSON keyword arguments for the environment, e.g. \'{"data_path": "mbpp.jsonl"}\'')
     serve.add_argument("--log_level", "--log-level", default="warning", help="uvicorn's log level (default: warning)")

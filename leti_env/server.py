@@ -24,14 +24,32 @@ task again: ``leti_env.refinement_prompt``).
 The stateless HTTP endpoints work too: ``POST /reset`` returns a task, and ``POST /step`` with
 ``{"action": {"code": ..., "task_id": ...}}`` scores one program without a session.
 
+Execution for a trainer elsewhere (``TaskRunner(limits, servers=[...])``, ``leti_env.execution.remote``): ``GET
+/capacity`` reports the pool's workers, its free workers, and the most a request may ask (limits, programs,
+bytes); ``POST /execute`` runs a batch of ``Program``s (``{"programs": [{"solution": ..., "tests": ...}, ...],
+"limits": {...}}``) under the client's limits capped at this server's (its environment's, or ``--timeout``),
+and streams each result as it finishes (NDJSON: a ``limits`` line, ``{"index": i, "result": {...}}`` lines,
+``{}`` heartbeats, a final ``done`` line).
+
+Trust: a server runs whatever programs its clients send (that is what an environment server is for), in its
+sandbox. Let it listen on a private network only (the default is 127.0.0.1), and require a shared token
+there (``--token``, or ``LETI_SERVER_TOKEN``: then every route but ``/health`` needs ``Authorization: Bearer
+<token>``).
+
 This module imports ``openenv`` at import time: ``import leti_env`` never imports it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import hmac
+import json
+import threading
 import uuid
 from typing import Any
 
+from fastapi import Request
 from openenv.core import EnvClient
 from openenv.core.client_types import StepResult
 from openenv.core.env_server.http_server import create_app
@@ -40,12 +58,20 @@ from openenv.core.env_server.types import Action, EnvironmentMetadata, Observati
 from pydantic import Field
 
 from .envs import CodeEnv, load_env, refinement_prompt
+from .execution.limits import ExecutionLimits
+from .execution.program import Program
+from .execution.result import ExecutionResult
+from .execution.remote import HEARTBEAT_S, PROTOCOL, TOKEN_ENV
 from .execution.runner import TaskRunner
 
 __all__ = ["CodeAction", "CodeObservation", "CodeState", "LetiEnvClient", "LetiServerEnv", "RequestError",
            "bound_error", "make_app"]
 
 MAX_PROGRAM_CHARS = 65536
+MAX_EXECUTE_BYTES = 64 * 2**20  # one POST /execute body
+MAX_EXECUTE_PROGRAMS = 4096  # programs in one POST /execute
+MAX_EXECUTE_PROGRAM_CHARS = 2**20  # one program of it: solution, tests, prelude and modules together
+MAX_EXECUTE_REQUESTS = 256  # POST /execute requests running at once
 MAX_ECHO_CHARS = 200  # of a request's input quoted back in an error (pydantic's ``input``)
 MAX_ERROR_TEXT_CHARS = 500  # of any other text in an error (a message that quotes a task id, ...)
 MAX_ERROR_ITEMS = 20  # entries of a list in an error (pydantic reports one per bad field)
@@ -163,49 +189,229 @@ class LetiServerEnv(Environment[CodeAction, CodeObservation, CodeState]):
             raise RequestError(exc.args[0]) from None
 
 
-def make_app(env_id: str, split: str | None = None, *, max_turns: int = 1, max_concurrent: int = 32,
-             workers: int | None = None, timeout: float | None = None, **env_kwargs: Any):
+def make_app(env_id: str | None, split: str | None = None, *, max_turns: int = 1, max_concurrent: int = 32,
+             workers: int | None = None, timeout: float | None = None, token: str | None = None, **env_kwargs: Any):
     """The FastAPI app that serves ``env_id`` (its ``split``), and the runner its sessions share.
 
     Args:
-        env_id: A registered leti environment (``LETI-MBPP``, ``LETI-HumanEval``, ``LETI-EAE``, ``LETI-Arith``).
+        env_id: A registered leti environment (``LETI-MBPP``, ``LETI-HumanEval``, ``LETI-EAE``, ``LETI-Arith``), or
+            ``None``: execution only (``/health``, ``/capacity``, ``/execute``; no episodes, no dataset needed), for
+            a machine that runs a remote trainer's programs, under ``ExecutionLimits()`` and ``timeout``.
         split: Its split (``None`` for environments without splits).
         max_turns: Attempts per episode (LeTI's refinement episodes: more than 1).
         max_concurrent: Most WebSocket sessions at once (each holds one episode).
         workers: Sandbox workers, shared by every session (default: one per core).
         timeout: Seconds per program (default: the environment's own limits, e.g. 5 for MBPP, 30 for EAE); the
             other limits are always the environment's.
+        token: Require ``Authorization: Bearer <token>`` on every route but ``/health`` (HTTP and WebSocket).
         env_kwargs: Passed to the environment (``data_path``, ``sanitized``, ...).
 
     Returns:
-        ``(app, runner)``: serve ``app`` with uvicorn; ``runner.limits`` is what every session's programs get.
-        The sandbox workers start now (a host that cannot confine programs fails here, not at the first
-        step) and stop when the app shuts down.
+        ``(app, runner)``: serve ``app`` with uvicorn; ``runner.limits`` is what every session's programs get,
+        and the most ``POST /execute`` grants a client. The sandbox workers start now (a host that cannot
+        confine programs fails here, not at the first step) and stop when the app shuts down.
     """
     if max_turns < 1:
         raise ValueError(f"`max_turns` must be at least 1, got {max_turns}")
     if max_concurrent < 1:
         raise ValueError(f"`max_concurrent` must be at least 1, got {max_concurrent}")
-    base = load_env(env_id, split, **env_kwargs)
-    runner = TaskRunner(base.limits.override(timeout=timeout), workers=workers)
+    if env_id is None:
+        if split is not None or env_kwargs:
+            raise ValueError("an execution-only server (no environment) takes no split or environment options")
+        base = None
+        runner = TaskRunner(ExecutionLimits().override(timeout=timeout), workers=workers)
+    else:
+        base = load_env(env_id, split, **env_kwargs)
+        runner = TaskRunner(base.limits.override(timeout=timeout), workers=workers)
     pool = runner.pool()
     pool.protections()  # start the workers: a refused sandbox is an error now
 
-    def factory() -> LetiServerEnv:
-        return LetiServerEnv(env_id, base, runner, max_turns)
+    if base is None:
+        from fastapi import FastAPI
 
-    app = create_app(factory, CodeAction, CodeObservation, env_name=env_id, max_concurrent_envs=max_concurrent)
-    from fastapi.responses import JSONResponse
+        app = FastAPI(title="leti execution server", description="Runs batches of programs in leti's sandbox "
+                      "for trainers on other machines (leti_env.TaskRunner(servers=...)).")
+        app.get("/health", tags=["Health"])(lambda: {"status": "healthy"})
+    else:
+        def factory() -> LetiServerEnv:
+            return LetiServerEnv(env_id, base, runner, max_turns)
 
-    async def request_error(_request, exc: RequestError) -> JSONResponse:
-        return JSONResponse(status_code=400, content={"detail": str(exc)})
+        app = create_app(factory, CodeAction, CodeObservation, env_name=env_id, max_concurrent_envs=max_concurrent)
+        from fastapi.responses import JSONResponse
 
-    app.add_exception_handler(RequestError, request_error)
+        async def request_error(_request, exc: RequestError) -> JSONResponse:
+            return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+        app.add_exception_handler(RequestError, request_error)
+    _add_execution_routes(app, runner)
     app.add_middleware(_QuietDisconnect)
+    if token:
+        app.add_middleware(_TokenCheck, token=token)
     app.add_middleware(_BoundedErrors)
     app.router.on_shutdown.append(pool.close)
-    app.state.leti_tasks = len(base.tasks)
+    app.state.leti_tasks = len(base.tasks) if base is not None else 0
     return app, runner
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _add_execution_routes(app, runner: TaskRunner) -> None:
+    """``GET /capacity`` and ``POST /execute`` (see the module's docstring), on ``runner``'s pool."""
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    pool = runner.pool()
+    maxima = runner.limits
+    running = {"requests": 0}
+
+    class ProgramIn(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        solution: str
+        tests: str = ""
+        prelude: str = ""
+        entry_points: list[str] = Field(default_factory=list, max_length=64)
+        modules: list[tuple[str, str]] = Field(default_factory=list, max_length=64)
+
+    class LimitsIn(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+        memory_mb: int | None = None
+        max_feedback_chars: int | None = None
+        max_file_mb: int | None = None
+        output_limit_mb: int | None = None
+        max_output_bytes: int | None = None
+
+    class ExecuteIn(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        programs: list[ProgramIn] = Field(..., max_length=MAX_EXECUTE_PROGRAMS)
+        limits: LimitsIn = Field(default_factory=LimitsIn)
+
+    def refuse(status: int, detail: Any) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"detail": bound_error(detail)})
+
+    @app.get("/capacity", tags=["Execution"], summary="Workers, free workers, and the most a request may ask")
+    async def capacity() -> dict:
+        return {"protocol": PROTOCOL, **pool.capacity(), "limits": dataclasses.asdict(maxima),
+                "max_programs": MAX_EXECUTE_PROGRAMS, "max_request_bytes": MAX_EXECUTE_BYTES,
+                "max_program_chars": MAX_EXECUTE_PROGRAM_CHARS}
+
+    @app.post("/execute", tags=["Execution"], summary="Run a batch of programs; results streamed as NDJSON")
+    async def execute(request: Request):
+        try:
+            body = await _read_bounded(request, MAX_EXECUTE_BYTES)
+        except _TooLarge:
+            return refuse(413, f"the request is over {MAX_EXECUTE_BYTES} bytes: send fewer programs per request "
+                               "(GET /capacity gives max_request_bytes)")
+        try:
+            batch = ExecuteIn.model_validate_json(body)
+        except ValidationError as exc:
+            return refuse(422, exc.errors(include_url=False, include_input=False, include_context=False))
+        for i, p in enumerate(batch.programs):
+            size = len(p.solution) + len(p.tests) + len(p.prelude) + sum(len(a) + len(b) for a, b in p.modules)
+            if size > MAX_EXECUTE_PROGRAM_CHARS:
+                return refuse(413, f"program {i} has {size} characters; this server takes at most "
+                                   f"{MAX_EXECUTE_PROGRAM_CHARS} per program")
+        try:
+            programs = [Program(p.solution, p.tests, p.prelude, tuple(p.entry_points), tuple(p.modules))
+                        for p in batch.programs]
+            asked = maxima.override(**batch.limits.model_dump())
+            limits = asked.capped(maxima)  # never more than this server's operator allows
+        except (TypeError, ValueError) as exc:
+            return refuse(422, str(exc))
+        if running["requests"] >= MAX_EXECUTE_REQUESTS:
+            return refuse(503, f"this server runs {MAX_EXECUTE_REQUESTS} execute requests already: try again later")
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+
+        def post(item) -> None:
+            try:
+                loop.call_soon_threadsafe(lines.put_nowait, item)
+            except RuntimeError:  # the server's loop is gone: nobody reads this any more
+                stop.set()
+
+        fields = [f.name for f in dataclasses.fields(ExecutionResult)]
+
+        def work() -> None:
+            try:
+                pool.run(programs, limits, stop=stop,
+                         on_result=lambda i, r: post({"index": i, "result": {k: getattr(r, k) for k in fields}}))
+                post({"done": len(programs)})
+            except Exception as exc:  # the sandbox itself failed (refused, could not start): the client's to know
+                post({"error": f"{type(exc).__name__}: {exc}"[:1000]})
+            finally:
+                post(None)
+
+        async def stream():
+            running["requests"] += 1
+            try:
+                yield _line({"limits": dataclasses.asdict(limits), "programs": len(programs)})
+                threading.Thread(target=work, daemon=True, name="leti-execute").start()
+                ended = False
+                while not ended:
+                    try:
+                        items = [await asyncio.wait_for(lines.get(), HEARTBEAT_S)]
+                    except asyncio.TimeoutError:
+                        yield b"{}\n"  # a heartbeat: the client tells a slow batch from a dead server
+                        continue
+                    while not lines.empty():  # what else has arrived goes in the same write
+                        items.append(lines.get_nowait())
+                    ended = items[-1] is None
+                    yield b"".join(_line(item) for item in items if item is not None)
+            finally:
+                stop.set()  # the client left (or all is sent): start nothing more for it
+                running["requests"] -= 1
+
+        return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+def _line(message: dict) -> bytes:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+async def _read_bounded(request, limit: int) -> bytes:
+    """The request's body, or ``_TooLarge`` as soon as it is over ``limit`` bytes (never all of it read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _TokenCheck:
+    """ASGI middleware: every HTTP request and WebSocket but ``/health`` must carry ``Authorization: Bearer <token>``.
+
+    The comparison takes the same time whatever the token sent (``hmac.compare_digest``). A refused WebSocket
+    is closed before it is accepted (the client sees HTTP 403); a refused HTTP request gets a 401.
+    """
+
+    OPEN_PATHS = ("/health",)
+
+    def __init__(self, app, token: str):
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope.get("type") not in ("http", "websocket") or scope.get("path") in self.OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        sent = next((v for k, v in scope.get("headers", []) if k.lower() == b"authorization"), b"")
+        if hmac.compare_digest(sent, self.expected):
+            return await self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return await send({"type": "websocket.close", "code": 1008})
+        body = json.dumps({"detail": "this leti server needs its token: send 'Authorization: Bearer <token>' "
+                                     f"(clients read {TOKEN_ENV})"}).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"www-authenticate", b"Bearer")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def _cut(text: str, limit: int) -> str:
@@ -337,7 +543,28 @@ class _QuietDisconnect:
 
 class LetiEnvClient(EnvClient[CodeAction, CodeObservation, CodeState]):
     """OpenEnv's client for ``leti serve``: ``await client.reset(task_id=...)``, ``await client.step(CodeAction(code=...))``,
-    or the same without ``await`` on ``client.sync()``."""
+    or the same without ``await`` on ``client.sync()``.
+
+    ``token``: the server's (``leti serve --token``), sent when the WebSocket opens; default: ``LETI_SERVER_TOKEN``.
+    """
+
+    def __init__(self, base_url: str, *args: Any, token: str | None = None, **kwargs: Any):
+        super().__init__(base_url, *args, **kwargs)
+        import os
+
+        self._token = token if token is not None else os.environ.get(TOKEN_ENV)
+
+    async def connect(self) -> LetiEnvClient:
+        if self._ws is not None or not self._token:
+            return await super().connect()
+        from websockets.asyncio.client import connect as ws_connect
+
+        try:
+            self._ws = await ws_connect(self._ws_url, open_timeout=self._connect_timeout, max_size=self._max_message_size,
+                                        additional_headers={"Authorization": f"Bearer {self._token}"})
+        except Exception as exc:
+            raise ConnectionError(f"Failed to connect to {self._ws_url}: {exc}") from exc
+        return self
 
     async def _send_and_receive(self, message: dict[str, Any]) -> dict[str, Any]:
         from websockets.exceptions import ConnectionClosed

@@ -209,3 +209,21 @@ def test_learning_study_pools_studies_of_two_base_models_into_one_report(tmp_pat
     refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--out", str(out),
                               "--pool", str(tmp_path / "programs")], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert refused.returncode == 2 and "--report_only" in refused.stderr
+
+
+def test_remote_execution_benchmark_quick_measures_both_setups_and_compares_verdicts(capsys):
+    """benchmarks/remote_execution.py --quick: two `leti serve` processes on loopback, one server against two and
+    the local pool, and the verdict check; no figure is asserted (CI's machine is not the benchmark's)."""
+    pytest.importorskip("openenv", reason="leti serve needs openenv-core (pip install 'leti[serve]')")
+    spec = importlib.util.spec_from_file_location("remote_execution", REPO / "benchmarks" / "remote_execution.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    summary = module.main(["--quick"])
+
+    out = capsys.readouterr().out
+    assert summary["same_verdicts"] is True and 0 < summary["verdicts_compared"] <= 40
+    assert len(summary["sets"]) == 3
+    for row in summary["sets"].values():
+        assert all(row[k] > 0 for k in ("local 1", "1 server", "2 servers", "local 2")) and row["ratio"] > 0
+    assert "same verdicts as local on the MBPP references: yes" in out and "2 servers" in out

@@ -46,6 +46,9 @@ def make_eval_parser() -> argparse.ArgumentParser:
     add("--seed", type=int, default=0, help="sampling seed (each sample's draws are keyed by it)")
     add("--timeout", type=float, default=None,
         help="seconds per program (default: the environment's: 5 for MBPP/HumanEval, 30 for EAE, 1 for Arith)")
+    add("--execution_servers", nargs="+", default=None, metavar="URL",
+        help="`leti serve` URLs that execute the programs instead of this machine (e.g. http://10.0.0.5:8000; "
+             "the servers' token, if any, from LETI_SERVER_TOKEN)")
     add("--batch_size", type=int, default=32, help="sequences per generate call (halved automatically on out-of-memory)")
     add("--generation_backend", choices=["hf", "vllm"], default="hf", help="hf (transformers) or vllm (CUDA)")
     add("--vllm_gpu_memory_utilization", type=float, default=0.5, help="GPU memory share of the vLLM engine")
@@ -90,6 +93,12 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--batch_size must be >= 1; got {args.batch_size}")
     if args.timeout is not None and not args.timeout > 0:
         parser.error(f"--timeout must be positive; got {args.timeout}")
+    from leti_env.execution.remote import parse_servers
+
+    try:
+        args.execution_servers = parse_servers(args.execution_servers)
+    except (TypeError, ValueError) as exc:
+        parser.error(f"--execution_servers: {exc}")
     bad_k = [k for k in args.k if k > args.num_samples]
     if bad_k and args.samples is None:
         parser.error(f"pass@k needs --num_samples >= k; got --num_samples {args.num_samples} and k={bad_k}")
@@ -102,8 +111,9 @@ def run_eval(args: argparse.Namespace) -> dict:
     from .parser import parse_env_kwargs
 
     env = load_env(args.env, args.split, **parse_env_kwargs(args.env_kwargs))
-    # the environment's own limits, unless --timeout says otherwise
-    runner = TaskRunner(env.limits.override(timeout=args.timeout))
+    # the environment's own limits, unless --timeout says otherwise; here, or on the --execution_servers
+    runner = TaskRunner(env.limits.override(timeout=args.timeout), servers=args.execution_servers)
+    runner.check_servers()  # a stopped fleet fails now, not after sampling
     samples: list[dict] = []
 
     def record(variant, task, completion, result):

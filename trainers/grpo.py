@@ -158,7 +158,7 @@ def _feedback_block(tokenizer: Any, prompt: str, feedback: str, room: int) -> li
 
 
 def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "final", runner: TaskRunner | None = None,
-                       max_new_tokens: int | None = None) -> Callable[[list, Any], dict]:
+                       max_new_tokens: int | None = None, servers: Sequence[str] | None = None) -> Callable[[list, Any], dict]:
     """A ``rollout_func`` for TRL's ``GRPOTrainer``: refinement episodes on ``tasks`` (an env id, an
     environment or ``CodeTask``s; the dataset's prompts must be their prompts, as ``tasks_to_dataset`` writes).
 
@@ -168,8 +168,8 @@ def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "
     (of the last attempt) and ``env_turns``. Pair it with ``RolloutReward()``. Each attempt gets at most
     ``max_new_tokens`` (default: ``max_completion_length // max_turns``); the whole completion, feedback
     included, at most ``GRPOConfig.max_completion_length``. Attempts run on ``runner`` (default: one with
-    the tasks' own limits, e.g. LETI-EAE's 30 s, that runs each distinct program once), which the returned
-    function keeps as its ``runner`` attribute.
+    the tasks' own limits, e.g. LETI-EAE's 30 s, that runs each distinct program once, here or on the ``leti
+    serve`` machines at ``servers``), which the returned function keeps as its ``runner`` attribute.
 
     Attempts are sampled by ``trainer_generate``: with the trainer's vLLM engine when it has one
     (``use_vllm=True``), then also returning vLLM's ``logprobs`` for TRL's importance-sampling correction;
@@ -177,7 +177,9 @@ def refinement_rollout(tasks: Any, *, max_turns: int = 2, reward: RewardRule = "
     """
     task_set = resolve_tasks(tasks, "tasks")
     by_prompt = {t.prompt: t for t in task_set}
-    runner = runner if runner is not None else TaskRunner(task_set.limits, deduplicate=True)
+    if runner is not None and servers is not None:
+        raise ValueError("give `servers` or a `runner` (TaskRunner(limits, servers=...)), not both")
+    runner = runner if runner is not None else TaskRunner(task_set.limits, deduplicate=True, servers=servers)
     if reward not in ("final", "best", "first_try"):
         raise ValueError(f"`reward` must be 'final', 'best' or 'first_try', got {reward!r}")
     warned: list[int] = []

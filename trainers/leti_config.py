@@ -94,6 +94,13 @@ class LetiConfig(SFTConfig, ModelConfig):
             iteration and later ones. Runs are deterministic (fresh process, seeded `random`), so verdicts are the
             same as running every sample (the authors' code does); small models repeat themselves a lot, within
             an iteration and across iterations, so this saves much of the time.
+        execution_servers (`list[str]` or `None`, *optional*, defaults to `None`):
+            `leti serve` URLs (`http://10.0.0.5:8000 ...`) that execute the run's programs instead of this machine's
+            cores: the trainer on a GPU node, the sandboxes on CPU machines. Each batch is shared over them in
+            proportion to their free workers; one that fails mid-batch has its unanswered programs run on the
+            others. Each server caps the limits at its own (start it with `--timeout` at least the run's). The
+            servers' token, if they require one, is read from `LETI_SERVER_TOKEN`. `None`: this machine's sandbox
+            pool (`execution_workers`).
 
         > Parameters that control the training rows
 
@@ -311,6 +318,9 @@ class LetiConfig(SFTConfig, ModelConfig):
         default=None, metadata={"help": "Longest feedback kept, head and tail (default: the environment's own)."})
     deduplicate_execution: bool = field(
         default=True, metadata={"help": "Execute each distinct (task, program) pair once per run (same verdicts)."})
+    execution_servers: list[str] | None = field(
+        default=None, metadata={"help": "`leti serve` URLs that execute the programs instead of this machine "
+                                        "(e.g. http://10.0.0.5:8000 http://10.0.0.6:8000; token: LETI_SERVER_TOKEN)."})
 
     # Parameters that control the training rows
     feedback_mode: Literal["text", "binary", "none", "dummy", "shuffled"] = field(
@@ -455,6 +465,12 @@ class LetiConfig(SFTConfig, ModelConfig):
         if self.execution_memory_mb is not None and self.execution_memory_mb < 32:
             raise ValueError(f"`execution_memory_mb` must be at least 32 (or None: the environment's own), got "
                              f"{self.execution_memory_mb}.")
+        from leti_env.execution.remote import parse_servers
+
+        self.execution_servers = parse_servers(self.execution_servers)  # a URL that is none fails here, not later
+        if self.execution_servers and self.execution_workers is not None:
+            raise ValueError("`execution_workers` sizes this machine's sandbox pool, and `execution_servers` runs the "
+                             "programs on the servers' workers instead (leti serve --workers): set one or the other.")
         if self.max_feedback_chars is not None and self.max_feedback_chars < 1:
             raise ValueError(f"`max_feedback_chars` must be at least 1 (or None: the environment's own), got "
                              f"{self.max_feedback_chars}.")

@@ -111,10 +111,11 @@ class LetiTrainer:
         self._table: IterationTable | None = None  # the console's per-iteration rows
         self._optimizer_steps = 0  # cumulative over iterations: the trackers' step
         # sample -> execute -> Rollout; deduplicate_execution: the runner remembers this run's verdicts
-        self.collector = RolloutCollector(
-            self._make_sampler(),
-            TaskRunner(self.limits, workers=args.execution_workers, deduplicate=args.deduplicate_execution),
-            self.distributed)
+        # execution_servers: on `leti serve` machines instead of this one's cores (checked now, before any sampling)
+        runner = TaskRunner(self.limits, workers=args.execution_workers, deduplicate=args.deduplicate_execution,
+                            servers=args.execution_servers)
+        runner.check_servers()
+        self.collector = RolloutCollector(self._make_sampler(), runner, self.distributed)
 
     # -- set-up ---------------------------------------------------------------------------------
 

@@ -26,9 +26,10 @@ class ExecutionReward:
     ```` ```python ```` answer would otherwise be a syntax error whatever its code.
 
     Programs run under the tasks' own limits (``resolve_tasks(tasks).limits``: LETI-EAE's 30 s), or
-    ``limits`` where given (``ExecutionLimits()`` without tasks). ``runner`` replaces the executor (a
-    ``leti_env.TaskRunner``; e.g. one with ``deduplicate=True``, as GRPO samples the same program several
-    times), limits included.
+    ``limits`` where given (``ExecutionLimits()`` without tasks), in this process's sandbox pool (``workers``),
+    or on ``leti serve`` machines (``servers``: their URLs; the token, if they need one, from
+    ``LETI_SERVER_TOKEN``). ``runner`` replaces the executor (a ``leti_env.TaskRunner``; e.g. one with
+    ``deduplicate=True``, as GRPO samples the same program several times), limits and servers included.
 
     >>> reward = ExecutionReward("LETI-MBPP")
     >>> reward(prompts=[task.prompt], completions=[task.reference_solution], task_id=[task.task_id])
@@ -36,13 +37,15 @@ class ExecutionReward:
     """
 
     def __init__(self, tasks: Any = None, *, limits: ExecutionLimits | None = None, workers: int | None = None,
-                 runner: TaskRunner | None = None, extract_code: bool = False):
+                 runner: TaskRunner | None = None, extract_code: bool = False, servers: Sequence[str] | None = None):
         task_set = resolve_tasks(tasks, "tasks") if tasks is not None else None
         self.tasks = {t.task_id: t for t in task_set} if task_set is not None else {}
         if limits is None:
             limits = task_set.limits if task_set is not None else ExecutionLimits()
         # the executor of leti's own loop and of CodeEnv.run_many (under a multi-process launch: this rank's cores)
-        self.runner = runner if runner is not None else TaskRunner(limits, workers=workers)
+        if runner is not None and servers is not None:
+            raise ValueError("give `servers` or a `runner` (TaskRunner(limits, servers=...)), not both")
+        self.runner = runner if runner is not None else TaskRunner(limits, workers=workers, servers=servers)
         self.extract_code = extract_code
         self.__name__ = "execution_reward"  # TRL names the logged reward column after the function
 

@@ -17,9 +17,10 @@ from .pool import (
 from .limits import ExecutionLimits
 from .program import Program
 from .result import STATUSES, ExecutionResult, Status
+from .remote import ExecutionServerError, ExecutionServerWarning
 from .runner import TaskRunner
 
 __all__ = [
-    "STATUSES", "ExecutionLimits", "ExecutionResult", "ExecutorPool", "Program", "SandboxUnavailableError", "SandboxWarning",
+    "STATUSES", "ExecutionLimits", "ExecutionResult", "ExecutionServerError", "ExecutionServerWarning", "ExecutorPool", "Program", "SandboxUnavailableError", "SandboxWarning",
     "Status", "TaskRunner", "default_workers", "execute", "execute_many", "get_pool", "sandbox_report",
 ]

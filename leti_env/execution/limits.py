@@ -69,3 +69,20 @@ class ExecutionLimits:
                             f"{[f.name for f in dataclasses.fields(self)]}")
         given = {name: value for name, value in changes.items() if value is not None}
         return dataclasses.replace(self, **given) if given else self
+
+    def capped(self, maxima: ExecutionLimits) -> ExecutionLimits:
+        """These limits, each at most ``maxima``'s (``output_limit_mb``'s 0, no limit, counts as the largest).
+
+        What ``leti serve`` runs a client's programs under: the client asks, the server's own limits bound it.
+
+        >>> ExecutionLimits(timeout=30.0, memory_mb=512).capped(ExecutionLimits(timeout=5.0))
+        ExecutionLimits(timeout=5.0, memory_mb=512, max_feedback_chars=4096, max_file_mb=64, output_limit_mb=0, max_output_bytes=4096)
+        """
+        values = {}
+        for f in dataclasses.fields(self):
+            asked, most = getattr(self, f.name), getattr(maxima, f.name)
+            if f.name == "output_limit_mb":
+                values[f.name] = asked if most == 0 else (most if asked == 0 else min(asked, most))
+            else:
+                values[f.name] = min(asked, most)
+        return ExecutionLimits(**values)

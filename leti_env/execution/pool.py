@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +305,14 @@ class ExecutorPool:
                 SandboxWarning, stacklevel=_caller_outside_leti(),
             )
 
+    def capacity(self) -> dict[str, int]:
+        """``{"workers": N, "free": M}``: this pool's size, and how many of its workers no call is using now
+        (all of them before the first call starts them). What ``leti serve`` reports to a client that shares
+        a batch over several servers."""
+        with self._lock:
+            started = os.getpid() == self._owner_pid and bool(self._workers)
+            return {"workers": self.num_workers, "free": len(self._idle) if started else self.num_workers}
+
     def protections(self) -> dict:
         """Which protections the workers actually applied (starts the workers if needed)."""
         with self._lock:
@@ -338,6 +346,7 @@ class ExecutorPool:
     # -- running ---------------------------------------------------------------------------
 
     def run(self, programs: Sequence[str | Program], limits: ExecutionLimits | None = None, *, progress=None,
+            on_result: Callable[[int, ExecutionResult], None] | None = None, stop: threading.Event | None = None,
             **overrides: Any) -> list[ExecutionResult]:
         """Run every program; results come back in input order.
 
@@ -347,6 +356,11 @@ class ExecutorPool:
                 program's reach).
             limits: What each program may use (default: ``ExecutionLimits()``).
             progress: Optional callable ``progress(done, total)`` called after each result.
+            on_result: Optional callable ``on_result(index, result)`` called as each program's result
+                arrives, in the order they finish (``leti serve`` streams them to its client this way).
+            stop: Optional event: once set, no further program is started; those already running finish
+                (and reach ``on_result``), and every program never started is ``None`` in the returned list.
+                A server sets it when its client hangs up.
             overrides: Limits to change for this call, by name (``timeout=1.0``): ``limits.override(...)``.
         """
         limits = (limits if limits is not None else ExecutionLimits()).override(**overrides)
@@ -365,12 +379,13 @@ class ExecutorPool:
             return []
         workers = self._acquire(len(requests))
         try:
-            return self._dispatch(requests, limits.timeout, progress, workers)
+            return self._dispatch(requests, limits.timeout, progress, workers, on_result, stop)
         finally:
             for worker in workers:
                 self._release(worker)
 
-    def _dispatch(self, requests: list[dict], timeout: float, progress, workers: list[_Worker]) -> list[ExecutionResult]:
+    def _dispatch(self, requests: list[dict], timeout: float, progress, workers: list[_Worker], on_result=None,
+                  stop: threading.Event | None = None) -> list[ExecutionResult]:
         """Feed this call's workers, keeping a second (small) request queued behind the running one.
 
         The queued request hides the round trip through this process: a worker starts its next
@@ -384,15 +399,24 @@ class ExecutorPool:
         done = 0
         watchdog = timeout + 10.0  # the zygote enforces `timeout`; this only catches a wedged worker
 
-        def fail_head(worker: _Worker, message: str) -> None:
+        def finish(index: int, result: ExecutionResult) -> None:
             nonlocal done
-            results[worker.inflight.popleft()] = ExecutionResult("sandbox_error", f"SandboxError: {message}\n")
+            results[index] = result
             done += 1
+            if on_result is not None:
+                on_result(index, result)
+
+        def fail_head(worker: _Worker, message: str) -> None:
+            finish(worker.inflight.popleft(), ExecutionResult("sandbox_error", f"SandboxError: {message}\n"))
             pending.extendleft(reversed(worker.inflight))  # queued, never started: run them elsewhere
             worker.inflight.clear()
             workers[workers.index(worker)] = self._replace(worker)
 
-        while done < len(requests):
+        while pending or any(w.inflight for w in workers):
+            if stop is not None and stop.is_set():
+                pending.clear()  # never started: left None; what runs now finishes (its worker stays in step)
+                if not any(w.inflight for w in workers):
+                    break
             now = time.monotonic()
             for worker in workers:
                 while pending and (not worker.inflight or (
@@ -418,9 +442,8 @@ class ExecutorPool:
                 elif reply.get("id") != requests[worker.inflight[0]].get("id"):
                     fail_head(worker, "the worker answered out of turn and was restarted")
                 else:
-                    results[worker.inflight.popleft()] = _to_result(reply)
+                    finish(worker.inflight.popleft(), _to_result(reply))
                     worker.busy_until = time.monotonic() + watchdog
-                    done += 1
                     if reply.get("restart"):  # its cleanup failed: a fresh slot, queued work elsewhere
                         pending.extendleft(reversed(worker.inflight))
                         worker.inflight.clear()

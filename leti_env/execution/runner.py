@@ -29,6 +29,12 @@ class TaskRunner:
         limits: What each program may use (default: ``ExecutionLimits()``). Pass the tasks' own
             (``env.limits``, ``resolve_tasks(...).limits``): LETI-EAE's programs need 30 s.
         workers: Sandbox workers (default: one per core of this process's share, see below).
+        servers: ``leti serve`` URLs (``["http://10.0.0.5:8000", ...]``): run the programs on those servers'
+            sandboxes instead of this process's (a GPU node's few cores, CPU machines beside it). Each batch
+            is shared over the servers in proportion to their free workers; a server that fails mid-batch
+            has its unanswered programs run on the others (``leti_env.execution.remote``). Each server caps
+            the limits at its own. ``None`` (default): this process's pool.
+        token: The servers' shared token (``leti serve --token``); default: ``LETI_SERVER_TOKEN``.
         deduplicate: Run each distinct program once and give every copy its result, also across calls
             (a trainer's iterations). Programs run in a fresh process with a seeded ``random``, so the
             verdict is the same as running every copy. A timeout is never remembered: it depends on the
@@ -48,13 +54,27 @@ class TaskRunner:
     """
 
     def __init__(self, limits: ExecutionLimits | None = None, *, workers: int | None = None, deduplicate: bool = False,
-                 max_remembered: int = 500_000):
+                 max_remembered: int = 500_000, servers: Sequence[str] | str | None = None, token: str | None = None):
         if limits is not None and not isinstance(limits, ExecutionLimits):
             raise TypeError(f"`limits` must be an ExecutionLimits, got {type(limits).__name__}: write "
                             "TaskRunner(ExecutionLimits(timeout=...)), or pass an environment's `limits`")
         self.limits = limits if limits is not None else ExecutionLimits()
         self.workers, self.deduplicate, self.max_remembered = workers, deduplicate, max_remembered
         self._known: dict[Program, ExecutionResult] = {}
+        self.remote = None
+        if servers is not None:
+            from .remote import RemoteExecutor, parse_servers
+
+            urls = parse_servers(servers)
+            if urls and workers is not None:
+                raise ValueError("`workers` sizes this process's sandbox pool; with `servers` the programs run on "
+                                 "the servers' workers (leti serve --workers): give one or the other")
+            self.remote = RemoteExecutor(urls, token) if urls else None
+
+    @property
+    def servers(self) -> list[str] | None:
+        """The execution servers' URLs, or None: this process's pool."""
+        return [s.url for s in self.remote.servers] if self.remote is not None else None
 
     def run(self, pairs: Sequence[tuple[CodeTask, str]], progress: Progress | None = None) -> list[ExecutionResult]:
         """Execute each completion as its task's program (``task.program(completion)``)."""
@@ -77,7 +97,14 @@ class TaskRunner:
     def _execute(self, programs: list[Program], progress: Progress | None) -> list[ExecutionResult]:
         if not programs:
             return []
+        if self.remote is not None:
+            return self.remote.run(programs, self.limits, progress)
         return self.pool().run(programs, self.limits, progress=progress)
+
+    def check_servers(self) -> dict[str, dict]:
+        """With ``servers``: the capacity of each that answers (``ExecutionServerError`` if none does), so that
+        a run finds a wrong URL or a stopped fleet before it samples anything. Without: ``{}``."""
+        return self.remote.check() if self.remote is not None else {}
 
     def pool(self):
         """This process's sandbox pool (its share of the cores under a multi-process launcher)."""

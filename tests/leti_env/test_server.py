@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,56 +21,11 @@ requests = pytest.importorskip("requests")
 from leti_env import load_mbpp, refinement_prompt  # noqa: E402
 from leti_env.execution.pool import _descendants  # noqa: E402
 from leti_env.execution.sandbox import cgroups  # noqa: E402
-from leti_env.server import CodeAction, LetiEnvClient  # noqa: E402
+from leti_env.server import CodeAction  # noqa: E402
+from tests.leti_env.serving import Server  # noqa: E402
 
 TASK, OTHER = load_mbpp("test")[:2]
 WRONG = "\ndef nothing():\n    pass\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, *args: str, env: tuple[str, ...] = ("--env", "LETI-MBPP", "--split", "test")):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "leti_env", "serve", *env, "--port", str(self.port), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"leti serve exited: {self.proc.communicate()}")
-            try:
-                if requests.get(self.url + "/health", timeout=1).status_code == 200:
-                    return
-            except requests.RequestException:
-                time.sleep(0.2)
-        self.proc.kill()
-        raise RuntimeError("leti serve did not come up in 90 s")
-
-    def processes(self, name: str) -> list[int]:
-        found = []
-        for pid in _descendants(self.proc.pid):
-            try:
-                with open(f"/proc/{pid}/comm") as f:
-                    if f.read().strip() == name:
-                        found.append(pid)
-            except OSError:
-                pass
-        return found
-
-    def client(self):
-        return LetiEnvClient(base_url=self.url).sync()
-
-    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str, str]:
-        self.proc.send_signal(sig)  # Ctrl-C by default
-        out, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out, err
 
 
 @pytest.fixture(scope="module")

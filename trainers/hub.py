@@ -38,7 +38,7 @@ LETI_CITATION = """@inproceedings{wang2024leti,
     year      = {2024},
     url       = {https://arxiv.org/abs/2305.10314}
 }"""
-RECIPE_KEYS = ("num_iterations", "num_generations_per_prompt", "temperature", "feedback_mode", "sequence_order",
+RECIPE_KEYS = ("num_iterations", "num_generations_per_prompt", "temperature", "feedback_mode", "sequence_order", "reward_token_position",
                "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps", "use_peft",
                "load_in_4bit", "lora_r", "keep_passing", "replay_passing", "pretrain_dataset", "eval_num_samples")
 # The license of a card whose base model has none to inherit: leti's own, and that of its built-in models
@@ -168,7 +168,8 @@ def _card_text(run_dir: Path, config: dict, repo_id: str, base_model: str | None
              "programs, executes them against the tasks' tests, and fine-tunes on them, each prefixed with a reward "
              f"token (`{tokens.good_token}` for a passing program, "
              f"`{tokens.bad_token}` with the interpreter's feedback for a failing one). "
-             "At inference the prompt starts with the good token.", ""]
+             + ("At inference the prompt ends with the good token." if tokens.reward_token_position == "before_program"
+                else "At inference the prompt starts with the good token."), ""]
     lines += _base_model_lines(config, base_model, adapter)
     if dataset_name:
         lines += [f"The sampled programs, their verdicts and feedback are the dataset "
@@ -232,8 +233,11 @@ def _usage(config: dict, repo_id: str, base_model: str | None, adapter: bool, ru
     else:
         lines += [f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")']
     lead = "(tokenizer.pad_token or tokenizer.eos_token) + " if prompt_format.reward_token_target else ""
-    lines += ["", f"# leti's inference_prompt: the good token{' after the pad token that starts every training row' if lead else ''}, "
-              "then the task", f"task = {task_prompt!r}", f"prompt = {lead}{good!r} + task",
+    after = prompt_format.reward_token_position == "before_program"
+    start = "the pad token that starts every training row, " if lead else ""
+    lines += ["", (f"# leti's inference_prompt: {start}the task, then the good token" if after else
+                   f"# leti's inference_prompt: {start}the good token, then the task"),
+              f"task = {task_prompt!r}", f"prompt = {lead}task + {good!r}" if after else f"prompt = {lead}{good!r} + task",
               'inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)',
               f"output = model.generate(**inputs, max_new_tokens={config.get('eval_max_new_tokens', 384)}, do_sample=True, "
               f"temperature={config.get('eval_temperature', 0.1) or 0.1}, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)",

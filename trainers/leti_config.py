@@ -121,6 +121,11 @@ class LetiConfig(SFTConfig, ModelConfig):
         sequence_order (`str`, *optional*, defaults to `"feedback_first"`):
             `"feedback_first"`: reward token, feedback, prompt, program (the authors' code).
             `"feedback_last"`: reward token, prompt, program, feedback (the order the paper's text describes).
+        reward_token_position (`str`, *optional*, defaults to `"start"`):
+            Where the reward token goes in a row and in the prompts sampled from: `"start"`, the row's first
+            token (the authors' code); `"before_program"`, between the prompt and the program (not in the
+            paper), next to what it conditions, so a small model need not carry it across the feedback and
+            the prompt. Prompts at inference then end with the good token.
         bad_token (`str`, *optional*, defaults to `"<|bad|>"`):
             Reward token of failing programs.
         good_token (`str`, *optional*, defaults to `"<|good|>"`):
@@ -332,6 +337,9 @@ class LetiConfig(SFTConfig, ModelConfig):
         default="tokens", metadata={"help": "The dummy span matches the feedback in tokens (same row length) or characters."})
     sequence_order: Literal["feedback_first", "feedback_last"] = field(
         default="feedback_first", metadata={"help": "Where the feedback span goes: before the prompt (authors' code) or after the program."})
+    reward_token_position: Literal["start", "before_program"] = field(
+        default="start", metadata={"help": "Where the reward token goes: the row's start (authors' code) or just before "
+                                           "the program; prompts at inference then end with it."})
     bad_token: str = field(default=PromptFormat.bad_token, metadata={"help": "Reward token of failing programs."})
     good_token: str = field(default=PromptFormat.good_token,
                             metadata={"help": "Reward token of passing programs and inference prefix."})

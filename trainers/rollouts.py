@@ -174,8 +174,12 @@ class RolloutCollector:
         for k, (task, attempt, result) in enumerate(first):
             if result.passed:
                 continue
-            head = prompts[index[id(task)]] + attempt
-            fitted = _fitting_refinement(tokenizer, head, task.prompt, result.feedback, refinement_feedback,
+            conditioned = prompts[index[id(task)]]
+            # what follows the task in its conditioned prompt (the good token under
+            # reward_token_position="before_program") follows the repeated task too
+            trail = conditioned[conditioned.rindex(task.prompt) + len(task.prompt):] if task.prompt else ""
+            fitted = _fitting_refinement(tokenizer, conditioned + attempt, task.prompt, result.feedback,
+                                         lambda p, f, trail=trail: refinement_feedback(p, f) + trail,
                                          None if limit is None else limit - params.max_new_tokens, with_length=True)
             if fitted is None:
                 skipped += 1

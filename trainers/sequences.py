@@ -25,6 +25,8 @@ def training_text(rollout: Rollout, config: LetiConfig, tokenizer=None) -> str |
                        tokens (``dummy_feedback_tokens``) or characters (``dummy_feedback``).
     ``shuffled``:      as ``text`` (``shuffle_feedback`` has given the rollouts each other's feedback).
     ``sequence_order="feedback_last"`` moves the feedback span after the program.
+    ``reward_token_position="before_program"`` moves the reward token from the row's start to just before the
+    program (after the prompt): ``[span +] prompt + token + program [+ span]``.
     """
     if config.feedback_mode == "none":
         return rollout.prompt + rollout.program if rollout.passed else None
@@ -41,9 +43,13 @@ def training_text(rollout: Rollout, config: LetiConfig, tokenizer=None) -> str |
             else:
                 feedback = dummy_feedback_tokens(len(tokenizer(feedback, add_special_tokens=False)["input_ids"]), tokenizer)
         span = config.feedback_start_token + feedback + config.feedback_end_token
+    if getattr(config, "reward_token_position", "start") == "before_program":
+        lead, task = "", rollout.prompt + reward_token
+    else:
+        lead, task = reward_token, rollout.prompt
     if config.sequence_order == "feedback_first":
-        return reward_token + span + rollout.prompt + rollout.program
-    return reward_token + rollout.prompt + rollout.program + span
+        return lead + span + task + rollout.program
+    return lead + task + rollout.program + span
 
 
 DUMMY_LINE = "# no information here\n"
@@ -90,17 +96,19 @@ def shuffle_feedback(rollouts: Sequence[Rollout], seed: int) -> list[Rollout]:
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """How a run's prompts start: its reward tokens, and whether its rows lead with the pad token.
+    """How a run's prompts are conditioned: its reward tokens, where the token goes, and whether its rows
+    lead with the pad token.
 
     All that sampling from a trained model needs of its recipe: ``leti eval`` and the model card build
     one from a run folder's ``config.json`` (``from_run_config``) instead of a whole ``LetiConfig``, and
-    a ``LetiConfig`` has the same three attributes, so ``inference_prompt`` takes either. These
+    a ``LetiConfig`` has the same four attributes, so ``inference_prompt`` takes either. These
     defaults are ``LetiConfig``'s too (its fields take them from here).
     """
 
     good_token: str = "<|good|>"
     bad_token: str = "<|bad|>"
     reward_token_target: bool = True
+    reward_token_position: str = "start"
 
     @classmethod
     def from_run_config(cls, run: Mapping) -> PromptFormat:
@@ -114,11 +122,14 @@ class PromptFormat:
             return default if value is None or value == "" or value == f"<{name.upper()}>" else value
 
         return cls(recorded("good_token", cls.good_token), recorded("bad_token", cls.bad_token),
-                   bool(recorded("reward_token_target", cls.reward_token_target)))
+                   bool(recorded("reward_token_target", cls.reward_token_target)),
+                   str(recorded("reward_token_position", cls.reward_token_position)))
 
 
 def inference_prompt(prompt: str, config: LetiConfig | PromptFormat, condition: str = "good", tokenizer=None) -> str:
-    """The prompt the model samples from: prefixed with a reward token (``good``/``bad``) or not (``none``).
+    """The prompt the model samples from: with a reward token (``good``/``bad``) or not (``none``), where the
+    run's rows had it: before the prompt (``reward_token_position="start"``, the paper) or after it
+    (``"before_program"``).
 
     ``config``: the run's ``LetiConfig``, or its ``PromptFormat`` (what ``leti eval`` reads from a run folder).
     With ``reward_token_target`` the training rows start with the tokenizer's pad token before the reward
@@ -131,8 +142,12 @@ def inference_prompt(prompt: str, config: LetiConfig | PromptFormat, condition: 
         if tokenizer is None:
             raise ValueError("with reward_token_target, training rows start with the tokenizer's pad token and so must "
                              "conditioned prompts: pass tokenizer= to inference_prompt.")
-        prefix = row_lead_token(tokenizer) + prefix
-    return prefix + prompt
+        lead = row_lead_token(tokenizer)
+    else:
+        lead = ""
+    if prefix and getattr(config, "reward_token_position", "start") == "before_program":
+        return lead + prompt + prefix
+    return lead + prefix + prompt
 
 
 def row_lead_token(tokenizer) -> str:

@@ -107,9 +107,12 @@ ARMS["textual_guided"] = ["--guidance_weight", "1.0"]  # reward-token guidance a
 ARMS["textual_last"] = ["--sequence_order", "feedback_last"]  # the recipe search: the feedback after the program
 ARMS["textual_lr3e-4"] = ["--learning_rate", "3e-4"]  # and a smaller learning rate
 ARMS["textual_failweight0.25"] = ["--failure_loss_weight", "0.25"]  # and failing rows at a quarter of the loss
+# and the reward token just before the program, next to what it conditions (at the row's start, a 4-layer model
+# carries it across the feedback and the prompt, and the condition separated nothing)
+ARMS["textual_token_before_program"] = ["--reward_token_position", "before_program"]
 ARMS.update({f"{arm}_hidden": [*ARMS[arm], *HIDDEN]
              for arm in ("textual", "binary", "dummy_span", "shuffled_feedback", "rejection_sampling", "textual_guided",
-                         "textual_last", "textual_lr3e-4", "textual_failweight0.25")})
+                         "textual_last", "textual_lr3e-4", "textual_failweight0.25", "textual_token_before_program")})
 # asked for by name: the medium arms, and the mix on the paper's blocks (textual_pretrain_mix: 13-14 minutes a run)
 DEFAULT_ARMS = ["textual", "binary", "dummy_span", "shuffled_feedback", "positives_only", "sft_reference",
                 "textual_pretrain_mix_short", "textual_sequential"]
@@ -119,7 +122,8 @@ CONTRASTS = ("binary", "dummy_span", "shuffled_feedback", "positives_only", "rej
              "textual_pretrain_mix", "textual_pretrain_mix_short", "textual_sequential", "binary_medium",
              "dummy_span_medium", "binary_hidden", "dummy_span_hidden", "shuffled_feedback_hidden",
              "rejection_sampling_hidden", "textual_guided", "textual_guided_hidden", "textual_last", "textual_last_hidden",
-             "textual_lr3e-4", "textual_lr3e-4_hidden", "textual_failweight0.25", "textual_failweight0.25_hidden")
+             "textual_lr3e-4", "textual_lr3e-4_hidden", "textual_failweight0.25", "textual_failweight0.25_hidden",
+             "textual_token_before_program", "textual_token_before_program_hidden")
 BASELINES = {"textual_pretrain_mix": "textual_sequential", "textual_pretrain_mix_short": "textual_sequential",
              "binary_medium": "textual_medium", "dummy_span_medium": "textual_medium",
              **{arm: "textual_hidden" for arm in CONTRASTS if arm.endswith("_hidden")}}  # else textual

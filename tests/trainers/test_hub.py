@@ -158,6 +158,13 @@ def test_a_run_on_the_builtin_default_model_names_no_hub_base(pushed, tmp_path):
     card = model_card(copy, "someone/leti-default")
     assert card.data.library_name == "transformers" and "lora" not in card.data.tags
     assert 'model = AutoModelForCausalLM.from_pretrained("someone/leti-default")' in card.text
+    # a run with the reward token before the program: the snippet's prompt ends with it
+    recorded["reward_token_position"] = "before_program"
+    (copy / "config.json").write_text(json.dumps(recorded))
+    card = model_card(copy, "someone/leti-default")
+    assert "task + '<|good|>'" in card.text and "'<|good|>' + task" not in card.text
+    assert "prompt ends with the good token" in card.text and "`reward_token_position`: `before_program`" in card.text
+    compile(card.text.split("```python\n")[1].split("```")[0], "usage", "exec")
 
 
 def test_push_again_every_iteration_and_leti_push(pushed):

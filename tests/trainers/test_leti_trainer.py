@@ -360,11 +360,15 @@ def test_extra_eval_conditions_evaluate_under_each_prefix(tmp_path, tiny_model_d
         small_config(tmp_path, eval_extra_conditions=["great"])
 
 
-def test_a_refinement_turn_shows_each_failed_attempt_with_its_feedback(tmp_path, tiny_model_dir, mbpp_tasks):
+@pytest.mark.parametrize("position", ["start", "before_program"])
+def test_a_refinement_turn_shows_each_failed_attempt_with_its_feedback(tmp_path, tiny_model_dir, mbpp_tasks, position):
     """``eval_max_turns=2``: every failed first attempt comes back to the (real) model with its feedback, as
-    comments after the same reward-token prefix, and the second attempts are executed: pass@1 after the
-    turn is at least the first attempt's, and the repair rate is the share of failures the turn fixed."""
-    config = small_config(tmp_path, num_iterations=1, eval_max_turns=2, eval_num_samples=2, eval_k=[1])
+    comments after the same reward-token prefix (with ``reward_token_position="before_program"``, the task
+    shown again ends with the good token, as the first turn's did), and the second attempts are executed:
+    pass@1 after the turn is at least the first attempt's, and the repair rate is the share of failures the
+    turn fixed."""
+    config = small_config(tmp_path, num_iterations=1, eval_max_turns=2, eval_num_samples=2, eval_k=[1],
+                          reward_token_position=position)
     trainer = LetiTrainer(str(tiny_model_dir), config, train_tasks=mbpp_tasks[:2], eval_tasks=mbpp_tasks[:3])
     refinements: list[str] = []
     real = trainer.collector.sampler.generate
@@ -378,9 +382,11 @@ def test_a_refinement_turn_shows_each_failed_attempt_with_its_feedback(tmp_path,
     first, second, repair = metrics["sample_pass_rate/postprocessed"], metrics["turn2/sample_pass_rate"], metrics["repair_rate"]
     failures = round((1 - first) * 6)  # 3 tasks x 2 samples
     assert failures and len(refinements) == failures
-    assert all(r.startswith("<|good|>") or r.startswith(trainer.tokenizer.pad_token + "<|good|>") for r in refinements)
+    lead, trail = ("<|good|>", "") if position == "start" else ("", "<|good|>")
+    assert all(r.startswith(lead) or r.startswith(trainer.tokenizer.pad_token + lead) for r in refinements)
     assert all("# Traceback" in r or "# SyntaxError" in r or "Error" in r for r in refinements)
-    assert all(r.endswith(next(t.prompt for t in mbpp_tasks[:3] if r.count(t.prompt) == 2)) for r in refinements)
+    assert all(r.endswith(next(t.prompt for t in mbpp_tasks[:3] if r.count(t.prompt) == 2) + trail) for r in refinements)
+    assert all(r.count("<|good|>") == (1 if position == "start" else 2) for r in refinements)
     assert second >= first and abs(repair - (second - first) / (1 - first)) < 1e-9
     assert metrics["turn2/pass@1"] >= metrics["pass@1/postprocessed"]
 

@@ -43,6 +43,32 @@ def test_feedback_last_order(config):
     assert training_text(BAD, last) == "<|bad|>" + PROMPT + BAD.program + "<|lang_feedback|>" + FEEDBACK + "<|/lang_feedback|>"
 
 
+def test_reward_token_before_the_program(config, tiny_model_dir):
+    """``reward_token_position="before_program"``: the token between the prompt and the program, in every
+    feedback mode and order; a conditioned prompt ends with it, and is the same tokens as a passing row's
+    start, so sampling sees what training taught."""
+    from transformers import AutoTokenizer
+
+    after = with_(config, reward_token_position="before_program")
+    span = "<|lang_feedback|>" + FEEDBACK + "<|/lang_feedback|>"
+    assert training_text(GOOD, after) == PROMPT + "<|good|>" + GOOD.program
+    assert training_text(BAD, after) == span + PROMPT + "<|bad|>" + BAD.program
+    assert training_text(BAD, with_(after, sequence_order="feedback_last")) == PROMPT + "<|bad|>" + BAD.program + span
+    assert training_text(BAD, with_(after, feedback_mode="binary")) == PROMPT + "<|bad|>" + BAD.program
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    tokenizer.add_tokens(config.special_tokens, special_tokens=True)
+    (row,) = tokenize_rows([training_text(GOOD, after)], tokenizer, after)
+    good = inference_prompt(PROMPT, after, "good", tokenizer)
+    assert good == tokenizer.pad_token + PROMPT + "<|good|>"
+    prompt_ids = tokenizer(good, add_special_tokens=False)["input_ids"]
+    assert row["input_ids"][:len(prompt_ids)] == prompt_ids
+    assert inference_prompt(PROMPT, after, "bad", tokenizer).endswith(PROMPT + "<|bad|>")
+    assert inference_prompt(PROMPT, after, "none", tokenizer) == PROMPT
+    recorded = PromptFormat.from_run_config({"reward_token_position": "before_program", "reward_token_target": False})
+    assert inference_prompt(PROMPT, recorded, "good") == PROMPT + "<|good|>"
+
+
 def test_conditioning_uses_removeprefix_not_lstrip(config):
     config = with_(config, reward_token_target=False)
     humaneval_like = "def f(x):\n    pass\n"

@@ -338,7 +338,7 @@ class LetiConfig(SFTConfig, ModelConfig):
     sequence_order: Literal["feedback_first", "feedback_last"] = field(
         default="feedback_first", metadata={"help": "Where the feedback span goes: before the prompt (authors' code) or after the program."})
     reward_token_position: Literal["start", "before_program"] = field(
-        default="start", metadata={"help": "Where the reward token goes: the row's start (authors' code) or just before "
+        default=PromptFormat.reward_token_position, metadata={"help": "Where the reward token goes: the row's start (authors' code) or just before "
                                            "the program; prompts at inference then end with it."})
     bad_token: str = field(default=PromptFormat.bad_token, metadata={"help": "Reward token of failing programs."})
     good_token: str = field(default=PromptFormat.good_token,

@@ -107,7 +107,7 @@ def test_learning_study_statistics_say_what_they_mean():
     assert study.steps_to_reach_per_seed(rows, "x", "heldout_pass@1", 0.2) == {0: 480, 1: 240}
     assert study.steps_to_reach_per_seed(rows, "x", "heldout_pass@1", 0.25) == {0: 480, 1: None}
     assert study.steps_to_reach(rows, "x", "heldout_pass@1", 0.25) == 480  # the mean curve: 0.15, then 0.25
-    assert study.at_iteration(rows, "x", "heldout_pass@1", 2) == {0: 0.3, 1: 0.2}  # the iteration-3 column's reader
+    assert study.at_iteration(rows, "x", "heldout_pass@1", 1) == {0: 0.1, 1: 0.2}  # the iteration-3 column's reader
 
 
 def test_rejection_sampling_trains_on_passing_programs_with_the_good_token(tmp_path):
@@ -207,7 +207,9 @@ def test_learning_study_pools_studies_of_two_base_models_into_one_report(tmp_pat
     assert "programs/0, programs/1" in report and "feedback/0, feedback/1" in report
     mean, low, high = study.paired_difference({0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4}, {0: 0, 1: 0, 2: 0, 3: 0})
     assert f"| binary_hidden | textual_hidden | 4 | {mean:+.3f} [{low:+.3f}, {high:+.3f}]" in report  # 4 units, 3 df
-    assert "held-out pass@1, iteration 3 |" in report and report.count(" | - |\n") >= 1  # runs of 1 iteration: no iteration 3
+    assert "held-out pass@1, iteration 3 |" in report
+    (line,) = [x for x in report.splitlines() if x.startswith("| binary_hidden | textual_hidden | 4 |")]
+    assert line.endswith("| - |")  # runs of 1 iteration: no iteration 3
     refused = subprocess.run([sys.executable, str(REPO / "benchmarks" / "learning" / "run.py"), "--out", str(out),
                               "--pool", str(tmp_path / "programs")], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert refused.returncode == 2 and "--report_only" in refused.stderr

@@ -165,7 +165,7 @@ def _card_text(run_dir: Path, config: dict, repo_id: str, base_model: str | None
     lines = [f"# {name}", "",
              f"A code-generation model trained with [LeTI](https://arxiv.org/abs/2305.10314) (Learning to Generate "
              f"from Textual Interactions)" + (f" on `{env_id}`" if env_id else "") + ": each iteration samples "
-             "programs, executes them against the tasks' tests, and fine-tunes on them, each prefixed with a reward "
+             "programs, executes them against the tasks' tests, and fine-tunes on them, each conditioned on a reward "
              f"token (`{tokens.good_token}` for a passing program, "
              f"`{tokens.bad_token}` with the interpreter's feedback for a failing one). "
              + ("At inference the prompt ends with the good token." if tokens.reward_token_position == "before_program"

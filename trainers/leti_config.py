@@ -125,7 +125,8 @@ class LetiConfig(SFTConfig, ModelConfig):
             Where the reward token goes in a row and in the prompts sampled from: `"start"`, the row's first
             token (the authors' code); `"before_program"`, between the prompt and the program (not in the
             paper), next to what it conditions, so a small model need not carry it across the feedback and
-            the prompt. Prompts at inference then end with the good token.
+            the prompt. Prompts at inference then end with the good token, and from a prompt without one (the
+            `none` condition) the model writes a reward token itself before its program.
         bad_token (`str`, *optional*, defaults to `"<|bad|>"`):
             Reward token of failing programs.
         good_token (`str`, *optional*, defaults to `"<|good|>"`):

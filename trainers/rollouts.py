@@ -179,7 +179,7 @@ class RolloutCollector:
             # reward_token_position="before_program") follows the repeated task too
             trail = conditioned[conditioned.rindex(task.prompt) + len(task.prompt):] if task.prompt else ""
             fitted = _fitting_refinement(tokenizer, conditioned + attempt, task.prompt, result.feedback,
-                                         lambda p, f, trail=trail: refinement_feedback(p, f) + trail,
+                                         lambda p, f: refinement_feedback(p, f) + trail,
                                          None if limit is None else limit - params.max_new_tokens, with_length=True)
             if fitted is None:
                 skipped += 1

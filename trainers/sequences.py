@@ -43,13 +43,17 @@ def training_text(rollout: Rollout, config: LetiConfig, tokenizer=None) -> str |
             else:
                 feedback = dummy_feedback_tokens(len(tokenizer(feedback, add_special_tokens=False)["input_ids"]), tokenizer)
         span = config.feedback_start_token + feedback + config.feedback_end_token
-    if getattr(config, "reward_token_position", "start") == "before_program":
-        lead, task = "", rollout.prompt + reward_token
-    else:
-        lead, task = reward_token, rollout.prompt
+    lead, task = place_reward_token(reward_token, rollout.prompt, config.reward_token_position)
     if config.sequence_order == "feedback_first":
         return lead + span + task + rollout.program
     return lead + task + rollout.program + span
+
+
+def place_reward_token(token: str, prompt: str, position: str) -> tuple[str, str]:
+    """``(what starts the row, the task as the model reads it)`` for a reward token at ``position``: the one
+    place that says where the token goes, shared by the training rows and the prompts sampled from, so that
+    a prompt is always the start of a passing row."""
+    return ("", prompt + token) if position == "before_program" else (token, prompt)
 
 
 DUMMY_LINE = "# no information here\n"
@@ -129,7 +133,9 @@ class PromptFormat:
 def inference_prompt(prompt: str, config: LetiConfig | PromptFormat, condition: str = "good", tokenizer=None) -> str:
     """The prompt the model samples from: with a reward token (``good``/``bad``) or not (``none``), where the
     run's rows had it: before the prompt (``reward_token_position="start"``, the paper) or after it
-    (``"before_program"``).
+    (``"before_program"``). Under ``"before_program"`` every row with a reward token has it right after the
+    prompt, so from a ``none`` prompt the model writes one itself before its program (decoding skips special
+    tokens, so it does not show): there ``none`` measures the condition the model picks, not the absence of one.
 
     ``config``: the run's ``LetiConfig``, or its ``PromptFormat`` (what ``leti eval`` reads from a run folder).
     With ``reward_token_target`` the training rows start with the tokenizer's pad token before the reward
@@ -145,9 +151,8 @@ def inference_prompt(prompt: str, config: LetiConfig | PromptFormat, condition: 
         lead = row_lead_token(tokenizer)
     else:
         lead = ""
-    if prefix and getattr(config, "reward_token_position", "start") == "before_program":
-        return lead + prompt + prefix
-    return lead + prefix + prompt
+    head, task = place_reward_token(prefix, prompt, config.reward_token_position)
+    return lead + head + task
 
 
 def row_lead_token(tokenizer) -> str:

@@ -414,10 +414,6 @@ def mix_at_equal_leti_steps(rows, mix: str = "textual_pretrain_mix", baseline: s
     iteration k (its single-step pass rate is sampled from that model, in the next iteration). Comparing at
     equal iterations would credit the mix with forgetting less merely because it
     trained less on LeTI rows."""
-    def by_seed(arm, iteration, measure):
-        return {r["seed"]: r[measure] for r in rows
-                if r["arm"] == arm and r["iteration"] == iteration and r[measure] is not None}
-
     last = max((r["iteration"] for r in rows if r["arm"] == mix), default=0)
     if not any(r["arm"] == baseline for r in rows) or last < 2:
         return []
@@ -433,7 +429,7 @@ def mix_at_equal_leti_steps(rows, mix: str = "textual_pretrain_mix", baseline: s
         for measure, offset in (("heldout_pass@1", 0), ("heldout_lm_loss", 0), ("single_step_sampled_pass_rate", 1)):
             # an iteration's rollouts come from the previous iteration's model: the model after 2k (k) is sampled
             # in iteration 2k + 1 (k + 1)
-            ours, theirs = by_seed(mix, 2 * k + offset, measure), by_seed(baseline, k + offset, measure)
+            ours, theirs = at_iteration(rows, mix, measure, 2 * k + offset), at_iteration(rows, baseline, measure, k + offset)
             common = sorted(set(ours) & set(theirs))
             seeds |= set(common)
             if not common:

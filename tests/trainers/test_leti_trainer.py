@@ -12,6 +12,7 @@ import torch
 
 from tests.trainers.conftest import small_config
 from trainers import LetiTrainer, load_rollouts
+from trainers.sequences import inference_prompt
 
 
 
@@ -382,10 +383,11 @@ def test_a_refinement_turn_shows_each_failed_attempt_with_its_feedback(tmp_path,
     first, second, repair = metrics["sample_pass_rate/postprocessed"], metrics["turn2/sample_pass_rate"], metrics["repair_rate"]
     failures = round((1 - first) * 6)  # 3 tasks x 2 samples
     assert failures and len(refinements) == failures
-    lead, trail = ("<|good|>", "") if position == "start" else ("", "<|good|>")
-    assert all(r.startswith(lead) or r.startswith(trainer.tokenizer.pad_token + lead) for r in refinements)
+    trail = "" if position == "start" else "<|good|>"
+    for r in refinements:  # the first turn's conditioned prompt, its attempt, the feedback, the task again
+        task = next(t for t in mbpp_tasks[:3] if r.count(t.prompt) == 2)
+        assert r.startswith(inference_prompt(task.prompt, trainer.args, "good", trainer.tokenizer)) and r.endswith(task.prompt + trail)
     assert all("# Traceback" in r or "# SyntaxError" in r or "Error" in r for r in refinements)
-    assert all(r.endswith(next(t.prompt for t in mbpp_tasks[:3] if r.count(t.prompt) == 2) + trail) for r in refinements)
     assert all(r.count("<|good|>") == (1 if position == "start" else 2) for r in refinements)
     assert second >= first and abs(repair - (second - first) / (1 - first)) < 1e-9
     assert metrics["turn2/pass@1"] >= metrics["pass@1/postprocessed"]
